@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` runs the main job, `make test` runs the tests.
+# Each builds the virtualenv it needs first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+EVENTS ?= 100000
+
+.PHONY: venv demo test bench clean
+
+$(VENV)/.installed: setup.py requirements.txt requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -c requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m kappaflow.demo --events $(EVENTS) --workdir demo-out
+
+test: venv
+	$(PY) -m pytest -q tests
+
+bench: venv
+	$(PY) benchmarks/clickstream_bench.py
+
+clean:
+	rm -rf demo-out .pytest_cache build *.egg-info

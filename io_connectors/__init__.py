@@ -1,0 +1,1 @@
+"""Sources and sinks, chosen from URLs and options; the transforms between them never know which."""

@@ -1,0 +1,56 @@
+"""Choose a sink from a URL: any SQLAlchemy URL upserts into a database table; `file://DIR`,
+a bare directory path or `gs://...` writes keyed files (`?format=jsonl|parquet|avro`)."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Optional
+
+import apache_beam as beam
+
+from io_connectors.file_sink import DIRECTORY_FORMATS, WriteKeyedFiles
+from io_connectors.sql_sink import UpsertToDatabase
+from transforms import metrics
+from transforms.schema import Schema
+
+__all__ = ["WriteTable", "is_database_url"]
+
+
+def is_database_url(url: str) -> bool:
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    return bool(scheme) and scheme not in ("file", "gs", "s3")
+
+
+class WriteTable(beam.PTransform):
+    """Rows → the table `schema.name` at `url`; returns the sink's own dead letters (maybe empty)."""
+
+    def __init__(
+        self, url: str, schema: Schema, pipeline: str, counter: str = metrics.ROWS_WRITTEN,
+        table: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        self._url = url
+        self._schema = schema
+        self._pipeline = pipeline
+        self._counter = counter
+        self._table = table or schema.name
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        if is_database_url(self._url):
+            return rows | UpsertToDatabase(
+                self._url, self._schema, self._pipeline, self._table, counter=self._counter
+            )
+        directory, fmt = _directory_and_format(self._url)
+        rows | WriteKeyedFiles(directory, self._schema, self._table, fmt, self._counter)
+        return rows.pipeline | "NoSinkDeadLetters" >> beam.Create([])
+
+
+def _directory_and_format(url: str) -> tuple[str, str]:
+    parsed = urllib.parse.urlsplit(url)
+    fmt = urllib.parse.parse_qs(parsed.query).get("format", ["jsonl"])[0]
+    if fmt not in DIRECTORY_FORMATS:
+        raise ValueError(f"{url}: format must be one of {DIRECTORY_FORMATS}")
+    if parsed.scheme == "file":
+        return parsed.path, fmt
+    base = url.split("?", 1)[0]
+    return base, fmt

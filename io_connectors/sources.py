@@ -1,0 +1,52 @@
+"""Choose a source from the input URL and the run's mode."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import apache_beam as beam
+
+from io_connectors.files import expand_pattern, read_records
+from io_connectors.replay import ReplayConfig, ReplayFiles
+from transforms.records import RawRecord
+
+__all__ = ["ReadFiles", "ReadInput"]
+
+
+class ReadFiles(beam.PTransform):
+    """Files (globs, comma-separated) → bounded PCollection of RawRecords."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self._pattern = pattern
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (
+            pbegin
+            | "Paths" >> beam.Create(expand_pattern(self._pattern))
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadRecords" >> beam.FlatMap(read_records)
+        )
+
+
+class ReadInput(beam.PTransform):
+    """`--input` → RawRecords: files in batch, the same files replayed in event time when
+    streaming."""
+
+    def __init__(
+        self,
+        url: str,
+        streaming: bool,
+        event_time: Callable[[RawRecord], Optional[float]],
+        replay: ReplayConfig = ReplayConfig(),
+    ) -> None:
+        super().__init__()
+        self._url = url
+        self._streaming = streaming
+        self._event_time = event_time
+        self._replay = replay
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        if self._streaming:
+            return pbegin | "ReplayFiles" >> ReplayFiles(self._url, self._event_time, self._replay)
+        return pbegin | "ReadFiles" >> ReadFiles(self._url)

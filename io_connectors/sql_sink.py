@@ -1,0 +1,168 @@
+"""Idempotent SQL sink: rows are upserted on the schema's key through SQLAlchemy.
+
+The dialect's native upsert is used where it has one (SQLite and PostgreSQL `ON CONFLICT DO
+UPDATE`, MySQL `ON DUPLICATE KEY UPDATE`); other databases get delete-then-insert in one
+transaction. Rows are written in batches, one transaction per batch. A failed batch is retried
+with backoff, then written row by row so that only the rows the database rejects become dead
+letters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterator, Optional, Sequence
+
+import apache_beam as beam
+import sqlalchemy as sa
+from apache_beam.metrics import Metrics
+
+from transforms import metrics
+from transforms.enrich_database import RetryPolicy
+from transforms.records import DEAD_LETTER_TAG, dead_letter
+from transforms.schema import Schema
+
+__all__ = ["UpsertToDatabase", "UpsertRowsFn", "create_engine", "ensure_table", "upsert_rows"]
+
+_LOG = logging.getLogger(__name__)
+
+
+def create_engine(url: str) -> sa.engine.Engine:
+    if url.startswith("sqlite"):
+        # Several bundles may write at once; wait for the lock instead of failing.
+        return sa.create_engine(url, connect_args={"timeout": 60})
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def ensure_table(engine: sa.engine.Engine, schema: Schema, name: Optional[str] = None) -> sa.Table:
+    table = schema.sqlalchemy_table(sa.MetaData(), name)
+    try:
+        table.create(engine, checkfirst=True)
+    except sa.exc.SQLAlchemyError:
+        # Another worker may have created it between the check and the create.
+        if not sa.inspect(engine).has_table(table.name):
+            raise
+    return table
+
+
+def _upsert_statement(engine: sa.engine.Engine, table: sa.Table, key: Sequence[str]) -> Any:
+    dialect = engine.dialect.name
+    non_key = [c.name for c in table.columns if c.name not in key]
+    if dialect in ("sqlite", "postgresql"):
+        module = sa.dialects.sqlite if dialect == "sqlite" else sa.dialects.postgresql
+        stmt = module.insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=list(key), set_={c: stmt.excluded[c] for c in non_key}
+        )
+    if dialect in ("mysql", "mariadb"):
+        stmt = sa.dialects.mysql.insert(table)
+        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in non_key})
+    return None
+
+
+def upsert_rows(engine: sa.engine.Engine, table: sa.Table, key: Sequence[str], rows: list[dict]) -> None:
+    """Upsert `rows` in one transaction (rows must have distinct keys)."""
+    stmt = _upsert_statement(engine, table, key)
+    with engine.begin() as conn:
+        if stmt is not None:
+            conn.execute(stmt, rows)
+            return
+        condition = sa.and_(*(table.c[k] == sa.bindparam(f"_key_{k}") for k in key))
+        conn.execute(
+            table.delete().where(condition), [{f"_key_{k}": r[k] for k in key} for r in rows]
+        )
+        conn.execute(table.insert(), rows)
+
+
+class UpsertRowsFn(beam.DoFn):
+    def __init__(
+        self, url: str, schema: Schema, table: Optional[str], pipeline: str,
+        batch_size: int, retry: RetryPolicy, counter: str,
+    ) -> None:
+        self._url = url
+        self._schema = schema
+        self._table_name = table
+        self._pipeline = pipeline
+        self._batch_size = batch_size
+        self._retry = retry
+        self._written = Metrics.counter(metrics.NAMESPACE, counter)
+        self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
+
+    def setup(self) -> None:
+        self._engine = create_engine(self._url)
+        self._table = ensure_table(self._engine, self._schema, self._table_name)
+        self._columns = self._schema.field_names
+
+    def teardown(self) -> None:
+        self._engine.dispose()
+
+    def start_bundle(self) -> None:
+        self._buffer: dict[tuple, dict] = {}
+
+    def process(self, row: dict) -> Iterator[Any]:
+        key = tuple(row[k] for k in self._schema.key)
+        previous = self._buffer.get(key)
+        # Within a batch the later pane wins: one statement may not update a row twice.
+        if previous is None or row.get("pane_index", 0) >= previous.get("pane_index", 0):
+            self._buffer[key] = {c: row.get(c) for c in self._columns}
+        if len(self._buffer) >= self._batch_size:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for letter in self._flush():
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG, WindowedValue(letter.value, time.time(), [GlobalWindow()])
+            )
+
+    def _flush(self) -> Iterator[Any]:
+        rows, self._buffer = list(self._buffer.values()), {}
+        if not rows:
+            return
+        if self._write_with_retry(rows):
+            self._written.inc(len(rows))
+            return
+        for row in rows:  # isolate the rows the database rejects
+            try:
+                upsert_rows(self._engine, self._table, self._schema.key, [row])
+                self._written.inc()
+            except sa.exc.SQLAlchemyError as err:
+                self._rejected.inc()
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+                    self._pipeline, "sink",
+                    f"{self._table.name}: {str(err).splitlines()[0][:300]}",
+                    row,
+                ))
+
+    def _write_with_retry(self, rows: list[dict]) -> bool:
+        backoffs = self._retry.backoffs()
+        while True:
+            try:
+                upsert_rows(self._engine, self._table, self._schema.key, rows)
+                return True
+            except sa.exc.SQLAlchemyError as err:
+                delay = next(backoffs, None)
+                if delay is None:
+                    _LOG.error("upsert into %s failed: %s", self._table.name, err)
+                    return False
+                _LOG.warning("upsert into %s failed, retrying in %.1fs: %s", self._table.name, delay, err)
+                time.sleep(delay)
+
+
+class UpsertToDatabase(beam.PTransform):
+    """Rows → upserted into `table` (default: the schema's name); returns sink dead letters."""
+
+    def __init__(
+        self, url: str, schema: Schema, pipeline: str, table: Optional[str] = None,
+        batch_size: int = 500, retry: RetryPolicy = RetryPolicy(), counter: str = metrics.ROWS_WRITTEN,
+    ) -> None:
+        super().__init__()
+        if not schema.key:
+            raise ValueError(f"schema {schema.name} has no key: an upsert sink needs one")
+        self._fn = UpsertRowsFn(url, schema, table, pipeline, batch_size, retry, counter)
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        outputs = rows | "Upsert" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="written")
+        return outputs[DEAD_LETTER_TAG]

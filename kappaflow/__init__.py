@@ -1,0 +1,3 @@
+"""kappaflow: one set of Apache Beam transforms for batch, streaming replay and live streaming."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,41 @@
+"""Command-line options shared by every pipeline (Beam's own options come on top)."""
+
+from __future__ import annotations
+
+import os
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+__all__ = ["KappaflowOptions"]
+
+DEFAULT_OUTPUT = "sqlite:///kappaflow.db"
+
+
+class KappaflowOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--input", required=True,
+                            help="Input files: glob(s), comma-separated; .jsonl/.csv/.avro/.parquet (+.gz).")
+        parser.add_argument("--output", default=DEFAULT_OUTPUT,
+                            help="Output: an SQLAlchemy URL (rows are upserted) or a directory "
+                                 "(file://DIR?format=jsonl|parquet|avro).")
+        parser.add_argument("--dead_letter_output", default=None,
+                            help="Where dead letters go (same URL forms); default: --output.")
+        parser.add_argument("--reference_db", default=None,
+                            help="SQLAlchemy URL of the reference database used for enrichment.")
+        parser.add_argument("--window_seconds", type=float, default=60.0)
+        parser.add_argument("--allowed_lateness_seconds", type=float, default=900.0)
+        parser.add_argument("--early_firing_seconds", type=float, default=30.0,
+                            help="Early panes every N seconds of processing time (streaming only); 0: none.")
+        parser.add_argument("--dedup_horizon_seconds", type=float, default=3600.0)
+        parser.add_argument("--max_out_of_orderness_seconds", type=float, default=60.0,
+                            help="Streaming replay: the watermark trails the largest event time by this much.")
+        parser.add_argument("--replay_chunk_size", type=int, default=500,
+                            help="Streaming replay: records between watermark advances.")
+        parser.add_argument("--report", default=None, help="Write the run's accounting as JSON here.")
+        parser.add_argument("--pii_salt", default=os.environ.get("KAPPAFLOW_PII_SALT", "kappaflow-default-salt"),
+                            help="Salt of the PII hashes (default: $KAPPAFLOW_PII_SALT). Set your own in production.")
+
+    @property
+    def dead_letters_url(self) -> str:
+        return self.dead_letter_output or self.output

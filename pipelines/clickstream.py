@@ -1,0 +1,106 @@
+"""Clickstream: web/app events → per-window metrics by event type and country.
+
+    python -m pipelines.clickstream --input='events/*.jsonl' --output=sqlite:///out.db \
+        --reference_db=sqlite:///reference.db [--streaming] [--report=run.json]
+
+read → parse/validate → event time → dedup by event_id → enrich (users, products)
+     → route too-late records → fixed windows → events, unique users, revenue → upsert
+Every rejected record goes to the `dead_letters` table with its reason.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from io_connectors.replay import ReplayConfig
+from io_connectors.sinks import WriteTable
+from io_connectors.sources import ReadInput
+from kappaflow.launcher import run
+from kappaflow.options import KappaflowOptions
+from kappaflow.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
+from transforms import metrics
+from transforms.aggregate import AggregatePerWindow, Metric
+from transforms.dead_letters import CollectDeadLetters
+from transforms.dedup import DedupConfig, DeduplicateEvents
+from transforms.enrich_database import EnrichFromDatabase, LookupSpec
+from transforms.event_time import EventTimeOf, WithEventTime
+from transforms.late_data import RouteTooLateRecords
+from transforms.parse import ParseEvents
+from transforms.records import DEAD_LETTER_SCHEMA, DEAD_LETTER_TAG
+from transforms.windowing import WindowConfig
+
+PIPELINE = "clickstream"
+
+LOOKUPS = (
+    LookupSpec("users", "user_id", "user_id", {"country": "country", "segment": "segment"},
+               defaults={"country": "unknown", "segment": "unknown"}),
+    LookupSpec("products", "product_id", "product_id", {"category": "category"},
+               defaults={"category": "unknown"}),
+)
+METRICS = (
+    Metric("events", "count"),
+    Metric("unique_users", "distinct", "user_id"),
+    Metric("revenue", "sum", "revenue"),
+)
+
+
+class ClickstreamOptions(KappaflowOptions):
+    pass
+
+
+def to_metric_input(event: dict) -> dict:
+    """The fields the metrics need; the rest (and the hashed IP) stops here."""
+    properties = event.get("properties") or {}
+    price = properties.get("price")
+    return {
+        "event_id": event["event_id"],
+        "user_id": event["user_id"],
+        "event_type": event["event_type"],
+        "product_id": properties.get("product_id"),
+        "revenue": price if event["event_type"] == "purchase" and price is not None else 0.0,
+    }
+
+
+def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
+    if not opts.reference_db:
+        raise ValueError("--reference_db is required: the users and products tables live there")
+    windows = WindowConfig(
+        size_seconds=opts.window_seconds,
+        allowed_lateness_seconds=opts.allowed_lateness_seconds,
+        early_firing_seconds=opts.early_firing_seconds or None,
+    )
+    replay = ReplayConfig(opts.max_out_of_orderness_seconds, opts.replay_chunk_size)
+    streaming = bool(opts.view_as(beam.options.pipeline_options.StandardOptions).streaming)
+
+    records = p | "ReadInput" >> ReadInput(opts.input, streaming, EventTimeOf("timestamp"), replay)
+    parsed = records | "ParseEvents" >> ParseEvents(CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.pii_salt)
+    unique = (
+        parsed.events
+        | "EventTime" >> WithEventTime("timestamp")
+        | "SelectFields" >> beam.Map(to_metric_input)
+        | "DedupByEventId" >> DeduplicateEvents(lambda e: e["event_id"], DedupConfig(opts.dedup_horizon_seconds))
+    )
+    enriched = unique | "Enrich" >> EnrichFromDatabase(opts.reference_db, LOOKUPS, PIPELINE, "event_id")
+    in_time = enriched.events | "RouteTooLate" >> RouteTooLateRecords(
+        windows, PIPELINE, "event_id", shard_key=lambda e: f"{e['event_type']}|{e['country']}")
+    rows = in_time.events | "AggregatePerWindow" >> AggregatePerWindow(
+        ("event_type", "country"), METRICS, windows)
+    sink_failures = rows | "WriteMetrics" >> WriteTable(opts.output, CLICKSTREAM_METRICS, PIPELINE)
+
+    (
+        (parsed[DEAD_LETTER_TAG], enriched[DEAD_LETTER_TAG], in_time[DEAD_LETTER_TAG], sink_failures)
+        | "CollectDeadLetters" >> CollectDeadLetters()
+        | "WriteDeadLetters" >> WriteTable(
+            opts.dead_letters_url, DEAD_LETTER_SCHEMA, PIPELINE, counter=metrics.DEAD_LETTERS_WRITTEN)
+    )
+
+
+def main() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    run(PIPELINE, build, options_class=ClickstreamOptions)
+
+
+if __name__ == "__main__":
+    main()

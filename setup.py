@@ -1,0 +1,27 @@
+"""kappaflow: Apache Beam pipelines for event data, one graph for batch and streaming."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="kappaflow",
+    version="0.1.0",
+    description="Beam pipelines for clickstream, IoT and CDC events: one graph for batch, replay and streaming.",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["kappaflow*", "pipelines*", "transforms*", "io_connectors*"]),
+    install_requires=[
+        # One exact Beam version: the Flink job server jar and the Prism binary must match it.
+        "apache-beam[gcp]==2.75.0",
+        "google-cloud-pubsub>=2.20,<3",
+        "google-cloud-bigquery>=3.20,<4",
+        "fastavro>=1.9,<2",
+        "pyarrow>=14",
+        "sqlalchemy>=2.0,<2.2",
+        "psycopg2-binary>=2.9,<3",
+    ],
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100"]},
+    entry_points={
+        "console_scripts": [
+            "kappaflow-clickstream=pipelines.clickstream:main",
+        ]
+    },
+)

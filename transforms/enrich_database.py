@@ -1,0 +1,226 @@
+"""Enrich events from reference tables in a relational database (any SQLAlchemy URL).
+
+Lookups are batched per bundle (`WHERE key IN (...)` with bound parameters), cached in the worker
+with a TTL, and default when the key is missing. When the database is unreachable the lookup is
+retried with exponential backoff; after the last attempt the batch goes to the dead letters, so a
+database outage never becomes a crash loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import apache_beam as beam
+import sqlalchemy as sa
+from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms import metrics
+from transforms.records import DEAD_LETTER_TAG, dead_letter
+
+__all__ = ["LookupSpec", "RetryPolicy", "EnrichFromDatabase", "LookupReferenceFn"]
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class LookupSpec:
+    """Join `table` on `key_column` = event[`event_field`]; copy `columns` (column → event field),
+    or `defaults` (event field → value) when the key is missing or null."""
+
+    table: str
+    key_column: str
+    event_field: str
+    columns: Mapping[str, str]
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.columns:
+            raise ValueError(f"lookup on {self.table}: no columns to copy")
+        unknown = set(self.defaults) - set(self.columns.values())
+        if unknown:
+            raise ValueError(f"lookup on {self.table}: defaults for unknown fields {sorted(unknown)}")
+
+    def apply(self, event: dict, row: Optional[Mapping[str, Any]]) -> None:
+        for column, field in self.columns.items():
+            event[field] = row[column] if row is not None else self.defaults.get(field)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    initial_backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.initial_backoff_seconds < 0:
+            raise ValueError("retry policy needs attempts >= 1 and a non-negative backoff")
+
+    def backoffs(self) -> Iterator[float]:
+        delay = self.initial_backoff_seconds
+        for _ in range(self.attempts - 1):
+            yield delay
+            delay = min(delay * 2, self.max_backoff_seconds)
+
+
+class _TtlCache:
+    def __init__(self, ttl_seconds: float, max_entries: int) -> None:
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._entries: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any, now: float) -> tuple[bool, Any]:
+        hit = self._entries.get(key)
+        if hit is None or hit[0] < now:
+            return False, None
+        return True, hit[1]
+
+    def put(self, key: Any, value: Any, now: float) -> None:
+        if len(self._entries) >= self._max:
+            self._entries.clear()  # crude but bounded; reference tables are small in practice
+        self._entries[key] = (now + self._ttl, value)
+
+
+class LookupReferenceFn(beam.DoFn):
+    def __init__(
+        self,
+        url: str,
+        lookups: Sequence[LookupSpec],
+        pipeline: str,
+        id_field: Optional[str],
+        batch_size: int,
+        cache_ttl_seconds: float,
+        retry: RetryPolicy,
+    ) -> None:
+        self._url = url
+        self._lookups = tuple(lookups)
+        self._pipeline = pipeline
+        self._id_field = id_field
+        self._batch_size = batch_size
+        self._ttl = cache_ttl_seconds
+        self._retry = retry
+        self._missing = Metrics.counter(metrics.NAMESPACE, "lookup_key_missing")
+        self._failed = Metrics.counter(metrics.NAMESPACE, metrics.ENRICH_FAILED)
+        self._queries = Metrics.counter(metrics.NAMESPACE, "lookup_queries")
+
+    def setup(self) -> None:
+        self._engine = sa.create_engine(self._url, pool_pre_ping=True)
+        self._caches = [_TtlCache(self._ttl, 100_000) for _ in self._lookups]
+        self._tables = [
+            sa.table(spec.table, sa.column(spec.key_column), *(sa.column(c) for c in spec.columns))
+            for spec in self._lookups
+        ]
+
+    def teardown(self) -> None:
+        self._engine.dispose()
+
+    def start_bundle(self) -> None:
+        self._buffer: list[WindowedValue] = []
+
+    def process(
+        self, event: dict, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam
+    ) -> Iterator[Any]:
+        self._buffer.append(WindowedValue(event, timestamp, [window]))
+        if len(self._buffer) >= self._batch_size:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        yield from self._flush()
+
+    def _flush(self) -> Iterator[Any]:
+        batch, self._buffer = self._buffer, []
+        if not batch:
+            return
+        try:
+            rows = self._fetch_with_retry([wv.value for wv in batch])
+        except sa.exc.SQLAlchemyError as err:
+            self._failed.inc(len(batch))
+            reason = f"reference database unavailable after {self._retry.attempts} attempts: {_brief(err)}"
+            for wv in batch:
+                event = wv.value
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, wv.with_value(dead_letter(
+                    self._pipeline, "enrich", reason, event,
+                    event_id=event.get(self._id_field) if self._id_field else None,
+                    event_time=wv.timestamp.micros / 1e6,
+                )))
+            return
+        for wv in batch:
+            event = dict(wv.value)  # inputs are immutable in Beam
+            for spec, found in zip(self._lookups, rows):
+                key = event.get(spec.event_field)
+                row = found.get(key)
+                if row is None:
+                    self._missing.inc()
+                spec.apply(event, row)
+            yield wv.with_value(event)
+
+    def _fetch_with_retry(self, events: list[dict]) -> list[dict]:
+        backoffs = self._retry.backoffs()
+        while True:
+            try:
+                return [self._fetch(i, spec, events) for i, spec in enumerate(self._lookups)]
+            except sa.exc.SQLAlchemyError as err:
+                delay = next(backoffs, None)
+                if delay is None:
+                    raise
+                _LOG.warning("reference lookup failed (%s); retrying in %.1fs", _brief(err), delay)
+                time.sleep(delay)
+
+    def _fetch(self, index: int, spec: LookupSpec, events: list[dict]) -> dict:
+        """key → row (or None) for every key of the batch, from the cache or one query."""
+        now = time.monotonic()
+        cache = self._caches[index]
+        result: dict = {}
+        wanted = set()
+        for event in events:
+            key = event.get(spec.event_field)
+            if key is None or key in result:
+                continue
+            hit, row = cache.get(key, now)
+            if hit:
+                result[key] = row
+            else:
+                wanted.add(key)
+        if wanted:
+            table = self._tables[index]
+            key_col = table.c[spec.key_column]
+            query = sa.select(key_col, *(table.c[c] for c in spec.columns)).where(
+                key_col.in_(sa.bindparam("keys", expanding=True))
+            )
+            with self._engine.connect() as conn:
+                found = {r[0]: dict(r._mapping) for r in conn.execute(query, {"keys": sorted(wanted)})}
+            self._queries.inc()
+            for key in wanted:
+                row = found.get(key)
+                cache.put(key, row, now)
+                result[key] = row
+        return result
+
+
+def _brief(err: Exception) -> str:
+    return str(err).splitlines()[0][:300]
+
+
+class EnrichFromDatabase(beam.PTransform):
+    """Events → (enriched events, dead letters for events whose lookup failed)."""
+
+    def __init__(
+        self,
+        url: str,
+        lookups: Sequence[LookupSpec],
+        pipeline: str,
+        id_field: Optional[str] = None,
+        batch_size: int = 500,
+        cache_ttl_seconds: float = 300.0,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or cache_ttl_seconds < 0:
+            raise ValueError("batch_size must be >= 1 and cache_ttl_seconds >= 0")
+        self._fn = LookupReferenceFn(url, lookups, pipeline, id_field, batch_size, cache_ttl_seconds, retry)
+
+    def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return events | "Lookup" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="events")

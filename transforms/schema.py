@@ -1,0 +1,402 @@
+"""Schema declarations: one declaration per record type drives parsing, validation, SQL DDL,
+BigQuery, Avro and Parquet schemas.
+
+Values are kept as plain Python values inside the pipeline (dicts are cheap to pickle and to
+combine); TIMESTAMP values are float seconds since the epoch, UTC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import math
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+import sqlalchemy as sa
+
+__all__ = [
+    "FieldType",
+    "Field",
+    "Schema",
+    "ValidationError",
+    "parse_timestamp",
+    "format_timestamp",
+]
+
+
+class FieldType(str, enum.Enum):
+    STRING = "STRING"
+    INT64 = "INT64"
+    FLOAT64 = "FLOAT64"
+    BOOL = "BOOL"
+    TIMESTAMP = "TIMESTAMP"
+    RECORD = "RECORD"
+    JSON = "JSON"  # free-form object, stored as JSON text in SQL, Avro and Parquet
+
+
+class ValidationError(ValueError):
+    """A record failed validation; `field` names the offending field (dotted path)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+# Epoch values above this are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
+_EPOCH_MS_THRESHOLD = 1e11
+_EPOCH_US_THRESHOLD = 1e14
+
+
+def parse_timestamp(value: Any) -> float:
+    """ISO-8601 with `Z` or an offset, or epoch seconds/milliseconds → epoch seconds (UTC).
+
+    Naive ISO strings are rejected: guessing a zone silently shifts whole windows.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a timestamp, got boolean {value!r}")
+    if isinstance(value, (int, float)):
+        return _epoch_number(float(value))
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise ValueError("empty timestamp")
+        try:
+            return _epoch_number(float(text))
+        except ValueError:
+            pass
+        try:
+            parsed = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"unparseable timestamp {value!r}") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"timestamp {value!r} has no UTC offset (use Z or +HH:MM)")
+        return parsed.timestamp()
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("datetime without a time zone")
+        return value.timestamp()
+    raise ValueError(f"expected a timestamp, got {type(value).__name__}")
+
+
+def _epoch_number(number: float) -> float:
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"timestamp {number!r} is not a valid epoch time")
+    if number >= _EPOCH_US_THRESHOLD:
+        return number / 1e6
+    if number >= _EPOCH_MS_THRESHOLD:
+        return number / 1e3
+    return number
+
+
+def format_timestamp(seconds: float) -> str:
+    """Epoch seconds → ISO-8601 UTC text with a `Z`, millisecond precision when needed."""
+    moment = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+    text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def to_datetime(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+
+
+class UtcTimestamp(sa.types.TypeDecorator):
+    """UTC instant: ISO-8601 text on SQLite (sortable, readable), a timezone-aware type elsewhere."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.engine.Dialect) -> sa.types.TypeEngine:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String(32))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: Any, dialect: sa.engine.Dialect) -> Any:
+        if value is None:
+            return None
+        seconds = parse_timestamp(value)
+        return format_timestamp(seconds) if dialect.name == "sqlite" else to_datetime(seconds)
+
+    def process_result_value(self, value: Any, dialect: sa.engine.Dialect) -> Any:
+        if value is None:
+            return None
+        return parse_timestamp(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    name: str
+    type: FieldType
+    required: bool = False
+    description: str = ""
+    fields: tuple["Field", ...] = ()  # sub-fields of a RECORD; extra keys in the input are ignored
+    pii: bool = False  # replaced by a salted hash when parsed, redacted in dead-letter payloads
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"field name {self.name!r} is not an identifier")
+        if (self.type is FieldType.RECORD) != bool(self.fields):
+            raise ValueError(f"field {self.name!r}: RECORD fields, and only they, have sub-fields")
+
+
+@dataclasses.dataclass(frozen=True)
+class Schema:
+    """A record type: its fields, the key that identifies a row, and how the warehouse lays it out."""
+
+    name: str
+    fields: tuple[Field, ...]
+    description: str = ""
+    key: tuple[str, ...] = ()
+    partition_field: Optional[str] = None  # BigQuery DATE() partitioning, file partitioning
+    cluster_fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"schema {self.name}: duplicate field names")
+        for name in (*self.key, *self.cluster_fields, *filter(None, [self.partition_field])):
+            if name not in names:
+                raise ValueError(f"schema {self.name}: unknown field {name!r}")
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    # -- parsing -------------------------------------------------------------------------------
+
+    def parse(self, record: Mapping[str, Any], hash_pii: Callable[[str], str] = str) -> dict:
+        """Validate and convert one decoded record; raises ValidationError naming the field."""
+        if not isinstance(record, Mapping):
+            raise ValidationError("<record>", f"expected a JSON object, got {type(record).__name__}")
+        return _parse_fields(self.fields, record, "", hash_pii)
+
+    def pii_paths(self) -> list[tuple[str, ...]]:
+        return list(_pii_paths(self.fields, ()))
+
+    # -- generated schemas ---------------------------------------------------------------------
+
+    def sqlalchemy_table(self, metadata: sa.MetaData, name: Optional[str] = None) -> sa.Table:
+        """Flat SQL table; the key becomes the primary key so that writes can be upserts."""
+        columns = [
+            sa.Column(
+                f.name,
+                _SQL_TYPES[f.type](),
+                primary_key=f.name in self.key,
+                nullable=not (f.required or f.name in self.key),
+                comment=f.description or None,
+            )
+            for f in self.fields
+        ]
+        return sa.Table(name or self.name, metadata, *columns, comment=self.description or None)
+
+    def bigquery_schema(self) -> list[dict]:
+        """BigQuery JSON schema (the `schema.fields` of a tables.insert request)."""
+        return [_bq_field(f) for f in self.fields]
+
+    def avro_schema(self) -> dict:
+        return {
+            "type": "record",
+            "name": self.name,
+            "namespace": "kappaflow",
+            "doc": self.description,
+            "fields": [_avro_field(f, self.name) for f in self.fields],
+        }
+
+    def arrow_schema(self) -> Any:
+        import pyarrow as pa  # imported lazily: only file sinks need it
+
+        return pa.schema([_arrow_field(f) for f in self.fields])
+
+    # -- conversions for sinks ---------------------------------------------------------------
+
+    def to_storage_row(self, row: Mapping[str, Any]) -> dict:
+        """Row as Avro/Parquet store it: timestamps as aware datetimes, JSON/RECORD-in-SQL as text."""
+        out = {}
+        for f in self.fields:
+            value = row.get(f.name)
+            if value is not None:
+                if f.type is FieldType.TIMESTAMP:
+                    value = to_datetime(value)
+                elif f.type is FieldType.JSON:
+                    value = json.dumps(value, sort_keys=True)
+            out[f.name] = value
+        return out
+
+
+_SQL_TYPES: dict[FieldType, Callable[[], sa.types.TypeEngine]] = {
+    FieldType.STRING: sa.Text,
+    FieldType.INT64: sa.BigInteger,
+    FieldType.FLOAT64: lambda: sa.Float(precision=53),
+    FieldType.BOOL: sa.Boolean,
+    FieldType.TIMESTAMP: UtcTimestamp,
+    FieldType.RECORD: sa.JSON,
+    FieldType.JSON: sa.JSON,
+}
+
+
+def _parse_fields(
+    fields: Sequence[Field], record: Mapping[str, Any], prefix: str, hash_pii: Callable[[str], str]
+) -> dict:
+    out: dict[str, Any] = {}
+    for f in fields:
+        path = prefix + f.name
+        value = record.get(f.name)
+        if value is None or value == "":
+            if f.required:
+                raise ValidationError(path, "is required but missing")
+            out[f.name] = None
+            continue
+        out[f.name] = _parse_value(f, value, path, hash_pii)
+    return out
+
+
+def _parse_value(f: Field, value: Any, path: str, hash_pii: Callable[[str], str]) -> Any:
+    t = f.type
+    try:
+        if t is FieldType.STRING:
+            if not isinstance(value, str):
+                raise ValueError(f"expected a string, got {type(value).__name__} {value!r}")
+            return hash_pii(value) if f.pii else value
+        if t is FieldType.INT64:
+            return _to_int(value)
+        if t is FieldType.FLOAT64:
+            return _to_float(value)
+        if t is FieldType.BOOL:
+            return _to_bool(value)
+        if t is FieldType.TIMESTAMP:
+            return parse_timestamp(value)
+        if t is FieldType.RECORD:
+            if not isinstance(value, Mapping):
+                raise ValueError(f"expected an object, got {type(value).__name__}")
+            return _parse_fields(f.fields, value, path + ".", hash_pii)
+        if t is FieldType.JSON:
+            return value
+    except ValidationError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ValidationError(path, str(err)) from None
+    raise AssertionError(t)
+
+
+def _to_int(value: Any) -> int:
+    # Numbers that arrive as text (CSV cells) are accepted; other types are not guessed at.
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got boolean {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected an integer, got {type(value).__name__} {value!r}")
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got boolean {value!r}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got string {value!r}") from None
+    else:
+        raise ValueError(f"expected a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"expected a boolean, got {type(value).__name__} {value!r}")
+
+
+def _pii_paths(fields: Iterable[Field], prefix: tuple[str, ...]) -> Iterable[tuple[str, ...]]:
+    for f in fields:
+        if f.pii:
+            yield (*prefix, f.name)
+        if f.fields:
+            yield from _pii_paths(f.fields, (*prefix, f.name))
+
+
+_BQ_TYPES = {
+    FieldType.STRING: "STRING",
+    FieldType.INT64: "INT64",
+    FieldType.FLOAT64: "FLOAT64",
+    FieldType.BOOL: "BOOL",
+    FieldType.TIMESTAMP: "TIMESTAMP",
+    FieldType.RECORD: "RECORD",
+    FieldType.JSON: "JSON",
+}
+
+
+def _bq_field(f: Field) -> dict:
+    out: dict[str, Any] = {
+        "name": f.name,
+        "type": _BQ_TYPES[f.type],
+        "mode": "REQUIRED" if f.required else "NULLABLE",
+    }
+    if f.description:
+        out["description"] = f.description
+    if f.fields:
+        out["fields"] = [_bq_field(sub) for sub in f.fields]
+    return out
+
+
+_AVRO_TYPES: dict[FieldType, Any] = {
+    FieldType.STRING: "string",
+    FieldType.INT64: "long",
+    FieldType.FLOAT64: "double",
+    FieldType.BOOL: "boolean",
+    FieldType.TIMESTAMP: {"type": "long", "logicalType": "timestamp-micros"},
+    FieldType.JSON: "string",
+}
+
+
+def _avro_field(f: Field, parent: str) -> dict:
+    if f.type is FieldType.RECORD:
+        name = f"{parent}_{f.name}"
+        avro_type: Any = {
+            "type": "record",
+            "name": name,
+            "fields": [_avro_field(sub, name) for sub in f.fields],
+        }
+    else:
+        avro_type = _AVRO_TYPES[f.type]
+    if f.required:
+        return {"name": f.name, "type": avro_type, "doc": f.description}
+    return {"name": f.name, "type": ["null", avro_type], "default": None, "doc": f.description}
+
+
+def _arrow_field(f: Field) -> Any:
+    import pyarrow as pa
+
+    types = {
+        FieldType.STRING: pa.string(),
+        FieldType.INT64: pa.int64(),
+        FieldType.FLOAT64: pa.float64(),
+        FieldType.BOOL: pa.bool_(),
+        FieldType.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+        FieldType.JSON: pa.string(),
+    }
+    if f.type is FieldType.RECORD:
+        arrow_type = pa.struct([_arrow_field(sub) for sub in f.fields])
+    else:
+        arrow_type = types[f.type]
+    return pa.field(f.name, arrow_type, nullable=not f.required)
