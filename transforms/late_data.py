@@ -40,6 +40,10 @@ class RouteTooLateFn(beam.DoFn):
         self._too_late = Metrics.counter(metrics.NAMESPACE, metrics.TOO_LATE)
         self._partly_late = Metrics.counter(metrics.NAMESPACE, "too_late_for_some_windows")
 
+    def start_bundle(self) -> None:
+        # Setting a timer is an output to the runner: set each (shard, deadline) once per bundle.
+        self._timers_set: set[tuple[int, float]] = set()
+
     def process(
         self,
         element: tuple[int, dict],
@@ -47,7 +51,7 @@ class RouteTooLateFn(beam.DoFn):
         passed=beam.DoFn.StateParam(PASSED_DEADLINE),
         deadline_timer=beam.DoFn.TimerParam(DEADLINE),
     ) -> Iterator[Any]:
-        _, event = element
+        shard, event = element
         windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
         passed_deadline = passed.read()
         open_deadlines = []
@@ -73,7 +77,9 @@ class RouteTooLateFn(beam.DoFn):
         if len(open_deadlines) < len(windows):
             self._partly_late.inc()
         for deadline in open_deadlines:
-            deadline_timer.set(Timestamp.of(deadline), dynamic_timer_tag=repr(deadline))
+            if (shard, deadline) not in self._timers_set:
+                self._timers_set.add((shard, deadline))
+                deadline_timer.set(Timestamp.of(deadline), dynamic_timer_tag=repr(deadline))
         yield event
 
     @on_timer(DEADLINE)
