@@ -10,7 +10,7 @@ setup(
     packages=find_packages(include=["kappaflow*", "pipelines*", "transforms*", "io_connectors*"]),
     install_requires=[
         # One exact Beam version: the Flink job server jar and the Prism binary must match it.
-        "apache-beam[gcp]==2.75.0",
+        "apache-beam[gcp]==2.70.0",
         "google-cloud-pubsub>=2.20,<3",
         "google-cloud-bigquery>=3.20,<4",
         "fastavro>=1.9,<2",

@@ -15,9 +15,8 @@ from typing import Iterator
 from kappaflow.launcher import Accounting
 from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
 from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
-from kappaflow.tables import diff_tables, read_rows, too_late_records
+from kappaflow.tables import diff_tables, explain_difference, read_rows, too_late_records
 from pipelines import clickstream
-from transforms.schema import parse_timestamp
 
 
 @contextlib.contextmanager
@@ -49,26 +48,6 @@ def clickstream_run(argv: list[str]) -> Accounting:
     from kappaflow.launcher import run
 
     return run(clickstream.PIPELINE, clickstream.build, argv, clickstream.ClickstreamOptions)
-
-
-def explain_difference(batch: dict, streaming: dict, late: list[dict]) -> bool:
-    """Does batch minus the too-late records give the streaming table (events and revenue)?"""
-    expected = {k: dict(v) for k, v in batch.items()}
-    for record in late:
-        start = parse_timestamp(record["missed_window_start"])
-        key = next((k for k in expected if k[0] == start and k[1:] == (record["event_type"], record["country"])), None)
-        if key is None:
-            return False
-        expected[key]["events"] -= 1
-        expected[key]["revenue"] -= record["revenue"]
-    expected = {k: v for k, v in expected.items() if v["events"] > 0}
-    if set(expected) != set(streaming):
-        return False
-    return all(
-        expected[k]["events"] == streaming[k]["events"]
-        and abs(expected[k]["revenue"] - streaming[k]["revenue"]) < 1e-6
-        for k in expected
-    )
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from kappaflow import beam_workarounds
 from kappaflow.options import KappaflowOptions
 from transforms import metrics
 
@@ -68,12 +69,11 @@ def resolve_runner(options: PipelineOptions) -> tuple[object, str]:
         if standard.streaming:
             from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
-            from kappaflow import direct_runner_fix
-
-            direct_runner_fix.install()
+            beam_workarounds.keep_streaming_metrics()
             return BundleBasedDirectRunner(), "DirectRunner (BundleBasedDirectRunner, streaming)"
         from apache_beam.runners.portability.fn_api_runner import fn_runner
 
+        beam_workarounds.disable_embedded_state_cache()
         return fn_runner.FnApiRunner(), "DirectRunner (FnApiRunner, batch)"
     return name, name
 

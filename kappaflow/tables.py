@@ -9,9 +9,9 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
-from transforms.schema import Schema
+from transforms.schema import Schema, parse_timestamp
 
-__all__ = ["PANE_COLUMNS", "read_rows", "TableDiff", "diff_tables", "too_late_records"]
+__all__ = ["PANE_COLUMNS", "read_rows", "TableDiff", "diff_tables", "too_late_records", "explain_difference"]
 
 # How a row was produced, not what it says: they differ between batch and streaming by design.
 PANE_COLUMNS = ("pane_timing", "pane_index", "updated_at")
@@ -75,3 +75,23 @@ def too_late_records(url: str, pipeline: str) -> list[dict[str, Any]]:
 
 def count_by(records: Iterable[dict], fields: tuple[str, ...]) -> Counter:
     return Counter(tuple(r[f] for f in fields) for r in records)
+
+
+def explain_difference(batch: dict, streaming: dict, late: list[dict]) -> bool:
+    """Does batch minus the too-late records give the streaming table (events and revenue)?"""
+    expected = {k: dict(v) for k, v in batch.items()}
+    for record in late:
+        start = parse_timestamp(record["missed_window_start"])
+        key = next((k for k in expected if k[0] == start and k[1:] == (record["event_type"], record["country"])), None)
+        if key is None:
+            return False
+        expected[key]["events"] -= 1
+        expected[key]["revenue"] -= record["revenue"]
+    expected = {k: v for k, v in expected.items() if v["events"] > 0}
+    if set(expected) != set(streaming):
+        return False
+    return all(
+        expected[k]["events"] == streaming[k]["events"]
+        and abs(expected[k]["revenue"] - streaming[k]["revenue"]) < 1e-6
+        for k in expected
+    )

@@ -9,8 +9,12 @@ from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from kappaflow import direct_runner_fix
+from kappaflow import beam_workarounds
 from transforms import metrics
+
+
+def pytest_configure(config):
+    config.addinivalue_line("filterwarnings", "ignore:cannot collect test class 'TestStream'")
 
 
 def batch_pipeline() -> TestPipeline:
@@ -19,7 +23,7 @@ def batch_pipeline() -> TestPipeline:
 
 def streaming_pipeline() -> TestPipeline:
     # Without the fix the streaming DirectRunner reports only the first bundle's counters.
-    direct_runner_fix.install()
+    beam_workarounds.keep_streaming_metrics()
     return TestPipeline(runner=BundleBasedDirectRunner(), options=PipelineOptions(["--streaming"]))
 
 

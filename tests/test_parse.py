@@ -1,0 +1,149 @@
+"""ParseEvents: valid events, dead letters naming the field, PII never leaves, read/invalid counters."""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
+
+from kappaflow.schemas.clickstream import CLICKSTREAM_EVENT
+from transforms.parse import ParseEventFn, ParseEvents, PiiHasher
+from transforms.records import DEAD_LETTER_TAG, RawRecord
+
+SALT = "test-salt"
+T0 = 1704067200.0
+IPS = ("10.1.2.3", "192.168.77.201", "172.16.0.9", "10.9.9.9")
+
+
+def click(event_id="e1", ip="10.1.2.3", **overrides) -> dict:
+    event = {"event_id": event_id, "user_id": "u1", "event_type": "purchase",
+             "timestamp": "2024-01-01T00:00:00Z", "session_id": "s1",
+             "properties": {"product_id": "p1", "price": 9.5},
+             "context": {"ip": ip, "user_agent": "ua", "locale": "en"}}
+    event.update(overrides)
+    return event
+
+
+def expected_event(event_id, ip, **overrides) -> dict:
+    event = {"event_id": event_id, "user_id": "u1", "session_id": "s1", "event_type": "purchase",
+             "timestamp": T0, "properties": {"product_id": "p1", "price": 9.5},
+             "context": {"ip": PiiHasher(SALT)(ip), "user_agent": "ua", "locale": "en"}}
+    event.update(overrides)
+    return event
+
+
+RECORDS = [
+    RawRecord(json.dumps(click("e1", IPS[0])).encode(), "in.jsonl:1"),                 # bytes
+    RawRecord(json.dumps(click("e2", IPS[1], timestamp=T0)), "in.jsonl:2", 5.0),        # str, ingest time
+    RawRecord({**click("e3", IPS[2]), "properties": {"product_id": "p1", "price": "9.5"}},
+              "in.csv:2"),                                                              # dict (CSV)
+    RawRecord(b'{"event_id": "e4", "context": {"ip": "192.168.0.77"', "in.jsonl:4"),  # bad JSON
+    RawRecord(json.dumps({k: v for k, v in click("x", IPS[3]).items() if k != "event_id"}), "in.jsonl:5"),
+    RawRecord(json.dumps(click("e6", timestamp="last tuesday")), "in.jsonl:6"),
+    RawRecord(json.dumps(click("e7", properties={"price": "cheap"})), "in.jsonl:7"),
+    RawRecord(json.dumps(click("e8", user_id=42)), "in.jsonl:8"),
+    RawRecord(b"\xff\xfe not utf-8 10.20.30.40", "in.jsonl:9"),
+]
+
+EXPECTED_DEAD = [  # (origin, event_id, reason substring)
+    ("in.jsonl:4", None, "bad JSON"),
+    ("in.jsonl:5", None, "field event_id: is required but missing"),
+    ("in.jsonl:6", "e6", "field timestamp: unparseable timestamp"),
+    ("in.jsonl:7", "e7", "field properties.price: expected a number"),
+    ("in.jsonl:8", "e8", "field user_id: expected a string"),
+    ("in.jsonl:9", None, "not UTF-8"),
+]
+
+ALL_IPS = (*IPS, "192.168.0.77", "10.20.30.40")
+
+
+def dead_letters_match(expected):
+    def check(actual):
+        got = sorted(((d["origin"], d["event_id"], d["reason"], d["stage"], d["pipeline"]) for d in actual),
+                     key=lambda g: g[0])
+        if len(got) != len(expected):
+            raise BeamAssertException(f"expected {len(expected)} dead letters, got {got}")
+        for g, (origin, event_id, reason) in zip(got, sorted(expected, key=lambda e: e[0])):
+            if g[:2] != (origin, event_id) or reason not in g[2] or g[3:] != ("parse", "clicks"):
+                raise BeamAssertException(f"dead letter {g} does not match {(origin, event_id, reason)}")
+    return check
+
+
+def no_ip_in(actual):
+    text = json.dumps(list(actual), sort_keys=True, default=str)
+    leaked = [ip for ip in ALL_IPS if ip in text]
+    if leaked:
+        raise BeamAssertException(f"IP addresses {leaked} leaked into the output: {text}")
+
+
+def test_parse_events_and_dead_letters(run_batch, count_of):
+    def build(p):
+        parsed = p | beam.Create(RECORDS) | ParseEvents(CLICKSTREAM_EVENT, "clicks", "event_id", SALT)
+        assert_that(parsed.events, equal_to([
+            expected_event("e1", IPS[0]),
+            {**expected_event("e2", IPS[1]), "_ingest_time": 5.0},
+            expected_event("e3", IPS[2]),
+        ]), label="events")
+        assert_that(parsed[DEAD_LETTER_TAG], dead_letters_match(EXPECTED_DEAD), label="dead")
+        assert_that(parsed.events, no_ip_in, label="no_ip_events")
+        assert_that(parsed[DEAD_LETTER_TAG], no_ip_in, label="no_ip_dead")
+
+    result = run_batch(build)
+    assert count_of(result, "records_read") == len(RECORDS)
+    assert count_of(result, "records_invalid") == len(EXPECTED_DEAD)
+
+
+def run_fn(record: RawRecord, pipeline="clicks"):
+    fn = ParseEventFn(CLICKSTREAM_EVENT, pipeline, "event_id", SALT)
+    fn.setup()
+    events, dead = [], []
+    for out in fn.process(record):
+        if isinstance(out, beam.pvalue.TaggedOutput):
+            assert out.tag == DEAD_LETTER_TAG
+            dead.append(out.value)
+        else:
+            events.append(out)
+    return events, dead
+
+
+def test_dead_letter_keeps_the_payload_with_pii_hashed():
+    _, [letter] = run_fn(RawRecord(json.dumps(click("e6", "10.1.2.3", timestamp="never")), "f:6"))
+    payload = json.loads(letter["payload"])
+    assert payload["context"]["ip"] == PiiHasher(SALT)("10.1.2.3")
+    assert payload["timestamp"] == "never" and payload["event_id"] == "e6"
+    assert letter["origin"] == "f:6" and letter["pipeline"] == "clicks" and letter["stage"] == "parse"
+    assert len(letter["dead_letter_id"]) == 32
+
+
+def test_bad_json_payload_is_redacted_text():
+    _, [letter] = run_fn(RawRecord('{"ip": "10.0.0.1", "v6": "fe80:0:0:0:202:b3ff:fe1e:8329",', "f:1"))
+    assert letter["payload"] == '{"ip": "<redacted>", "v6": "<redacted>",'
+    assert letter["event_id"] is None and letter["reason"].startswith("bad JSON")
+
+
+def test_dead_letter_id_is_deterministic():
+    record = RawRecord(b"{broken", "f:3")
+    assert run_fn(record)[1][0]["dead_letter_id"] == run_fn(record)[1][0]["dead_letter_id"]
+    assert run_fn(record)[1][0]["dead_letter_id"] != run_fn(RawRecord(b"{broken", "f:4"))[1][0]["dead_letter_id"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ParseEventFn._redact only hashes PII at its declared path inside dicts; valid JSON of another "
+    "shape (an array, or `context` given as a string) is dead-lettered with the raw IP in its payload"))
+@pytest.mark.parametrize("payload", [
+    json.dumps(["10.66.77.88"]),
+    json.dumps(click("e9", context="10.66.77.88")),
+])
+def test_ip_never_leaks_from_valid_json_of_the_wrong_shape(payload):
+    events, dead = run_fn(RawRecord(payload, "f:9"))
+    assert events == [] and len(dead) == 1
+    assert "10.66.77.88" not in json.dumps(dead)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "_IP_PATTERN in transforms/parse.py misses compressed IPv6 ('::'): it stays in bad-JSON payloads"))
+def test_compressed_ipv6_is_redacted_in_bad_json():
+    _, [letter] = run_fn(RawRecord(b'{"ip": "2001:db8::1"', "f:1"))
+    assert "2001:db8" not in letter["payload"]
