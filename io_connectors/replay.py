@@ -150,6 +150,8 @@ class ReplayFiles(beam.PTransform):
         previous: Optional[float] = None
         for chunk, watermark in replay_schedule(read_all(paths), self._event_time, self._config):
             stream.add_elements(chunk)
+            if previous is not None and watermark <= previous:
+                continue  # no new maximum in this chunk: TestStream wants strictly rising watermarks
             stream.advance_watermark_to(watermark)
             # The DirectRunner runs a TestStream on a test clock: move it at the pace of event
             # time (a 1x replay), so processing-time early panes fire as in a live job.

@@ -28,6 +28,8 @@ _LOG = logging.getLogger(__name__)
 
 
 def create_engine(url: str) -> sa.engine.Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://"):]  # the driver we ship
     if url.startswith("sqlite"):
         # Several bundles may write at once; wait for the lock instead of failing.
         return sa.create_engine(url, connect_args={"timeout": 60})

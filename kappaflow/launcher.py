@@ -95,6 +95,8 @@ def run(
 ) -> Accounting:
     options = PipelineOptions(list(sys.argv[1:] if argv is None else argv))
     own = options.view_as(options_class)
+    if not own.input:
+        raise SystemExit(f"{pipeline_name}: --input is required (a file glob)")
     if not options.view_as(StandardOptions).streaming:
         # Processing time does not pass in a batch run: there are no early panes to fire (and
         # the FnApiRunner has no clock for processing-time triggers).

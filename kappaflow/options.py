@@ -14,7 +14,9 @@ DEFAULT_OUTPUT = "sqlite:///kappaflow.db"
 class KappaflowOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--input", required=True,
+        # Not `required=True`: Beam parses every registered options class, in every pipeline of the
+        # process; the launcher checks it instead.
+        parser.add_argument("--input", default=None,
                             help="Input files: glob(s), comma-separated; .jsonl/.csv/.avro/.parquet (+.gz).")
         parser.add_argument("--output", default=DEFAULT_OUTPUT,
                             help="Output: an SQLAlchemy URL (rows are upserted) or a directory "

@@ -129,9 +129,6 @@ def test_dead_letter_id_is_deterministic():
     assert run_fn(record)[1][0]["dead_letter_id"] != run_fn(RawRecord(b"{broken", "f:4"))[1][0]["dead_letter_id"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ParseEventFn._redact only hashes PII at its declared path inside dicts; valid JSON of another "
-    "shape (an array, or `context` given as a string) is dead-lettered with the raw IP in its payload"))
 @pytest.mark.parametrize("payload", [
     json.dumps(["10.66.77.88"]),
     json.dumps(click("e9", context="10.66.77.88")),

@@ -107,7 +107,9 @@ class LookupReferenceFn(beam.DoFn):
         self._queries = Metrics.counter(metrics.NAMESPACE, "lookup_queries")
 
     def setup(self) -> None:
-        self._engine = sa.create_engine(self._url, pool_pre_ping=True)
+        from io_connectors.sql_sink import create_engine
+
+        self._engine = create_engine(self._url)
         self._caches = [_TtlCache(self._ttl, 100_000) for _ in self._lookups]
         self._tables = [
             sa.table(spec.table, sa.column(spec.key_column), *(sa.column(c) for c in spec.columns))
@@ -191,7 +193,7 @@ class LookupReferenceFn(beam.DoFn):
                 key_col.in_(sa.bindparam("keys", expanding=True))
             )
             with self._engine.connect() as conn:
-                found = {r[0]: dict(r._mapping) for r in conn.execute(query, {"keys": sorted(wanted)})}
+                found = {r[0]: dict(r._mapping) for r in conn.execute(query, {"keys": list(wanted)})}
             self._queries.inc()
             for key in wanted:
                 row = found.get(key)

@@ -12,7 +12,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms import metrics
-from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
+from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter, payload_text
 from transforms.schema import Schema, ValidationError
 
 __all__ = ["ParseEvents", "ParseEventFn", "PiiHasher"]
@@ -69,7 +69,7 @@ class ParseEventFn(beam.DoFn):
                     self._pipeline,
                     "parse",
                     f"field {err.field}: {err.reason}",
-                    self._redact(decoded),
+                    _redact_text(payload_text(self._redact(decoded))),
                     record.origin,
                     event_id=event_id if isinstance(event_id, str) else None,
                 ),

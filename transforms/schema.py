@@ -92,10 +92,9 @@ def _epoch_number(number: float) -> float:
 
 
 def format_timestamp(seconds: float) -> str:
-    """Epoch seconds → ISO-8601 UTC text with a `Z`, millisecond precision when needed."""
+    """Epoch seconds → ISO-8601 UTC text with a `Z`; fixed width (microseconds), so text sorts as time."""
     moment = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
-    text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def to_datetime(seconds: float) -> dt.datetime:
@@ -218,17 +217,23 @@ class Schema:
     # -- conversions for sinks ---------------------------------------------------------------
 
     def to_storage_row(self, row: Mapping[str, Any]) -> dict:
-        """Row as Avro/Parquet store it: timestamps as aware datetimes, JSON/RECORD-in-SQL as text."""
-        out = {}
-        for f in self.fields:
-            value = row.get(f.name)
-            if value is not None:
-                if f.type is FieldType.TIMESTAMP:
-                    value = to_datetime(value)
-                elif f.type is FieldType.JSON:
-                    value = json.dumps(value, sort_keys=True)
-            out[f.name] = value
-        return out
+        """Row as Avro/Parquet store it: timestamps as aware datetimes, JSON as text."""
+        return _storage_row(self.fields, row)
+
+
+def _storage_row(fields: Sequence[Field], row: Mapping[str, Any]) -> dict:
+    out = {}
+    for f in fields:
+        value = row.get(f.name)
+        if value is not None:
+            if f.type is FieldType.TIMESTAMP:
+                value = to_datetime(value)
+            elif f.type is FieldType.JSON:
+                value = json.dumps(value, sort_keys=True)
+            elif f.type is FieldType.RECORD:
+                value = _storage_row(f.fields, value)
+        out[f.name] = value
+    return out
 
 
 _SQL_TYPES: dict[FieldType, Callable[[], sa.types.TypeEngine]] = {

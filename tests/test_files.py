@@ -1,0 +1,103 @@
+"""File readers: JSONL (+gz), CSV with dotted columns, Avro, Parquet; origins; patterns."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import fastavro
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from io_connectors.files import expand_pattern, file_format, read_records
+
+ROWS = [{"id": "a", "n": 1}, {"id": "b", "n": 2}, {"id": "c", "n": 3}]
+
+
+def test_jsonl_keeps_raw_bytes_and_line_origins(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"id": "a", "n": 1}\r\n\n{"id": "b", "n": 2}\n   \n{"id": "c", "n": 3}')
+    records = list(read_records(str(path)))
+    assert [r.payload for r in records] == [b'{"id": "a", "n": 1}', b'{"id": "b", "n": 2}', b'{"id": "c", "n": 3}']
+    assert [r.origin for r in records] == [f"{path}:1", f"{path}:3", f"{path}:5"]  # blank lines skipped
+    assert all(r.ingest_time is None for r in records)
+
+
+def test_jsonl_gz(tmp_path):
+    path = tmp_path / "events.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in ROWS)
+    records = list(read_records(str(path)))
+    assert [json.loads(r.payload) for r in records] == ROWS
+    assert [r.origin for r in records] == [f"{path}:{i}" for i in (1, 2, 3)]
+
+
+def test_csv_dotted_columns_become_nested(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("event_id,properties.price,properties.product_id,context.geo.country\n"
+                    "e1,9.5,p1,DE\n"
+                    'e2,,"p,2",FR\n', encoding="utf-8")
+    records = list(read_records(str(path)))
+    assert [r.payload for r in records] == [
+        {"event_id": "e1", "properties": {"price": "9.5", "product_id": "p1"}, "context": {"geo": {"country": "DE"}}},
+        {"event_id": "e2", "properties": {"price": "", "product_id": "p,2"}, "context": {"geo": {"country": "FR"}}},
+    ]
+    assert [r.origin for r in records] == [f"{path}:2", f"{path}:3"]  # line 1 is the header
+
+
+def test_avro(tmp_path):
+    path = tmp_path / "events.avro"
+    schema = fastavro.parse_schema({"type": "record", "name": "r", "fields": [
+        {"name": "id", "type": "string"}, {"name": "n", "type": "long"}]})
+    with open(path, "wb") as handle:
+        fastavro.writer(handle, schema, ROWS)
+    records = list(read_records(str(path)))
+    assert [r.payload for r in records] == ROWS
+    assert [r.origin for r in records] == [f"{path}#{i}" for i in (1, 2, 3)]
+
+
+def test_parquet_across_row_groups(tmp_path):
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.Table.from_pylist(ROWS), path, row_group_size=2)
+    assert pq.ParquetFile(path).num_row_groups == 2
+    records = list(read_records(str(path)))
+    assert [r.payload for r in records] == ROWS
+    assert [r.origin for r in records] == [f"{path}#{i}" for i in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("path, fmt", [
+    ("a.jsonl", "jsonl"), ("a.json", "jsonl"), ("A.NDJSON", "jsonl"), ("a.jsonl.gz", "jsonl"),
+    ("a.csv", "csv"), ("a.csv.gz", "csv"), ("a.avro", "avro"), ("a.parquet", "parquet"),
+    ("gs://bucket/x/a.pq", "parquet"),
+])
+def test_file_format(path, fmt):
+    assert file_format(path) == fmt
+
+
+@pytest.mark.parametrize("path", ["a.txt", "a.gz", "a", "a.jsonl.zip", "csv"])
+def test_file_format_rejects_unknown_extensions(path):
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        file_format(path)
+
+
+def test_expand_pattern(tmp_path):
+    for name in ("b.jsonl", "a.jsonl", "c.csv"):
+        (tmp_path / name).write_text("", encoding="utf-8")
+    assert expand_pattern(str(tmp_path / "*.jsonl")) == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    assert expand_pattern(f"{tmp_path / 'c.csv'}, {tmp_path / '*.jsonl'}") == [
+        str(tmp_path / "c.csv"), str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+
+
+def test_expand_pattern_raises_on_no_match(tmp_path):
+    (tmp_path / "a.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="no input file matches"):
+        expand_pattern(str(tmp_path / "*.csv"))
+    with pytest.raises(FileNotFoundError):
+        expand_pattern(f"{tmp_path / 'a.jsonl'},{tmp_path / 'missing.jsonl'}")
+
+
+def test_expand_pattern_rejects_unknown_formats_at_construction(tmp_path):
+    (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        expand_pattern(str(tmp_path / "*"))

@@ -1,0 +1,141 @@
+"""UpsertToDatabase into a real SQLite file: later panes win, reruns are idempotent, bad rows dead-letter."""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+import pytest
+import sqlalchemy as sa
+from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
+
+from io_connectors.sql_sink import UpsertToDatabase, ensure_table
+from transforms.enrich_database import RetryPolicy
+from transforms.schema import Field, FieldType, Schema
+
+T0 = 1704067200.0
+
+METRICS = Schema(
+    name="page_metrics",
+    key=("window_start", "page"),
+    fields=(
+        Field("window_start", FieldType.TIMESTAMP, required=True),
+        Field("page", FieldType.STRING, required=True),
+        Field("events", FieldType.INT64, required=True),
+        Field("pane_timing", FieldType.STRING),
+        Field("pane_index", FieldType.INT64, required=True),
+    ),
+)
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def row(page, events, pane_index, start=T0, timing="ON_TIME", **extra):
+    return {"window_start": start, "page": page, "events": events, "pane_timing": timing,
+            "pane_index": pane_index, **extra}
+
+
+@pytest.fixture
+def db(tmp_path):
+    url = f"sqlite:///{tmp_path / 'out.db'}"
+    engine = sa.create_engine(url)
+    yield url, engine
+    engine.dispose()
+
+
+def table_rows(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return sorted(tuple(r) for r in conn.exec_driver_sql(
+            "SELECT window_start, page, events, pane_timing, pane_index FROM page_metrics"))
+
+
+def write(run_batch, url, rows, batch_size=500):
+    def build(p):
+        dead = p | beam.Create(rows, reshuffle=False) | UpsertToDatabase(
+            url, METRICS, "test", batch_size=batch_size, retry=NO_RETRY)
+        assert_that(dead, equal_to([]))
+
+    return run_batch(build)
+
+
+def test_later_pane_wins_within_a_batch_and_across_runs(db, run_batch, count_of):
+    url, engine = db
+    # In one batch the pane order of arrival does not matter: the higher pane index wins.
+    result = write(run_batch, url, [row("home", 5, 1, timing="LATE"), row("home", 3, 0),
+                                    row("cart", 1, 0), row("home", 9, 0, start=T0 + 60)])
+    assert count_of(result, "rows_written") == 3
+    assert table_rows(engine) == [
+        ("2024-01-01T00:00:00.000000Z", "cart", 1, "ON_TIME", 0),
+        ("2024-01-01T00:00:00.000000Z", "home", 5, "LATE", 1),
+        ("2024-01-01T00:01:00.000000Z", "home", 9, "ON_TIME", 0),
+    ]
+    # A later pane in a later run updates the row in place.
+    write(run_batch, url, [row("cart", 4, 1, timing="LATE")], batch_size=1)
+    assert table_rows(engine) == [
+        ("2024-01-01T00:00:00.000000Z", "cart", 4, "LATE", 1),
+        ("2024-01-01T00:00:00.000000Z", "home", 5, "LATE", 1),
+        ("2024-01-01T00:01:00.000000Z", "home", 9, "ON_TIME", 0),
+    ]
+
+
+def test_rerun_is_idempotent(db, run_batch):
+    url, engine = db
+    rows = [row(f"p{i}", i, 0, start=T0 + 60 * (i % 3)) for i in range(12)]
+    write(run_batch, url, rows, batch_size=5)
+    first = table_rows(engine)
+    assert len(first) == 12
+    write(run_batch, url, rows, batch_size=5)
+    assert table_rows(engine) == first
+
+
+def sink_dead_letters(expected_pages):
+    def check(actual):
+        got = sorted(json.loads(d["payload"])["page"] for d in actual)
+        if got != sorted(expected_pages):
+            raise BeamAssertException(f"dead letters for {got}, expected {expected_pages}")
+        for d in actual:
+            if d["stage"] != "sink" or not d["reason"].startswith("page_metrics: ") \
+                    or "NOT NULL" not in d["reason"] or d["pipeline"] != "test":
+                raise BeamAssertException(f"bad dead letter {d}")
+    return check
+
+
+@pytest.mark.parametrize("batch_size", [500, 2])  # flushed in finish_bundle / in process
+def test_rejected_row_is_dead_lettered_and_the_rest_written(db, run_batch, count_of, batch_size):
+    url, engine = db
+    rows = [row("home", 1, 0), row("bad", None, 0), row("cart", 2, 0), row("shop", 3, 0)]
+
+    def build(p):
+        dead = p | beam.Create(rows, reshuffle=False) | UpsertToDatabase(
+            url, METRICS, "test", batch_size=batch_size, retry=NO_RETRY)
+        assert_that(dead, sink_dead_letters(["bad"]))
+
+    result = run_batch(build)
+    assert table_rows(engine) == [
+        ("2024-01-01T00:00:00.000000Z", "cart", 2, "ON_TIME", 0),
+        ("2024-01-01T00:00:00.000000Z", "home", 1, "ON_TIME", 0),
+        ("2024-01-01T00:00:00.000000Z", "shop", 3, "ON_TIME", 0),
+    ]
+    assert count_of(result, "rows_written") == 3
+    assert count_of(result, "rows_rejected_by_sink") == 1
+
+
+def test_extra_fields_are_ignored_and_custom_table_and_counter(db, run_batch, count_of):
+    url, engine = db
+
+    def build(p):
+        p | beam.Create([row("home", 1, 0, updated_by="x")]) | UpsertToDatabase(
+            url, METRICS, "test", table="other_table", retry=NO_RETRY, counter="custom_written")
+
+    result = run_batch(build)
+    assert count_of(result, "custom_written") == 1
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT page, events FROM other_table").all() == [("home", 1)]
+
+
+def test_ensure_table_is_idempotent_and_needs_a_key(db):
+    _, engine = db
+    ensure_table(engine, METRICS)
+    table = ensure_table(engine, METRICS)
+    assert [c.name for c in table.primary_key.columns] == ["window_start", "page"]
+    with pytest.raises(ValueError):
+        UpsertToDatabase("sqlite://", Schema("nokey", (Field("a", FieldType.STRING),)), "test")
