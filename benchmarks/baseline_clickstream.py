@@ -36,7 +36,8 @@ def main(path: str, reference_url: str, output_url: str) -> int:
                     continue
                 ts = parse_timestamp(event["timestamp"])
                 price = (event.get("properties") or {}).get("price")
-                revenue = float(price) if event_type == "purchase" and price is not None else 0.0
+                price = None if price is None else float(price)  # validated on every event type
+                revenue = price if event_type == "purchase" and price is not None else 0.0
             except (ValueError, KeyError, TypeError):
                 continue
             if event_id in seen:
