@@ -36,32 +36,27 @@ def counter(result, name: str, namespace: str = metrics.NAMESPACE) -> int:
     return total
 
 
-@pytest.fixture
-def run_batch():
-    """Build with `build(p)`, run on the FnApiRunner, return the PipelineResult."""
+def _runner(make_pipeline):
+    """Build with `build(p)`, run, return the PipelineResult."""
 
     def run(build):
-        p = batch_pipeline()
+        p = make_pipeline()
         build(p)
         result = p.run()
         result.wait_until_finish()
         return result
 
     return run
+
+
+@pytest.fixture
+def run_batch():
+    return _runner(batch_pipeline)
 
 
 @pytest.fixture
 def run_streaming():
-    """Build with `build(p)`, run on the BundleBasedDirectRunner in streaming mode."""
-
-    def run(build):
-        p = streaming_pipeline()
-        build(p)
-        result = p.run()
-        result.wait_until_finish()
-        return result
-
-    return run
+    return _runner(streaming_pipeline)
 
 
 @pytest.fixture
