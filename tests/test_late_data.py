@@ -175,10 +175,6 @@ def test_early_pane_fires_on_processing_time(run_streaming):
     run_streaming(build)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RouteTooLateFn learns the watermark only from deadline timers of windows its shard has "
-    "already seen; a record for an unseen, expired window passes the router and the GroupByKey "
-    "drops it silently (counted as aggregated, in no row and no dead letter)"))
 def test_too_late_record_for_a_window_the_shard_never_saw_is_dead_lettered(run_streaming, count_of):
     config = WindowConfig(size_seconds=60, allowed_lateness_seconds=60, early_firing_seconds=None)
     stream = (

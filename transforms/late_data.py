@@ -1,11 +1,17 @@
 """Route records that are too late for every window they belong to into the dead letters.
 
 Beam's GroupByKey drops such records and only bumps a counter. Python DoFns cannot read the
-watermark, so the router learns it from event-time timers: one timer per window deadline
-(window end + allowed lateness). A fired timer proves the watermark passed that deadline; a
-pending one holds the router's output watermark, so the GroupByKey downstream cannot expire a
-window whose records the router let through. Routing is sharded (not per group key) so that a
-quiet key still learns the watermark from its busy neighbours.
+watermark, so the router learns a lower bound of it from event-time timers: a fired timer proves
+the watermark passed its time. Two kinds of timers per shard:
+- one per window deadline (window end + allowed lateness) of the records it saw;
+- a ladder of probes ahead of the latest record: every margin/2 for 24 margins, then doubling, so
+  a shard that went quiet still learns how far the watermark moved.
+The GroupByKey keeps window state for `late_margin` beyond the allowed lateness, and drops a record
+only when the watermark is more than that margin past its deadline. While the router's bound lags
+the watermark by less than the margin, every record it lets through is aggregated. The bound lags
+by more only after a shard is quiet for over 12 margins AND the watermark then jumps more than a
+margin in one step; the run's accounting shows such a loss as UNBALANCED.
+Routing is sharded (not per group key), so a quiet key learns the watermark from busy neighbours.
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ import zlib
 from typing import Any, Callable, Iterator
 
 import apache_beam as beam
-from apache_beam.coders import FloatCoder
+from apache_beam.coders import FloatCoder, TupleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import WindowFn
+from apache_beam.transforms.window import GlobalWindow, WindowFn
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import metrics
@@ -28,17 +34,39 @@ from transforms.windowing import WindowConfig
 __all__ = ["RouteTooLateRecords", "RouteTooLateFn"]
 
 
-class RouteTooLateFn(beam.DoFn):
-    PASSED_DEADLINE = ReadModifyWriteStateSpec("passed_deadline", FloatCoder())
-    DEADLINE = TimerSpec("deadline", TimeDomain.WATERMARK)
+_LINEAR_RUNGS = 24
+_NEG_INF = float("-inf")
 
-    def __init__(self, window_fn: WindowFn, allowed_lateness: float, pipeline: str, id_field: str):
+
+def probe_offsets(margin: float) -> tuple[float, ...]:
+    """Offsets of the probe ladder from the latest record: dense first, then doubling."""
+    spacing = max(margin / 2, 0.001)
+    offsets = [spacing * i for i in range(1, 2 * _LINEAR_RUNGS + 1)]
+    horizon = GlobalWindow().max_timestamp().micros / 1e6
+    while offsets[-1] < horizon:
+        offsets.append(offsets[-1] * 2)
+    return tuple(offsets)
+
+
+class RouteTooLateFn(beam.DoFn):
+    # (largest fired timer = watermark lower bound, event time the probe ladder was last laid from)
+    KNOWN = ReadModifyWriteStateSpec("known", TupleCoder([FloatCoder(), FloatCoder()]))
+    TIMERS = TimerSpec("watermark", TimeDomain.WATERMARK)
+
+    def __init__(
+        self, window_fn: WindowFn, allowed_lateness: float, margin: float, pipeline: str, id_field: str
+    ) -> None:
         self._window_fn = window_fn
         self._lateness = allowed_lateness
+        self._margin = margin
         self._pipeline = pipeline
         self._id_field = id_field
         self._too_late = Metrics.counter(metrics.NAMESPACE, metrics.TOO_LATE)
         self._partly_late = Metrics.counter(metrics.NAMESPACE, "too_late_for_some_windows")
+
+    def setup(self) -> None:
+        self._offsets = probe_offsets(self._margin)
+        self._horizon = GlobalWindow().max_timestamp().micros / 1e6
 
     def start_bundle(self) -> None:
         # Setting a timer is an output to the runner: set each (shard, deadline) once per bundle.
@@ -48,48 +76,51 @@ class RouteTooLateFn(beam.DoFn):
         self,
         element: tuple[int, dict],
         timestamp=beam.DoFn.TimestampParam,
-        passed=beam.DoFn.StateParam(PASSED_DEADLINE),
-        deadline_timer=beam.DoFn.TimerParam(DEADLINE),
+        known=beam.DoFn.StateParam(KNOWN),
+        timers=beam.DoFn.TimerParam(TIMERS),
     ) -> Iterator[Any]:
         shard, event = element
+        event_time = timestamp.micros / 1e6
         windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
-        passed_deadline = passed.read()
-        open_deadlines = []
-        for w in windows:
-            deadline = w.max_timestamp().micros / 1e6 + self._lateness
-            if passed_deadline is None or deadline > passed_deadline:
-                open_deadlines.append(deadline)
+        passed, ladder_base = known.read() or (_NEG_INF, _NEG_INF)
+        open_deadlines = [
+            deadline for deadline in (w.max_timestamp().micros / 1e6 + self._lateness for w in windows)
+            if deadline > passed
+        ]
         if not open_deadlines:
             self._too_late.inc()
-            missed = max(windows, key=lambda w: w.start)
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG,
-                dead_letter(
-                    self._pipeline, "late",
-                    f"event time {timestamp.to_rfc3339()} is too late for window "
-                    f"[{missed.start.to_rfc3339()}, {missed.end.to_rfc3339()}): the watermark passed "
-                    f"its end + allowed lateness ({self._lateness:g}s)",
-                    event, event_id=event.get(self._id_field),
-                    event_time=timestamp.micros / 1e6, window_start=missed.start.micros / 1e6,
-                ),
-            )
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._dead_letter(event, timestamp, windows))
             return
         if len(open_deadlines) < len(windows):
             self._partly_late.inc()
         for deadline in open_deadlines:
             if (shard, deadline) not in self._timers_set:
                 self._timers_set.add((shard, deadline))
-                deadline_timer.set(Timestamp.of(deadline), dynamic_timer_tag=repr(deadline))
+                timers.set(Timestamp.of(deadline), dynamic_timer_tag=repr(deadline))
+        if event_time >= ladder_base + self._offsets[0]:
+            # Lay the ladder again from the newest record (same tags: earlier rungs move up).
+            for rung, offset in enumerate(self._offsets):
+                timers.set(Timestamp.of(min(event_time + offset, self._horizon)), dynamic_timer_tag=f"probe{rung}")
+            known.write((passed, event_time))
         yield event
 
-    @on_timer(DEADLINE)
-    def deadline_passed(
-        self, fired=beam.DoFn.TimestampParam, passed=beam.DoFn.StateParam(PASSED_DEADLINE)
-    ) -> None:
+    def _dead_letter(self, event: dict, timestamp: Timestamp, windows: list) -> dict:
+        missed = max(windows, key=lambda w: w.start)
+        return dead_letter(
+            self._pipeline, "late",
+            f"event time {timestamp.to_rfc3339()} is too late for window "
+            f"[{missed.start.to_rfc3339()}, {missed.end.to_rfc3339()}): the watermark passed "
+            f"its end + allowed lateness ({self._lateness:g}s)",
+            event, event_id=event.get(self._id_field),
+            event_time=timestamp.micros / 1e6, window_start=missed.start.micros / 1e6,
+        )
+
+    @on_timer(TIMERS)
+    def watermark_passed(self, fired=beam.DoFn.TimestampParam, known=beam.DoFn.StateParam(KNOWN)) -> None:
+        passed, ladder_base = known.read() or (_NEG_INF, _NEG_INF)
         fired_seconds = fired.micros / 1e6
-        current = passed.read()
-        if current is None or fired_seconds > current:
-            passed.write(fired_seconds)
+        if fired_seconds > passed:
+            known.write((fired_seconds, ladder_base))
 
 
 class RouteTooLateRecords(beam.PTransform):
@@ -122,7 +153,7 @@ class RouteTooLateRecords(beam.PTransform):
             | "RouteTooLate" >> beam.ParDo(
                 RouteTooLateFn(
                     self._config.window_fn(), self._config.allowed_lateness_seconds,
-                    self._pipeline, self._id_field,
+                    self._config.late_margin, self._pipeline, self._id_field,
                 )
             ).with_outputs(DEAD_LETTER_TAG, main="events")
         )

@@ -32,7 +32,7 @@ class WindowConfig:
     allowed_lateness_seconds: float = 900.0
     early_firing_seconds: Optional[float] = 30.0
     accumulating: bool = True
-    late_margin_seconds: Optional[float] = None  # default: the allowed lateness again
+    late_margin_seconds: Optional[float] = None  # default: the allowed lateness (at least one window)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -60,9 +60,14 @@ class WindowConfig:
         return window.Sessions(self.size_seconds)
 
     @property
+    def late_margin(self) -> float:
+        if self.late_margin_seconds is not None:
+            return self.late_margin_seconds
+        return max(self.allowed_lateness_seconds, self.size_seconds)
+
+    @property
     def state_retention_seconds(self) -> float:
-        margin = self.allowed_lateness_seconds if self.late_margin_seconds is None else self.late_margin_seconds
-        return self.allowed_lateness_seconds + margin
+        return self.allowed_lateness_seconds + self.late_margin
 
     def window_into(self) -> beam.WindowInto:
         early = (
