@@ -10,22 +10,9 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def measure(argv: list[str]) -> tuple[float, float, str]:
-    """Run a command; return wall seconds, peak RSS in MiB, and its last output line."""
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.monotonic() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{argv} failed")
-    return seconds, usage.ru_maxrss / 1024, out.strip().splitlines()[-1] if out.strip() else ""
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import ROOT, measure, report  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,12 +49,8 @@ def main() -> None:
         return {k: {**v, "revenue": round(v["revenue"], 6)} for k, v in read_rows(url, CLICKSTREAM_METRICS).items()}
 
     same = diff_tables(rounded(f"sqlite:///{work}/beam.db"), rounded(f"sqlite:///{work}/baseline.db"))
-    beam_rate, base_rate = lines / beam_s, lines / base_s
-    print(f"\n{'':28}{'events/s':>12}{'wall s':>10}{'peak RSS MiB':>15}")
-    print(f"{'(a) Beam batch, DirectRunner':28}{beam_rate:>12,.0f}{beam_s:>10.1f}{beam_mb:>15,.0f}")
-    print(f"{'(b) plain Python baseline':28}{base_rate:>12,.0f}{base_s:>10.1f}{base_mb:>15,.0f}")
-    print(f"ratio (a)/(b): throughput {beam_rate / base_rate:.3f}x, peak RSS {beam_mb / base_mb:.2f}x "
-          f"({lines:,} input lines; wall time includes interpreter start-up)")
+    report([("(a) Beam batch, DirectRunner", beam_s, beam_mb), ("(b) plain Python baseline", base_s, base_mb)],
+           lines)
     print(f"same clickstream_metrics table from both: {same.summary()}")
 
 

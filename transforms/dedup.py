@@ -41,7 +41,7 @@ class DeduplicateFn(beam.DoFn):
 
     def process(
         self,
-        element: tuple[Any, dict],
+        element: beam.typehints.Tuple[str, Any],
         timestamp=beam.DoFn.TimestampParam,
         max_seen=beam.DoFn.StateParam(MAX_SEEN),
         expiry=beam.DoFn.TimerParam(EXPIRY),
@@ -73,6 +73,7 @@ class DeduplicateEvents(beam.PTransform):
     def expand(self, events: beam.PCollection) -> beam.PCollection:
         return (
             events
-            | "KeyByDedupKey" >> beam.WithKeys(self._key).with_output_types(beam.typehints.Tuple[str, Any])
+            | "KeyByDedupKey" >> beam.Map(lambda e, key=self._key: (key(e), e))
+            .with_output_types(beam.typehints.Tuple[str, Any])
             | "DropDuplicates" >> beam.ParDo(DeduplicateFn(self._config.horizon_seconds))
         )

@@ -74,7 +74,7 @@ class RouteTooLateFn(beam.DoFn):
 
     def process(
         self,
-        element: tuple[int, dict],
+        element: beam.typehints.Tuple[int, Any],
         timestamp=beam.DoFn.TimestampParam,
         known=beam.DoFn.StateParam(KNOWN),
         timers=beam.DoFn.TimerParam(TIMERS),
@@ -90,9 +90,13 @@ class RouteTooLateFn(beam.DoFn):
         if not open_deadlines:
             self._too_late.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._dead_letter(event, timestamp, windows))
-            return
-        if len(open_deadlines) < len(windows):
-            self._partly_late.inc()
+        else:
+            if len(open_deadlines) < len(windows):
+                self._partly_late.inc()
+            self._arm_timers(shard, event_time, open_deadlines, passed, ladder_base, known, timers)
+            yield event
+
+    def _arm_timers(self, shard, event_time, open_deadlines, passed, ladder_base, known, timers) -> None:
         for deadline in open_deadlines:
             if (shard, deadline) not in self._timers_set:
                 self._timers_set.add((shard, deadline))
@@ -102,7 +106,6 @@ class RouteTooLateFn(beam.DoFn):
             for rung, offset in enumerate(self._offsets):
                 timers.set(Timestamp.of(min(event_time + offset, self._horizon)), dynamic_timer_tag=f"probe{rung}")
             known.write((passed, event_time))
-        yield event
 
     def _dead_letter(self, event: dict, timestamp: Timestamp, windows: list) -> dict:
         missed = max(windows, key=lambda w: w.start)
@@ -147,8 +150,8 @@ class RouteTooLateRecords(beam.PTransform):
         shard_key, shards = self._shard_key, self._shards
         return (
             events
-            | "ShardByGroupKey" >> beam.WithKeys(
-                lambda e: zlib.crc32(shard_key(e).encode("utf-8")) % shards
+            | "ShardByGroupKey" >> beam.Map(
+                lambda e: (zlib.crc32(shard_key(e).encode("utf-8")) % shards, e)
             ).with_output_types(beam.typehints.Tuple[int, Any])
             | "RouteTooLate" >> beam.ParDo(
                 RouteTooLateFn(

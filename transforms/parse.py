@@ -48,36 +48,35 @@ class ParseEventFn(beam.DoFn):
 
     def process(self, record: RawRecord) -> Iterable[Any]:
         self._read.inc()
+        event, letter = self._parse(record)
+        if letter is None:
+            yield event
+        else:
+            self._invalid.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
+
+    def _parse(self, record: RawRecord) -> tuple[Optional[dict], Optional[dict]]:
+        """(event, None) or (None, dead letter)."""
         payload = record.payload
         try:
             decoded = _decode(payload)
         except ValueError as err:
-            self._invalid.inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG,
-                dead_letter(self._pipeline, "parse", str(err), _redact_text(payload), record.origin),
-            )
-            return
+            return None, dead_letter(self._pipeline, "parse", str(err), _redact_text(payload), record.origin)
         try:
             event = self._schema.parse(decoded, self._hash)
         except ValidationError as err:
-            self._invalid.inc()
             event_id = decoded.get(self._id_field) if self._id_field and isinstance(decoded, dict) else None
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG,
-                dead_letter(
-                    self._pipeline,
-                    "parse",
-                    f"field {err.field}: {err.reason}",
-                    _redact_text(payload_text(self._redact(decoded))),
-                    record.origin,
-                    event_id=event_id if isinstance(event_id, str) else None,
-                ),
+            return None, dead_letter(
+                self._pipeline,
+                "parse",
+                f"field {err.field}: {err.reason}",
+                _redact_text(payload_text(self._redact(decoded))),
+                record.origin,
+                event_id=event_id if isinstance(event_id, str) else None,
             )
-            return
         if record.ingest_time is not None:
             event["_ingest_time"] = record.ingest_time
-        yield event
+        return event, None
 
     def _redact(self, decoded: Any) -> Any:
         if not isinstance(decoded, dict) or not self._pii_paths:
