@@ -22,7 +22,10 @@ from transforms.enrich_database import RetryPolicy
 from transforms.records import DEAD_LETTER_TAG, dead_letter
 from transforms.schema import Schema
 
-__all__ = ["UpsertToDatabase", "UpsertRowsFn", "create_engine", "ensure_table", "upsert_rows"]
+__all__ = [
+    "UpsertToDatabase", "UpsertRowsFn", "create_engine", "ensure_table", "upsert_rows",
+    "versioned_upsert_statement",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -60,6 +63,27 @@ def _upsert_statement(engine: sa.engine.Engine, table: sa.Table, key: Sequence[s
         stmt = sa.dialects.mysql.insert(table)
         return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in non_key})
     return None
+
+
+def versioned_upsert_statement(engine: sa.engine.Engine, table: sa.Table, key: Sequence[str],
+                               version: str) -> Any:
+    """Upsert that replaces a row only with a greater `version` (`ON CONFLICT DO UPDATE ... WHERE
+    excluded.version > table.version`), returning the keys it inserted or updated.
+
+    The database itself orders the writes, so concurrent bundles, retries and reruns converge.
+    SQLite and PostgreSQL only: other dialects have no conditional upsert to build this on.
+    """
+    dialect = engine.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        raise ValueError(f"versioned upserts need SQLite or PostgreSQL, not {dialect}")
+    module = sa.dialects.sqlite if dialect == "sqlite" else sa.dialects.postgresql
+    stmt = module.insert(table)
+    non_key = [c.name for c in table.columns if c.name not in key]
+    return stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={c: stmt.excluded[c] for c in non_key},
+        where=stmt.excluded[version] > table.c[version],
+    ).returning(*(table.c[k] for k in key))
 
 
 def upsert_rows(engine: sa.engine.Engine, table: sa.Table, key: Sequence[str], rows: list[dict]) -> None:

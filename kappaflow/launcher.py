@@ -41,22 +41,33 @@ class Accounting:
     rows_written: int
     dead_letters_written: int
     seconds: float
+    # CDC outcomes (zero for aggregating pipelines), after `seconds` so existing callers still fit.
+    applied: int = 0
+    superseded: int = 0
+    rejected: int = 0
 
     @property
     def balanced(self) -> bool:
         """Every record read ended in exactly one place."""
         return self.read == (self.invalid + self.duplicates + self.too_late + self.enrich_failed
-                             + self.aggregated)
+                             + self.aggregated + self.applied + self.superseded + self.rejected)
 
     def summary(self) -> str:
         rate = self.read / self.seconds if self.seconds else 0.0
         return (
             f"[{self.pipeline}] {self.mode} on {self.runner}: read {self.read:,} | invalid {self.invalid:,} | "
             f"duplicates {self.duplicates:,} | too late {self.too_late:,} | enrich failed "
-            f"{self.enrich_failed:,} | aggregated {self.aggregated:,} | rows written {self.rows_written:,} | "
+            f"{self.enrich_failed:,} | aggregated {self.aggregated:,} | {self._change_outcomes()}"
+            f"rows written {self.rows_written:,} | "
             f"dead letters written {self.dead_letters_written:,} | {self.seconds:.1f}s "
             f"({rate:,.0f} records/s) | accounting {'balanced' if self.balanced else 'UNBALANCED'}"
         )
+
+    def _change_outcomes(self) -> str:
+        if not (self.applied or self.superseded or self.rejected):
+            return ""
+        return (f"applied {self.applied:,} | superseded {self.superseded:,} | "
+                f"rejected {self.rejected:,} | ")
 
     def to_json(self) -> str:
         return json.dumps({**dataclasses.asdict(self), "balanced": self.balanced}, indent=2, sort_keys=True)
@@ -121,6 +132,9 @@ def run(
         rows_written=_counter(result, metrics.ROWS_WRITTEN),
         dead_letters_written=_counter(result, metrics.DEAD_LETTERS_WRITTEN),
         seconds=time.monotonic() - started,
+        applied=_counter(result, metrics.APPLIED),
+        superseded=_counter(result, metrics.SUPERSEDED),
+        rejected=_counter(result, metrics.REJECTED),
     )
     print(accounting.summary(), flush=True)
     if own.report:

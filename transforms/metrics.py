@@ -10,3 +10,9 @@ ENRICH_FAILED = "enrich_failed"
 AGGREGATED = "records_aggregated"
 ROWS_WRITTEN = "rows_written"
 DEAD_LETTERS_WRITTEN = "dead_letters_written"
+
+# Change data capture: a change either becomes a row's state, or loses to a newer change of the
+# same row, or is refused by the target table (type conflict, rejected by the database).
+APPLIED = "changes_applied"
+SUPERSEDED = "changes_superseded"
+REJECTED = "changes_rejected"
