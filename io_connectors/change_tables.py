@@ -51,7 +51,7 @@ def infer_type(value: Any) -> FieldType:
 
 def _reflected_type(column: str, sql: sa.types.TypeEngine) -> FieldType:
     for sa_type, field_type in ((sa.Boolean, FieldType.BOOL), (sa.Integer, FieldType.INT64),
-                                (sa.Numeric, FieldType.FLOAT64), (sa.JSON, FieldType.JSON),
+                                (sa.Float, FieldType.FLOAT64), (sa.Numeric, FieldType.FLOAT64), (sa.JSON, FieldType.JSON),
                                 (sa.String, FieldType.STRING)):
         if isinstance(sql, sa_type):
             return field_type
