@@ -18,12 +18,11 @@ Identifiers are quoted by SQLAlchemy; values are always bound parameters.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping, Optional
 
 import sqlalchemy as sa
 
-from transforms.debezium import PrimaryKeys
+from transforms.debezium import PrimaryKeys, is_plain_identifier
 from transforms.schema import FieldType, coerce_value, sql_type
 
 __all__ = ["VERSION", "DELETED", "ChangeTables", "infer_type"]
@@ -31,7 +30,6 @@ __all__ = ["VERSION", "DELETED", "ChangeTables", "infer_type"]
 VERSION = "_cdc_version"
 DELETED = "_cdc_deleted"
 _RESERVED_PREFIX = "_cdc_"
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Compared byte by byte on every dialect: PostgreSQL's default collations ignore punctuation.
 VERSION_TYPE = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
 
@@ -90,7 +88,7 @@ class ChangeTables:
             values = dict(change["image"] or {}, **dict(zip(key, change["key"])))
             row, wanted, reason = {}, {}, None
             for name, value in values.items():
-                if not isinstance(name, str) or not _IDENTIFIER.match(name) or name.startswith(_RESERVED_PREFIX):
+                if not is_plain_identifier(name) or name.startswith(_RESERVED_PREFIX):
                     reason = f"column name {name!r} is not a plain identifier or is reserved ({_RESERVED_PREFIX}*)"
                     break
                 if value is None:

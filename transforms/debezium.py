@@ -27,7 +27,7 @@ import dataclasses
 import hashlib
 import json
 import re
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import apache_beam as beam
 
@@ -35,11 +35,17 @@ from kappaflow.schemas.cdc import DEBEZIUM_CHANGE_EVENT
 from transforms.parse import ParseEventFn
 from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
 
-__all__ = ["PrimaryKeys", "ChangeError", "unwrap", "to_change", "ParseChangeFn", "ParseChanges", "OPS"]
+__all__ = ["PrimaryKeys", "ChangeError", "unwrap", "to_change", "ParseChangeFn", "ParseChanges", "OPS",
+           "is_plain_identifier"]
 
 # Rank of each op among changes at the same position.
 OPS = {"r": 0, "c": 1, "u": 2, "d": 3}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def is_plain_identifier(name: Any) -> bool:
+    """Table and column names we accept: SQL identifiers that need no quoting anywhere."""
+    return isinstance(name, str) and bool(_IDENTIFIER.match(name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +59,7 @@ class PrimaryKeys:
             raise ValueError("no primary keys: name at least one table:column")
         for table, columns in self.tables.items():
             for name in (table, *columns):
-                if not _IDENTIFIER.match(name):
+                if not is_plain_identifier(name):
                     raise ValueError(f"primary keys: {name!r} is not a plain SQL identifier")
             if not columns or len(set(columns)) != len(columns):
                 raise ValueError(f"primary keys of {table}: empty or repeated columns")
@@ -180,11 +186,3 @@ class ParseChanges(beam.PTransform):
     def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return records | "Parse" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="changes")
 
-
-def changes_of(lines: Iterable[str], keys: PrimaryKeys) -> Iterable[dict]:
-    """Plain-Python parse of JSON lines (tests, baselines): the changes, skipping what is invalid."""
-    for line in lines:
-        try:
-            yield to_change(DEBEZIUM_CHANGE_EVENT.parse(unwrap(line)), keys)
-        except ValueError:
-            continue
