@@ -260,9 +260,12 @@ def coerce_value(field_type: FieldType, value: Any) -> Any:
     if field_type is FieldType.RECORD:
         raise ValueError("a RECORD needs its sub-fields: use Schema.parse")
     try:
-        return _parse_value(Field("value", field_type), value, "value", str)
+        return _parse_value(_VALUE_FIELDS[field_type], value, "value", str)
     except ValidationError as err:
         raise ValueError(err.reason) from None
+
+
+_VALUE_FIELDS = {t: Field("value", t) for t in FieldType if t is not FieldType.RECORD}
 
 
 def _parse_fields(
