@@ -94,7 +94,9 @@ class ApplyChangesFn(beam.DoFn):
     """Buffers changes per table and applies them in batches; a batch the database keeps failing
     is retried with backoff, then applied change by change so only refused changes dead-letter."""
 
-    def __init__(self, url: str, keys: PrimaryKeys, pipeline: str, batch_size: int, retry: RetryPolicy) -> None:
+    def __init__(
+        self, url: str, keys: PrimaryKeys, pipeline: str, batch_size: int, retry: RetryPolicy
+    ) -> None:
         self._url = url
         self._keys = keys
         self._pipeline = pipeline
@@ -125,7 +127,8 @@ class ApplyChangesFn(beam.DoFn):
         from apache_beam.utils.windowed_value import WindowedValue
 
         for letter in self._flush():
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(letter.value, time.time(), [GlobalWindow()]))
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG, WindowedValue(letter.value, time.time(), [GlobalWindow()]))
 
     def _flush(self) -> Iterator[Any]:
         buffer, self._buffer, self._buffered = self._buffer, defaultdict(list), 0
@@ -173,7 +176,8 @@ class ApplyChangesFn(beam.DoFn):
 
 
 def _change_payload(change: dict) -> str:
-    return json.dumps({k: change[k] for k in ("table", "op", "key", "version", "image")}, sort_keys=True, default=str)
+    fields = ("table", "op", "key", "version", "image")
+    return json.dumps({k: change[k] for k in fields}, sort_keys=True, default=str)
 
 
 class ApplyChanges(beam.PTransform):

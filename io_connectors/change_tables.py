@@ -49,8 +49,8 @@ def infer_type(value: Any) -> FieldType:
 
 def _reflected_type(column: str, sql: sa.types.TypeEngine) -> FieldType:
     for sa_type, field_type in ((sa.Boolean, FieldType.BOOL), (sa.Integer, FieldType.INT64),
-                                (sa.Float, FieldType.FLOAT64), (sa.Numeric, FieldType.FLOAT64), (sa.JSON, FieldType.JSON),
-                                (sa.String, FieldType.STRING)):
+                                (sa.Float, FieldType.FLOAT64), (sa.Numeric, FieldType.FLOAT64),
+                                (sa.JSON, FieldType.JSON), (sa.String, FieldType.STRING)):
         if isinstance(sql, sa_type):
             return field_type
     raise ValueError(f"column {column} has type {sql}, which CDC does not write")
@@ -67,7 +67,9 @@ class ChangeTables:
     def key_of(self, table: str) -> tuple[str, ...]:
         return self._keys.tables[table]
 
-    def prepare(self, table: str, changes: list[dict]) -> tuple[sa.Table, list[tuple[dict, dict]], list[tuple[dict, str]]]:
+    def prepare(
+        self, table: str, changes: list[dict]
+    ) -> tuple[sa.Table, list[tuple[dict, dict]], list[tuple[dict, str]]]:
         """Changes of one table → (the table, (change, row) pairs to write, (change, reason)
         rejected). Creates the table or adds columns first when the images need it."""
         for _ in range(2):  # once more after DDL, against the columns as they now are
@@ -89,7 +91,7 @@ class ChangeTables:
             row, wanted, reason = {}, {}, None
             for name, value in values.items():
                 if not is_plain_identifier(name) or name.startswith(_RESERVED_PREFIX):
-                    reason = f"column name {name!r} is not a plain identifier or is reserved ({_RESERVED_PREFIX}*)"
+                    reason = f"column name {name!r} is not a plain identifier, or is reserved"
                     break
                 if value is None:
                     row[name] = None

@@ -45,7 +45,7 @@ def build(p: beam.Pipeline, opts: CdcOptions) -> None:
     if not opts.primary_keys:
         raise ValueError("--primary_keys is required: table:column[+column],... for every source table")
     if not is_database_url(opts.output):
-        raise ValueError("--output must be a database URL (SQLite or PostgreSQL): changes are applied as upserts")
+        raise ValueError("--output must be a database URL (SQLite or PostgreSQL): changes are upserted")
     keys = PrimaryKeys.parse(opts.primary_keys)
     replay = ReplayConfig(opts.max_out_of_orderness_seconds, opts.replay_chunk_size)
     streaming = bool(opts.view_as(beam.options.pipeline_options.StandardOptions).streaming)
@@ -55,9 +55,11 @@ def build(p: beam.Pipeline, opts: CdcOptions) -> None:
     unique = (
         parsed.changes
         | "EventTime" >> WithEventTime("event_time")
-        | "DropRedeliveries" >> DeduplicateEvents(lambda c: c["change_id"], DedupConfig(opts.dedup_horizon_seconds))
+        | "DropRedeliveries" >> DeduplicateEvents(
+            lambda c: c["change_id"], DedupConfig(opts.dedup_horizon_seconds))
     )
-    apply_failures = unique | "ApplyChanges" >> ApplyChanges(opts.output, keys, PIPELINE, opts.apply_batch_size)
+    apply_failures = unique | "ApplyChanges" >> ApplyChanges(
+        opts.output, keys, PIPELINE, opts.apply_batch_size)
 
     (
         (parsed[DEAD_LETTER_TAG], apply_failures)

@@ -117,7 +117,8 @@ def test_cli_writes_tables_dead_letters_and_report(tmp_path):
     assert summary["balanced"] and summary["read"] == sum(len(lines) for lines in sample.files.values())
     engine = sa.create_engine(output)
     with engine.connect() as conn:
-        letters = conn.execute(sa.text("SELECT stage, reason, origin FROM dead_letters WHERE pipeline = 'cdc'")).all()
+        letters = conn.execute(
+            sa.text("SELECT stage, reason, origin FROM dead_letters WHERE pipeline = 'cdc'")).all()
     engine.dispose()
     assert len(letters) == sample.bad_events == summary["invalid"] + summary["rejected"]
     reasons = " | ".join(reason for _, reason, _ in letters)

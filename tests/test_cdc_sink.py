@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -142,8 +141,10 @@ def test_reserved_and_odd_column_names_are_rejected():
 
 def test_composite_key_and_a_rerun_on_an_existing_database(tmp_path):
     url = f"sqlite:///{tmp_path}/cdc.db"
-    log = [change(event("c", {"order_id": "o1", "line_no": n, "qty": n}, table="order_lines", lsn=n))
-           for n in (1, 2)] + [change(event("u", {"order_id": "o1", "line_no": 1, "qty": 9}, table="order_lines", lsn=3))]
+    def line(op: str, line_no: int, qty: int, lsn: int) -> dict:
+        return change(event(op, {"order_id": "o1", "line_no": line_no, "qty": qty}, table="order_lines", lsn=lsn))
+
+    log = [line("c", 1, 1, 1), line("c", 2, 2, 2), line("u", 1, 9, 3)]
     for run in range(2):  # a second run against the tables the first one left
         engine = sa.create_engine(url)
         outcome = apply_changes(engine, ChangeTables(engine, KEYS), "order_lines", log)

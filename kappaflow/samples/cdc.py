@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import os
 import random
-from typing import Any, Optional
+from typing import Optional
 
 PRIMARY_KEYS = "customers:customer_id,orders:store_id+order_id"
 START_MS = int(dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.timezone.utc).timestamp() * 1000)
@@ -52,7 +52,8 @@ class CdcSampleConfig:
     def __post_init__(self) -> None:
         if self.changes < 1 or self.customers < 1 or self.orders < 1:
             raise ValueError("a sample needs changes and rows")
-        for share in (self.delete_share, self.duplicate_share, self.late_share, self.wrapped_share, self.bad_share):
+        shares = (self.delete_share, self.duplicate_share, self.late_share, self.wrapped_share, self.bad_share)
+        for share in shares:
             if not 0 <= share < 1:
                 raise ValueError("shares must be in [0, 1)")
 
@@ -150,7 +151,10 @@ def _next_change(rng: random.Random, db: _SourceDatabases, config: CdcSampleConf
         key = deleted.pop(rng.randrange(len(deleted)))
         op = "c"
     elif roll < 0.15 or not rows:
-        key = (len(rows) + len(deleted) + 10**5,) if table == "customers" else (rng.randrange(1, 4), f"o{rng.randrange(10**8):08d}")
+        if table == "customers":  # a new id: creates, and only they, raise rows + deleted
+            key: tuple = (len(rows) + len(deleted) + 10**5,)
+        else:
+            key = (rng.randrange(1, 4), f"o{rng.randrange(10**8):08d}")
         op = "c" if key not in rows else "u"
         if key in deleted:
             deleted.remove(key)
@@ -193,7 +197,8 @@ def generate(config: CdcSampleConfig) -> CdcSample:
             arrivals.append((arrival, index, _bad(rng, db, ts_ms)))
             bad += 1
             continue
-        text = _text(rng, _next_change(rng, db, config, ts_ms, index >= config.new_column_after * config.changes), config)
+        loyalty = index >= config.new_column_after * config.changes
+        text = _text(rng, _next_change(rng, db, config, ts_ms, loyalty), config)
         arrivals.append((arrival, index, text))
         if rng.random() < config.duplicate_share:
             arrivals.append((arrival + rng.uniform(0.1, config.max_delay_seconds), index, text))
