@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import apache_beam as beam
+from apache_beam.io import fileio
 
-from io_connectors.files import expand_pattern, read_records
+from io_connectors.files import expand_pattern, file_format, read_records
 from io_connectors.replay import ReplayConfig, ReplayFiles
 from transforms.records import RawRecord
 
@@ -21,9 +22,17 @@ class ReadFiles(beam.PTransform):
         self._pattern = pattern
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        patterns = [p.strip() for p in self._pattern.split(",") if p.strip()]
+        for pattern in patterns:
+            file_format(pattern)  # the extension decides the reader: fail at construction
+            if "://" not in pattern:
+                expand_pattern(pattern)  # local: say now that nothing matches, not on a worker
+        # Remote globs (gs://...) are matched when the job runs: a template is built elsewhere.
         return (
             pbegin
-            | "Paths" >> beam.Create(expand_pattern(self._pattern))
+            | "Patterns" >> beam.Create(patterns)
+            | "MatchFiles" >> fileio.MatchAll(fileio.EmptyMatchTreatment.DISALLOW)
+            | "Paths" >> beam.Map(lambda metadata: metadata.path)
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadRecords" >> beam.FlatMap(read_records)
         )
