@@ -7,10 +7,10 @@ EVENTS ?= 100000
 
 .PHONY: venv demo test bench clean
 
-$(VENV)/.installed: setup.py requirements.txt requirements.lock
+$(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -c requirements.lock
+	$(PY) -m pip install --quiet -r requirements-test.txt -c requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 

@@ -87,13 +87,48 @@ def _counter(result: beam.runners.runner.PipelineResult, name: str) -> int:
     return total
 
 
+def _store_true_flags() -> set[str]:
+    """Every boolean (store_true) option of Beam's and ours, by name."""
+    import argparse
+
+    flags: set[str] = set()
+    pending = [PipelineOptions]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if "_add_argparse_args" in vars(cls):
+            parser = argparse.ArgumentParser(add_help=False)
+            cls._add_argparse_args(parser)
+            flags.update(a.dest for a in parser._actions if a.nargs == 0 and a.const is True)
+    return flags
+
+
+def normalize_boolean_flags(argv: Sequence[str]) -> list[str]:
+    """`--streaming=true` → `--streaming`, `--streaming=false` → nothing: how Dataflow flex
+    templates pass boolean parameters, which argparse's store_true flags reject."""
+    import re
+
+    flags = None
+    out = []
+    for arg in argv:
+        match = re.fullmatch(r"--(\w+)=(true|false)", arg, flags=re.IGNORECASE)
+        if match:
+            flags = flags if flags is not None else _store_true_flags()
+            if match.group(1) in flags:
+                if match.group(2).lower() == "true":
+                    out.append(f"--{match.group(1)}")
+                continue
+        out.append(arg)
+    return out
+
+
 def run(
     pipeline_name: str,
     build: Callable[[beam.Pipeline, KappaflowOptions], None],
     argv: Optional[Sequence[str]] = None,
     options_class: type[KappaflowOptions] = KappaflowOptions,
 ) -> Accounting:
-    options = PipelineOptions(list(sys.argv[1:] if argv is None else argv))
+    options = PipelineOptions(normalize_boolean_flags(sys.argv[1:] if argv is None else argv))
     own = options.view_as(options_class)
     if not own.input:
         raise SystemExit(f"{pipeline_name}: --input is required (a file glob)")

@@ -73,7 +73,7 @@ def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
     streaming = bool(opts.view_as(beam.options.pipeline_options.StandardOptions).streaming)
 
     records = p | "ReadInput" >> ReadInput(opts.input, streaming, EventTimeOf("timestamp"), replay)
-    parsed = records | "ParseEvents" >> ParseEvents(CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.pii_salt)
+    parsed = records | "ParseEvents" >> ParseEvents(CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.hash_salt)
     unique = (
         parsed.events
         | "EventTime" >> WithEventTime("timestamp")
