@@ -11,6 +11,12 @@ __all__ = ["KappaflowOptions"]
 DEFAULT_OUTPUT = "sqlite:///kappaflow.db"
 
 
+def _default(parser, name: str, fallback: float) -> float:
+    """A pipeline's options subclass may set its own default first (`parser.set_defaults`)."""
+    value = parser.get_default(name)
+    return fallback if value is None else value
+
+
 class KappaflowOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
@@ -25,8 +31,9 @@ class KappaflowOptions(PipelineOptions):
                             help="Where dead letters go (same URL forms); default: --output.")
         parser.add_argument("--reference_db", default=None,
                             help="SQLAlchemy URL of the reference database used for enrichment.")
-        parser.add_argument("--window_seconds", type=float, default=60.0)
-        parser.add_argument("--allowed_lateness_seconds", type=float, default=900.0)
+        parser.add_argument("--window_seconds", type=float, default=_default(parser, "window_seconds", 60.0))
+        parser.add_argument("--allowed_lateness_seconds", type=float,
+                            default=_default(parser, "allowed_lateness_seconds", 900.0))
         parser.add_argument("--early_firing_seconds", type=float, default=30.0,
                             help="Early panes every N seconds of processing time (streaming only); 0: none.")
         parser.add_argument("--dedup_horizon_seconds", type=float, default=3600.0)
