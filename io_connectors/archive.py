@@ -50,9 +50,12 @@ class WriteArchiveFileFn(beam.DoFn):
         import pyarrow.parquet as pq
 
         values, rows = element
-        # Sorted on every column: the same records give the same file, whatever the arrival order.
-        ordered = sorted(rows, key=lambda r: json.dumps([r.get(f) for f in self._schema.field_names],
-                                                        default=str))
+        # Sorted by time (the schema's partition field), then on every column: the same records
+        # give the same file, whatever the arrival order.
+        time_field = self._schema.partition_field
+        ordered = sorted(rows, key=lambda r: (
+            r.get(time_field) if time_field else 0,
+            json.dumps([r.get(f) for f in self._schema.field_names], default=str)))
         table = pa.Table.from_pylist([self._schema.to_storage_row(r) for r in ordered],
                                      schema=self._schema.arrow_schema())
         start = dt.datetime.fromtimestamp(window.start.micros / 1e6, dt.timezone.utc)
