@@ -183,13 +183,15 @@ def build_reference_db(url: str, config: SampleConfig) -> None:
     meta.drop_all(engine)
     meta.create_all(engine)
     rng = random.Random(config.seed + 2)
-    with engine.begin() as conn:
-        conn.execute(table.insert(), [
-            # The registry knows better than the message: registered devices get another zone.
-            {"device_id": d.device_id, "facility": d.facility, "line": d.line, "zone": f"{d.zone}-reg",
-             "model": rng.choice(MODELS), "max_temp_c": d.max_temp_c}
-            for d in devices(config) if d.registered
-        ])
+    rows = [
+        # The registry knows better than the message: registered devices get another zone.
+        {"device_id": d.device_id, "facility": d.facility, "line": d.line, "zone": f"{d.zone}-reg",
+         "model": rng.choice(MODELS), "max_temp_c": d.max_temp_c}
+        for d in devices(config) if d.registered
+    ]
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(table.insert(), rows)
     engine.dispose()
 
 
