@@ -22,6 +22,7 @@ setup(
     entry_points={
         "console_scripts": [
             "kappaflow-clickstream=pipelines.clickstream:main",
+            "kappaflow-iot-sensors=pipelines.iot_sensors:main",
         ]
     },
 )
