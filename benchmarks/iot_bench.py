@@ -50,7 +50,8 @@ def main() -> None:
         return {k: {**v, "avg": round(v["avg"], 9)} for k, v in read_rows(url, SENSOR_STATS).items()}
 
     def alerts(url: str) -> dict:
-        return {k: {c: x for c, x in v.items() if c != "created_at"} for k, v in read_rows(url, SENSOR_ALERTS).items()}
+        rows = read_rows(url, SENSOR_ALERTS)
+        return {k: {c: x for c, x in v.items() if c != "created_at"} for k, v in rows.items()}
 
     beam_db, base_db = f"sqlite:///{work}/beam.db", f"sqlite:///{work}/baseline.db"
     report([("(a) Beam batch, DirectRunner", beam_s, beam_mb), ("(b) plain Python baseline", base_s, base_mb)],

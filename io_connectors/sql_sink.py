@@ -22,7 +22,8 @@ from transforms.enrich_database import RetryPolicy
 from transforms.records import DEAD_LETTER_TAG, dead_letter
 from transforms.schema import Schema
 
-__all__ = ["UpsertToDatabase", "UpsertRowsFn", "create_engine", "ensure_table", "upsert_rows", "check_kept_columns"]
+__all__ = ["UpsertToDatabase", "UpsertRowsFn", "create_engine", "ensure_table", "upsert_rows",
+           "check_kept_columns"]
 
 _LOG = logging.getLogger(__name__)
 

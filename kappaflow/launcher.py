@@ -54,7 +54,8 @@ class Accounting:
         return (
             f"[{self.pipeline}] {self.mode} on {self.runner}: read {self.read:,} | invalid {self.invalid:,} | "
             f"duplicates {self.duplicates:,} | too late {self.too_late:,} | enrich failed "
-            f"{self.enrich_failed:,} | excluded {self.excluded:,} | aggregated {self.aggregated:,} | rows written {self.rows_written:,} | "
+            f"{self.enrich_failed:,} | excluded {self.excluded:,} | aggregated {self.aggregated:,} | "
+            f"rows written {self.rows_written:,} | "
             f"dead letters written {self.dead_letters_written:,} | {self.seconds:.1f}s "
             f"({rate:,.0f} records/s) | accounting {'balanced' if self.balanced else 'UNBALANCED'}"
         )

@@ -124,7 +124,8 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
         opts.input, streaming, SkewCorrectedEventTime(skew), replay, opts.ingest_time_field)
     parsed = records | "ParseReadings" >> ParseEvents(IOT_READING, PIPELINE, "device_id")
     timed = parsed.events | "CorrectClockSkew" >> CorrectClockSkew(skew, PIPELINE, "device_id")
-    converted = timed.events | "NormalizeUnits" >> NormalizeUnits(PIPELINE, "device_id", quantity_field="device_type")
+    converted = timed.events | "NormalizeUnits" >> NormalizeUnits(
+        PIPELINE, "device_id", quantity_field="device_type")
     unique = (
         converted.events
         | "EventTime" >> WithEventTime("timestamp")
