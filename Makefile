@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EVENTS ?= 100000
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench bench-iot clean
 
 $(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: venv
 
 bench: venv
 	$(PY) benchmarks/clickstream_bench.py
+
+bench-iot: venv
+	$(PY) benchmarks/iot_bench.py
 
 clean:
 	rm -rf demo-out .pytest_cache build *.egg-info

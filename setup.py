@@ -23,6 +23,7 @@ setup(
     entry_points={
         "console_scripts": [
             "kappaflow-clickstream=pipelines.clickstream:main",
+            "kappaflow-iot-sensors=pipelines.iot_sensors:main",
         ]
     },
 )

@@ -17,9 +17,10 @@ __all__ = ["ReadFiles", "ReadInput"]
 class ReadFiles(beam.PTransform):
     """Files (globs, comma-separated) → bounded PCollection of RawRecords."""
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, ingest_time_field: Optional[str] = None) -> None:
         super().__init__()
         self._pattern = pattern
+        self._ingest_time_field = ingest_time_field
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         patterns = [p.strip() for p in self._pattern.split(",") if p.strip()]
@@ -34,13 +35,13 @@ class ReadFiles(beam.PTransform):
             | "MatchFiles" >> fileio.MatchAll(fileio.EmptyMatchTreatment.DISALLOW)
             | "Paths" >> beam.Map(lambda metadata: metadata.path)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadRecords" >> beam.FlatMap(read_records)
+            | "ReadRecords" >> beam.FlatMap(read_records, self._ingest_time_field)
         )
 
 
 class ReadInput(beam.PTransform):
     """`--input` → RawRecords: files in batch, the same files replayed in event time when
-    streaming."""
+    streaming. `ingest_time_field`: a top-level field of the files that holds the ingest time."""
 
     def __init__(
         self,
@@ -48,14 +49,17 @@ class ReadInput(beam.PTransform):
         streaming: bool,
         event_time: Callable[[RawRecord], Optional[float]],
         replay: ReplayConfig = ReplayConfig(),
+        ingest_time_field: Optional[str] = None,
     ) -> None:
         super().__init__()
         self._url = url
         self._streaming = streaming
         self._event_time = event_time
         self._replay = replay
+        self._ingest_time_field = ingest_time_field
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         if self._streaming:
-            return pbegin | "ReplayFiles" >> ReplayFiles(self._url, self._event_time, self._replay)
-        return pbegin | "ReadFiles" >> ReadFiles(self._url)
+            return pbegin | "ReplayFiles" >> ReplayFiles(
+                self._url, self._event_time, self._replay, self._ingest_time_field)
+        return pbegin | "ReadFiles" >> ReadFiles(self._url, self._ingest_time_field)

@@ -43,10 +43,11 @@ def options_class(name: str) -> type[KappaflowOptions]:
 
 
 def _actions(cls: type[PipelineOptions]) -> list[argparse.Action]:
-    """The options `cls` and its kappaflow bases add (Beam's own are not template parameters)."""
+    """The options `cls` and its bases add, except Beam's own (not template parameters)."""
     parser = argparse.ArgumentParser(add_help=False)
     for klass in reversed(cls.mro()):
-        if isinstance(klass, type) and issubclass(klass, KappaflowOptions) and "_add_argparse_args" in vars(klass):
+        if (issubclass(klass, PipelineOptions) and not klass.__module__.startswith("apache_beam")
+                and "_add_argparse_args" in vars(klass)):
             klass._add_argparse_args(parser)
     return list(parser._actions)
 
@@ -70,8 +71,9 @@ def template_metadata(name: str) -> dict[str, Any]:
     parameters = []
     for action in _actions(cls):
         help_text = action.help or action.dest.replace("_", " ")
-        if action.default not in (None, False) and "default" not in help_text.lower():
-            help_text += f" Default: {action.default}."
+        default = getattr(cls, f"DEFAULT_{action.dest.upper()}", action.default)
+        if default not in (None, False) and "default:" not in help_text.lower():
+            help_text += f" Default: {default:g}." if isinstance(default, float) else f" Default: {default}."
         parameter: dict[str, Any] = {
             "name": action.dest,
             "label": action.dest.replace("_", " ").capitalize(),

@@ -41,19 +41,21 @@ class Accounting:
     rows_written: int
     dead_letters_written: int
     seconds: float
+    excluded: int = 0  # pipelines that exclude records from statistics on purpose (IoT: quality)
 
     @property
     def balanced(self) -> bool:
         """Every record read ended in exactly one place."""
         return self.read == (self.invalid + self.duplicates + self.too_late + self.enrich_failed
-                             + self.aggregated)
+                             + self.excluded + self.aggregated)
 
     def summary(self) -> str:
         rate = self.read / self.seconds if self.seconds else 0.0
         return (
             f"[{self.pipeline}] {self.mode} on {self.runner}: read {self.read:,} | invalid {self.invalid:,} | "
             f"duplicates {self.duplicates:,} | too late {self.too_late:,} | enrich failed "
-            f"{self.enrich_failed:,} | aggregated {self.aggregated:,} | rows written {self.rows_written:,} | "
+            f"{self.enrich_failed:,} | excluded {self.excluded:,} | aggregated {self.aggregated:,} | "
+            f"rows written {self.rows_written:,} | "
             f"dead letters written {self.dead_letters_written:,} | {self.seconds:.1f}s "
             f"({rate:,.0f} records/s) | accounting {'balanced' if self.balanced else 'UNBALANCED'}"
         )
@@ -152,6 +154,7 @@ def run(
         duplicates=_counter(result, metrics.DUPLICATES),
         too_late=_counter(result, metrics.TOO_LATE),
         enrich_failed=_counter(result, metrics.ENRICH_FAILED),
+        excluded=_counter(result, metrics.EXCLUDED),
         aggregated=_counter(result, metrics.AGGREGATED),
         rows_written=_counter(result, metrics.ROWS_WRITTEN),
         dead_letters_written=_counter(result, metrics.DEAD_LETTERS_WRITTEN),

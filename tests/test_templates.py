@@ -34,6 +34,11 @@ EXAMPLES = {
     "report": ("/tmp/run.json", []),
     "pii_salt": ("s3cr3t-salt", []),
     "streaming": ("true", ["yes", "1"]),
+    "max_clock_skew_seconds": ("300", ["5m"]),
+    "ingest_time_field": ("ingest_time", []),
+    "default_max_temp_c": ("90", ["hot"]),
+    "archive": ("gs://acme-lake/iot", ["lake"]),
+    "archive_window_seconds": ("3600", ["1h"]),
 }
 
 
