@@ -5,12 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EVENTS ?= 100000
 
-.PHONY: venv demo test bench bench-cdc clean
+.PHONY: venv demo test bench bench-iot bench-cdc clean
 
-$(VENV)/.installed: setup.py requirements.txt requirements.lock
+$(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -c requirements.lock
+	$(PY) -m pip install --quiet -r requirements-test.txt -c requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -24,6 +24,9 @@ test: venv
 
 bench: venv
 	$(PY) benchmarks/clickstream_bench.py
+
+bench-iot: venv
+	$(PY) benchmarks/iot_bench.py
 
 bench-cdc: venv
 	$(PY) benchmarks/cdc_bench.py

@@ -31,7 +31,17 @@ PIPELINE = "cdc"
 CHANGE_TIME = EventTimeOf("payload.source.ts_ms", "source.ts_ms", "payload.ts_ms", "ts_ms")
 
 
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_TABLE_KEY = rf"{_IDENTIFIER}:{_IDENTIFIER}(\+{_IDENTIFIER})*"
+
+
 class CdcOptions(KappaflowOptions):
+    TEMPLATE_REGEXES = {
+        **KappaflowOptions.TEMPLATE_REGEXES,
+        "primary_keys": rf"^{_TABLE_KEY}(,{_TABLE_KEY})*$",
+        "apply_batch_size": r"^[1-9][0-9]*$",
+    }
+
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         parser.add_argument("--primary_keys", default=None,

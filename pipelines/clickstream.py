@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from io_connectors.replay import ReplayConfig
 from io_connectors.sinks import WriteTable
 from io_connectors.sources import ReadInput
 from kappaflow.launcher import run
@@ -27,7 +26,6 @@ from transforms.event_time import EventTimeOf, WithEventTime
 from transforms.late_data import RouteTooLateRecords
 from transforms.parse import ParseEvents
 from transforms.records import DEAD_LETTER_SCHEMA, DEAD_LETTER_TAG
-from transforms.windowing import WindowConfig
 
 PIPELINE = "clickstream"
 
@@ -64,16 +62,12 @@ def to_metric_input(event: dict) -> dict:
 def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
     if not opts.reference_db:
         raise ValueError("--reference_db is required: the users and products tables live there")
-    windows = WindowConfig(
-        size_seconds=opts.window_seconds,
-        allowed_lateness_seconds=opts.allowed_lateness_seconds,
-        early_firing_seconds=opts.early_firing_seconds or None,
-    )
-    replay = ReplayConfig(opts.max_out_of_orderness_seconds, opts.replay_chunk_size)
+    windows = opts.window_config()
+    replay = opts.replay_config()
     streaming = bool(opts.view_as(beam.options.pipeline_options.StandardOptions).streaming)
 
     records = p | "ReadInput" >> ReadInput(opts.input, streaming, EventTimeOf("timestamp"), replay)
-    parsed = records | "ParseEvents" >> ParseEvents(CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.pii_salt)
+    parsed = records | "ParseEvents" >> ParseEvents(CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.hash_salt)
     unique = (
         parsed.events
         | "EventTime" >> WithEventTime("timestamp")
