@@ -14,7 +14,6 @@ from __future__ import annotations
 import apache_beam as beam
 
 from io_connectors.cdc_sink import ApplyChanges
-from io_connectors.replay import ReplayConfig
 from io_connectors.sinks import WriteTable, is_database_url
 from io_connectors.sources import ReadInput
 from kappaflow.launcher import run
@@ -57,7 +56,7 @@ def build(p: beam.Pipeline, opts: CdcOptions) -> None:
     if not is_database_url(opts.output):
         raise ValueError("--output must be a database URL (SQLite or PostgreSQL): changes are upserted")
     keys = PrimaryKeys.parse(opts.primary_keys)
-    replay = ReplayConfig(opts.max_out_of_orderness_seconds, opts.replay_chunk_size)
+    replay = opts.replay_config()
     streaming = bool(opts.view_as(beam.options.pipeline_options.StandardOptions).streaming)
 
     records = p | "ReadInput" >> ReadInput(opts.input, streaming, CHANGE_TIME, replay)
