@@ -180,3 +180,15 @@ def run(
         with open(own.report, "w", encoding="utf-8") as handle:
             handle.write(accounting.to_json() + "\n")
     return accounting
+
+
+def run_main(
+    pipeline_name: str,
+    build: Callable[[beam.Pipeline, KappaflowOptions], None],
+    options_class: type[KappaflowOptions],
+) -> None:
+    """Entry point of `python -m pipelines.<name>`: exit non-zero when the accounting does not add up."""
+    logging.basicConfig(level=logging.WARNING)
+    accounting = run(pipeline_name, build, options_class=options_class)
+    if not accounting.balanced:
+        raise SystemExit(f"{pipeline_name}: the accounting does not add up (see the summary above)")

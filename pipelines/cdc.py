@@ -14,16 +14,15 @@ from __future__ import annotations
 import apache_beam as beam
 
 from io_connectors.cdc_sink import ApplyChanges
+from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.sinks import WriteTable, is_database_url
 from io_connectors.sources import ReadInput
-from kappaflow.launcher import run
+from kappaflow.launcher import run_main
 from kappaflow.options import KappaflowOptions
-from transforms import metrics
-from transforms.dead_letters import CollectDeadLetters
 from transforms.debezium import ParseChanges, PrimaryKeys
 from transforms.dedup import DedupConfig, DeduplicateEvents
 from transforms.event_time import EventTimeOf, WithEventTime
-from transforms.records import DEAD_LETTER_SCHEMA, DEAD_LETTER_TAG
+from transforms.records import DEAD_LETTER_TAG
 
 PIPELINE = "cdc"
 # When the change was made (source.ts_ms), else when the connector saw it; wrapped or bare.
@@ -72,17 +71,12 @@ def build(p: beam.Pipeline, opts: CdcOptions) -> None:
 
     (
         (parsed[DEAD_LETTER_TAG], apply_failures)
-        | "CollectDeadLetters" >> CollectDeadLetters()
-        | "WriteDeadLetters" >> WriteTable(
-            opts.dead_letters_url, DEAD_LETTER_SCHEMA, PIPELINE, counter=metrics.DEAD_LETTERS_WRITTEN)
+        | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
     )
 
 
 def main() -> None:
-    import logging
-
-    logging.basicConfig(level=logging.WARNING)
-    run(PIPELINE, build, options_class=CdcOptions)
+    run_main(PIPELINE, build, CdcOptions)
 
 
 if __name__ == "__main__":

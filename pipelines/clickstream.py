@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.sinks import WriteTable
 from io_connectors.sources import ReadInput
-from kappaflow.launcher import run
+from kappaflow.launcher import run_main
 from kappaflow.options import KappaflowOptions
 from kappaflow.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
-from transforms import metrics
 from transforms.aggregate import AggregatePerWindow, Metric
-from transforms.dead_letters import CollectDeadLetters
 from transforms.dedup import DedupConfig, DeduplicateEvents
 from transforms.enrich_database import EnrichFromDatabase, LookupSpec
 from transforms.event_time import EventTimeOf, WithEventTime
 from transforms.late_data import RouteTooLateRecords
 from transforms.parse import ParseEvents
-from transforms.records import DEAD_LETTER_SCHEMA, DEAD_LETTER_TAG
+from transforms.records import DEAD_LETTER_TAG
 
 PIPELINE = "clickstream"
 
@@ -83,17 +82,12 @@ def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
 
     (
         (parsed[DEAD_LETTER_TAG], enriched[DEAD_LETTER_TAG], in_time[DEAD_LETTER_TAG], sink_failures)
-        | "CollectDeadLetters" >> CollectDeadLetters()
-        | "WriteDeadLetters" >> WriteTable(
-            opts.dead_letters_url, DEAD_LETTER_SCHEMA, PIPELINE, counter=metrics.DEAD_LETTERS_WRITTEN)
+        | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
     )
 
 
 def main() -> None:
-    import logging
-
-    logging.basicConfig(level=logging.WARNING)
-    run(PIPELINE, build, options_class=ClickstreamOptions)
+    run_main(PIPELINE, build, ClickstreamOptions)
 
 
 if __name__ == "__main__":

@@ -18,23 +18,23 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from io_connectors.archive import WriteArchive
+from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.sinks import WriteTable
 from io_connectors.sources import ReadInput
-from kappaflow.launcher import run
+from kappaflow.launcher import run_main
 from kappaflow.options import KappaflowOptions
 from kappaflow.schemas.iot import IOT_ARCHIVE, IOT_READING, SENSOR_ALERTS, SENSOR_STATS
 from transforms import metrics
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.alerts import RaiseThresholdAlerts, ThresholdAlertConfig
 from transforms.clock_skew import ClockSkewConfig, CorrectClockSkew, SkewCorrectedEventTime
-from transforms.dead_letters import CollectDeadLetters
 from transforms.dedup import DedupConfig, DeduplicateEvents
 from transforms.enrich_database import EnrichFromDatabase, LookupSpec
 from transforms.event_time import WithEventTime
 from transforms.exclude import ExcludeRecords
 from transforms.late_data import RouteTooLateRecords
 from transforms.parse import ParseEvents
-from transforms.records import DEAD_LETTER_SCHEMA, DEAD_LETTER_TAG
+from transforms.records import DEAD_LETTER_TAG
 from transforms.units import NormalizeUnits
 from transforms.windowing import WindowConfig
 
@@ -151,17 +151,12 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     (
         (parsed[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], converted[DEAD_LETTER_TAG],
          enriched[DEAD_LETTER_TAG], in_time[DEAD_LETTER_TAG], stats_failures, alert_failures)
-        | "CollectDeadLetters" >> CollectDeadLetters()
-        | "WriteDeadLetters" >> WriteTable(
-            opts.dead_letters_url, DEAD_LETTER_SCHEMA, PIPELINE, counter=metrics.DEAD_LETTERS_WRITTEN)
+        | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
     )
 
 
 def main() -> None:
-    import logging
-
-    logging.basicConfig(level=logging.WARNING)
-    run(PIPELINE, build, options_class=IotSensorsOptions)
+    run_main(PIPELINE, build, IotSensorsOptions)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
+from kappaflow.samples import write_lines
+
 START = dt.datetime(2026, 3, 2, 6, 0, tzinfo=dt.timezone.utc).timestamp()
 FACILITIES = ("plant-a", "plant-b", "plant-c")
 MODELS = ("TX-100", "TX-200", "PX-7", "HX-3")
@@ -196,12 +198,7 @@ def build_reference_db(url: str, config: SampleConfig) -> None:
 
 
 def write_sample(path: str, config: SampleConfig) -> int:
-    count = 0
-    with open(path, "w", encoding="utf-8") as handle:
-        for line in generate(config):
-            handle.write(line + "\n")
-            count += 1
-    return count
+    return write_lines(path, generate(config))
 
 
 def main() -> None:
