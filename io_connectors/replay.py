@@ -35,7 +35,7 @@ EventTimeFn = Callable[[RawRecord], Optional[float]]
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
     max_out_of_orderness_seconds: float = 60.0
-    chunk_size: int = 500  # records between watermark advances (and SDF checkpoints)
+    chunk_size: int = 2000  # records between watermark advances (and SDF checkpoints)
 
     def __post_init__(self) -> None:
         if self.max_out_of_orderness_seconds < 0:
@@ -49,20 +49,27 @@ def replay_schedule(
 ) -> Iterator[tuple[list[TimestampedValue], float]]:
     """Chunks of timestamped records, each followed by the watermark it allows.
 
+    A chunk ends after `chunk_size` records or once event time moved `max_out_of_orderness` past
+    the chunk's start, whichever comes first: the watermark never trails the stream by much more
+    than the configured bound, however sparse the stream is.
+
     A record whose event time cannot be read is stamped with the largest time seen so far: it
     will be dead-lettered by the parser, and must not count as late meanwhile.
     """
     max_seen: Optional[float] = None
+    chunk_start: Optional[float] = None
     chunk: list[TimestampedValue] = []
+    step = max(config.max_out_of_orderness_seconds, 0.001)
     for record in records:
         ts = event_time(record)
         if ts is None:
             ts = max_seen if max_seen is not None else 0.0
         max_seen = ts if max_seen is None else max(max_seen, ts)
+        chunk_start = max_seen if chunk_start is None else chunk_start
         chunk.append(TimestampedValue(record, ts))
-        if len(chunk) >= config.chunk_size:
+        if len(chunk) >= config.chunk_size or max_seen - chunk_start >= step:
             yield chunk, max_seen - config.max_out_of_orderness_seconds
-            chunk = []
+            chunk, chunk_start = [], None
     if chunk and max_seen is not None:
         yield chunk, max_seen - config.max_out_of_orderness_seconds
 

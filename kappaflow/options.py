@@ -65,7 +65,7 @@ class KappaflowOptions(PipelineOptions):
                             help="How long (event time) after the last copy a duplicate is still recognised.")
         parser.add_argument("--max_out_of_orderness_seconds", type=float, default=60.0,
                             help="Streaming replay: the watermark trails the largest event time by this much.")
-        parser.add_argument("--replay_chunk_size", type=int, default=500,
+        parser.add_argument("--replay_chunk_size", type=int, default=2000,
                             help="Streaming replay: records between watermark advances.")
         parser.add_argument("--report", default=None, help="Write the run's accounting as JSON here.")
         parser.add_argument("--pii_salt", default=None,

@@ -41,9 +41,17 @@ def test_unreadable_event_time_is_stamped_with_the_max_seen():
     records = [RawRecord(b"not json", "f:1"), raw(100, 2), RawRecord(b'{"timestamp": "soon"}', "f:3"),
                raw(50, 4), RawRecord({"no_time": 1}, "f:5")]
     batches = list(replay_schedule(records, EventTimeOf("timestamp"), ReplayConfig(5, 10)))
-    assert [(tv.value.origin, float(tv.timestamp)) for tv in batches[0][0]] == [
+    assert [(tv.value.origin, float(tv.timestamp)) for chunk, _ in batches for tv in chunk] == [
         ("f:1", 0.0), ("f:2", 100.0), ("f:3", 100.0), ("f:4", 50.0), ("f:5", 100.0)]
-    assert batches[0][1] == 95.0
+    assert batches[-1][1] == 95.0
+
+
+def test_a_sparse_stream_advances_the_watermark_by_event_time_not_by_count():
+    # 10 s apart, bound 30 s, chunks of up to 1000: the watermark must still move every ~30 s.
+    records = [raw(10 * i, i) for i in range(12)]
+    batches = list(replay_schedule(records, EventTimeOf("timestamp"), ReplayConfig(30, 1000)))
+    assert [len(chunk) for chunk, _ in batches] == [4, 4, 4]
+    assert [watermark for _, watermark in batches] == [0.0, 40.0, 80.0]
 
 
 def test_event_time_of_accepts_dicts_and_iso_text():
