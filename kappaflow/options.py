@@ -34,6 +34,19 @@ class KappaflowOptions(PipelineOptions):
                             help="Streaming replay: the watermark trails the largest event time by this much.")
         parser.add_argument("--replay_chunk_size", type=int, default=500,
                             help="Streaming replay: records between watermark advances.")
+        parser.add_argument("--input_subscription", default=None,
+                            help="Read from Pub/Sub instead of --input: projects/P/subscriptions/S (with --streaming).")
+        parser.add_argument("--timestamp_attribute", default=None,
+                            help="Pub/Sub: event time from this message attribute (RFC 3339 or epoch ms) "
+                                 "instead of the payload.")
+        parser.add_argument("--pubsub_id_label", default=None,
+                            help="Pub/Sub: attribute with a unique message id for the runner's native dedup "
+                                 "(Dataflow; the DirectRunner does not support it).")
+        parser.add_argument("--alerts_topic", default=None,
+                            help="Pub/Sub topic for alerts: projects/P/topics/T.")
+        parser.add_argument("--bigquery_endpoint", default=os.environ.get("BIGQUERY_EMULATOR_HOST"),
+                            help="BigQuery API endpoint override (host:port or URL) for local development; "
+                                 "default: $BIGQUERY_EMULATOR_HOST. No Google credentials are needed with it.")
         parser.add_argument("--report", default=None, help="Write the run's accounting as JSON here.")
         parser.add_argument("--pii_salt", default=os.environ.get("KAPPAFLOW_PII_SALT", "kappaflow-default-salt"),
                             help="Salt of the PII hashes (default: $KAPPAFLOW_PII_SALT). Set your own in production.")

@@ -9,6 +9,8 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
+from io_connectors.sql_sink import create_engine
+
 from transforms.schema import Schema, parse_timestamp
 
 __all__ = ["PANE_COLUMNS", "read_rows", "TableDiff", "diff_tables", "too_late_records", "explain_difference"]
@@ -19,7 +21,7 @@ PANE_COLUMNS = ("pane_timing", "pane_index", "updated_at")
 
 def read_rows(url: str, schema: Schema, table: str | None = None) -> dict[tuple, dict]:
     """key → row (without the pane columns) of one output table."""
-    engine = sa.create_engine(url)
+    engine = create_engine(url)  # postgresql:// means the driver we ship
     try:
         sa_table = schema.sqlalchemy_table(sa.MetaData(), table)
         with engine.connect() as conn:
@@ -59,7 +61,7 @@ def diff_tables(left: dict[tuple, dict], right: dict[tuple, dict]) -> TableDiff:
 
 def too_late_records(url: str, pipeline: str) -> list[dict[str, Any]]:
     """The events (as the router saw them) that a run dead-lettered as too late."""
-    engine = sa.create_engine(url)
+    engine = create_engine(url)  # postgresql:// means the driver we ship
     try:
         with engine.connect() as conn:
             rows = conn.execute(

@@ -15,6 +15,8 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
+from io_connectors.sql_sink import create_engine
+
 START = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.timezone.utc).timestamp()
 EVENT_TYPES = (("page_view", 0.60), ("click", 0.25), ("add_to_cart", 0.10), ("purchase", 0.05))
 COUNTRIES = ("US", "DE", "FR", "GB", "JP", "BR", "IN", "CA", "ES", "NL")
@@ -118,7 +120,7 @@ def generate(config: SampleConfig) -> Iterator[str]:
 
 def build_reference_db(url: str, config: SampleConfig) -> None:
     rng = random.Random(config.seed + 1)
-    engine = sa.create_engine(url)
+    engine = create_engine(url)  # postgresql:// means the driver we ship
     meta = sa.MetaData()
     users = sa.Table("users", meta, sa.Column("user_id", sa.Text, primary_key=True),
                      sa.Column("country", sa.Text), sa.Column("segment", sa.Text))

@@ -1,0 +1,32 @@
+"""Check at launch that every server a run's options name answers, so a server that is down
+gives one clear error naming it instead of a worker's traceback."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from io_connectors.sinks import is_database_url
+from io_connectors.sql_sink import check_database
+from kappaflow.options import KappaflowOptions
+
+__all__ = ["EndpointUnavailable", "check_endpoints"]
+
+
+class EndpointUnavailable(RuntimeError):
+    """A server the run needs did not answer; the message names it."""
+
+
+def _checks(opts: KappaflowOptions) -> Iterator[tuple[str, callable]]:
+    seen = set()
+    for url in (opts.output, opts.dead_letters_url, opts.reference_db):
+        if url and url not in seen and is_database_url(url):
+            seen.add(url)
+            yield url, check_database
+
+
+def check_endpoints(opts: KappaflowOptions) -> None:
+    for url, check in _checks(opts):
+        try:
+            check(url)
+        except ConnectionError as err:
+            raise EndpointUnavailable(str(err)) from None
