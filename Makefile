@@ -19,6 +19,7 @@ venv: $(VENV)/.installed
 # The real servers the tests start on loopback (quick when already installed).
 servers:
 	bash scripts/setup-postgres.sh
+	bash scripts/setup-pubsub-emulator.sh
 
 demo: venv
 	$(PY) -m kappaflow.demo --events $(EVENTS) --workdir demo-out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from io_connectors.pubsub import check_subscription, check_topic
 from io_connectors.sinks import is_database_url
 from io_connectors.sql_sink import check_database
 from kappaflow.options import KappaflowOptions
@@ -22,6 +23,10 @@ def _checks(opts: KappaflowOptions) -> Iterator[tuple[str, callable]]:
         if url and url not in seen and is_database_url(url):
             seen.add(url)
             yield url, check_database
+    if opts.input_subscription:
+        yield opts.input_subscription, check_subscription
+    if opts.alerts_topic:
+        yield opts.alerts_topic, check_topic
 
 
 def check_endpoints(opts: KappaflowOptions) -> None:

@@ -1,4 +1,5 @@
-"""Choose a source from the input URL and the run's mode."""
+"""Choose a source from the options: files (batch, or replayed in event time when streaming), a
+Pub/Sub subscription (`--input_subscription`, streaming)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Callable, Optional
 import apache_beam as beam
 
 from io_connectors.files import expand_pattern, read_records
+from io_connectors.pubsub import PubSubReadConfig, ReadPubSubRecords
 from io_connectors.replay import ReplayConfig, ReplayFiles
+from kappaflow.options import KappaflowOptions
+from transforms.event_time import EventTimeOf
 from transforms.records import RawRecord
 
 __all__ = ["ReadFiles", "ReadInput"]
@@ -31,22 +35,42 @@ class ReadFiles(beam.PTransform):
 
 class ReadInput(beam.PTransform):
     """`--input` → RawRecords: files in batch, the same files replayed in event time when
-    streaming."""
+    streaming; or the messages of a Pub/Sub subscription."""
 
     def __init__(
         self,
-        url: str,
+        url: Optional[str],
         streaming: bool,
         event_time: Callable[[RawRecord], Optional[float]],
         replay: ReplayConfig = ReplayConfig(),
+        pubsub: Optional[PubSubReadConfig] = None,
     ) -> None:
         super().__init__()
+        if pubsub is not None and not streaming:
+            raise ValueError(f"reading {pubsub.subscription} needs --streaming")
+        if pubsub is None and not url:
+            raise ValueError("no input: give --input or --input_subscription")
         self._url = url
         self._streaming = streaming
         self._event_time = event_time
         self._replay = replay
+        self._pubsub = pubsub
+
+    @classmethod
+    def from_options(cls, opts: KappaflowOptions, time_field: str, id_field: Optional[str] = None) -> "ReadInput":
+        """The source the options ask for; `time_field` holds event time in the payload."""
+        from apache_beam.options.pipeline_options import StandardOptions
+
+        pubsub = None
+        if opts.input_subscription:
+            pubsub = PubSubReadConfig(opts.input_subscription, time_field, id_field,
+                                      opts.timestamp_attribute, opts.pubsub_id_label)
+        return cls(opts.input, bool(opts.view_as(StandardOptions).streaming), EventTimeOf(time_field),
+                   ReplayConfig(opts.max_out_of_orderness_seconds, opts.replay_chunk_size), pubsub)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        if self._pubsub is not None:
+            return pbegin | "ReadPubSub" >> ReadPubSubRecords(self._pubsub)
         if self._streaming:
             return pbegin | "ReplayFiles" >> ReplayFiles(self._url, self._event_time, self._replay)
         return pbegin | "ReadFiles" >> ReadFiles(self._url)

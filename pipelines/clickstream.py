@@ -2,6 +2,7 @@
 
     python -m pipelines.clickstream --input='events/*.jsonl' --output=sqlite:///out.db \
         --reference_db=sqlite:///reference.db [--streaming] [--report=run.json]
+    python -m pipelines.clickstream --streaming --input_subscription=projects/P/subscriptions/S ...
 
 read → parse/validate → event time → dedup by event_id → enrich (users, products)
      → route too-late records → fixed windows → events, unique users, revenue → upsert
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from io_connectors.replay import ReplayConfig
 from io_connectors.sinks import WriteTable
 from io_connectors.sources import ReadInput
 from kappaflow.launcher import run
@@ -23,7 +23,7 @@ from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.dead_letters import CollectDeadLetters
 from transforms.dedup import DedupConfig, DeduplicateEvents
 from transforms.enrich_database import EnrichFromDatabase, LookupSpec
-from transforms.event_time import EventTimeOf, WithEventTime
+from transforms.event_time import WithEventTime
 from transforms.late_data import RouteTooLateRecords
 from transforms.parse import ParseEvents
 from transforms.records import DEAD_LETTER_SCHEMA, DEAD_LETTER_TAG
@@ -69,10 +69,8 @@ def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
         allowed_lateness_seconds=opts.allowed_lateness_seconds,
         early_firing_seconds=opts.early_firing_seconds or None,
     )
-    replay = ReplayConfig(opts.max_out_of_orderness_seconds, opts.replay_chunk_size)
-    streaming = bool(opts.view_as(beam.options.pipeline_options.StandardOptions).streaming)
 
-    records = p | "ReadInput" >> ReadInput(opts.input, streaming, EventTimeOf("timestamp"), replay)
+    records = p | "ReadInput" >> ReadInput.from_options(opts, time_field="timestamp", id_field="event_id")
     parsed = records | "ParseEvents" >> ParseEvents(CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.pii_salt)
     unique = (
         parsed.events
