@@ -20,6 +20,7 @@ venv: $(VENV)/.installed
 servers:
 	bash scripts/setup-postgres.sh
 	bash scripts/setup-pubsub-emulator.sh
+	bash scripts/setup-bqemulator.sh
 
 demo: venv
 	$(PY) -m kappaflow.demo --events $(EVENTS) --workdir demo-out

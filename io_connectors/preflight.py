@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from functools import partial
+
+from io_connectors.bigquery import check_bigquery, is_bigquery_url
 from io_connectors.pubsub import check_subscription, check_topic
 from io_connectors.sinks import is_database_url
 from io_connectors.sql_sink import check_database
@@ -19,9 +22,13 @@ class EndpointUnavailable(RuntimeError):
 
 def _checks(opts: KappaflowOptions) -> Iterator[tuple[str, callable]]:
     seen = set()
-    for url in (opts.output, opts.dead_letters_url, opts.reference_db):
-        if url and url not in seen and is_database_url(url):
-            seen.add(url)
+    for url in (opts.input, opts.output, opts.dead_letters_url, opts.reference_db):
+        if not url or url in seen:
+            continue
+        seen.add(url)
+        if is_bigquery_url(url):
+            yield url, partial(check_bigquery, endpoint=opts.bigquery_endpoint)
+        elif is_database_url(url) and url != opts.input:
             yield url, check_database
     if opts.input_subscription:
         yield opts.input_subscription, check_subscription

@@ -1,5 +1,6 @@
 """Choose a source from the options: files (batch, or replayed in event time when streaming), a
-Pub/Sub subscription (`--input_subscription`, streaming)."""
+Pub/Sub subscription (`--input_subscription`, streaming), a BigQuery table
+(`--input=bigquery:PROJECT.DATASET.TABLE`, batch backfills)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Callable, Optional
 
 import apache_beam as beam
 
+from io_connectors.bigquery import ReadBigQueryRows, is_bigquery_url
 from io_connectors.files import expand_pattern, read_records
 from io_connectors.pubsub import PubSubReadConfig, ReadPubSubRecords
 from io_connectors.replay import ReplayConfig, ReplayFiles
@@ -44,17 +46,21 @@ class ReadInput(beam.PTransform):
         event_time: Callable[[RawRecord], Optional[float]],
         replay: ReplayConfig = ReplayConfig(),
         pubsub: Optional[PubSubReadConfig] = None,
+        bigquery_endpoint: Optional[str] = None,
     ) -> None:
         super().__init__()
         if pubsub is not None and not streaming:
             raise ValueError(f"reading {pubsub.subscription} needs --streaming")
         if pubsub is None and not url:
             raise ValueError("no input: give --input or --input_subscription")
+        if is_bigquery_url(url) and streaming:
+            raise ValueError(f"{url}: a BigQuery table is a batch input (for backfills); drop --streaming")
         self._url = url
         self._streaming = streaming
         self._event_time = event_time
         self._replay = replay
         self._pubsub = pubsub
+        self._bigquery_endpoint = bigquery_endpoint
 
     @classmethod
     def from_options(cls, opts: KappaflowOptions, time_field: str, id_field: Optional[str] = None) -> "ReadInput":
@@ -66,11 +72,14 @@ class ReadInput(beam.PTransform):
             pubsub = PubSubReadConfig(opts.input_subscription, time_field, id_field,
                                       opts.timestamp_attribute, opts.pubsub_id_label)
         return cls(opts.input, bool(opts.view_as(StandardOptions).streaming), EventTimeOf(time_field),
-                   ReplayConfig(opts.max_out_of_orderness_seconds, opts.replay_chunk_size), pubsub)
+                   ReplayConfig(opts.max_out_of_orderness_seconds, opts.replay_chunk_size), pubsub,
+                   opts.bigquery_endpoint)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         if self._pubsub is not None:
             return pbegin | "ReadPubSub" >> ReadPubSubRecords(self._pubsub)
+        if is_bigquery_url(self._url):
+            return pbegin | "ReadBigQuery" >> ReadBigQueryRows(self._url, self._bigquery_endpoint)
         if self._streaming:
             return pbegin | "ReplayFiles" >> ReplayFiles(self._url, self._event_time, self._replay)
         return pbegin | "ReadFiles" >> ReadFiles(self._url)

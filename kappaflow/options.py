@@ -17,10 +17,11 @@ class KappaflowOptions(PipelineOptions):
         # Not `required=True`: Beam parses every registered options class, in every pipeline of the
         # process; the launcher checks it instead.
         parser.add_argument("--input", default=None,
-                            help="Input files: glob(s), comma-separated; .jsonl/.csv/.avro/.parquet (+.gz).")
+                            help="Input files: glob(s), comma-separated; .jsonl/.csv/.avro/.parquet (+.gz); or a "
+                                 "BigQuery table, bigquery:PROJECT.DATASET.TABLE (batch).")
         parser.add_argument("--output", default=DEFAULT_OUTPUT,
-                            help="Output: an SQLAlchemy URL (rows are upserted) or a directory "
-                                 "(file://DIR?format=jsonl|parquet|avro).")
+                            help="Output: an SQLAlchemy URL (rows are upserted), bigquery:PROJECT.DATASET, or a "
+                                 "directory (file://DIR?format=jsonl|parquet|avro).")
         parser.add_argument("--dead_letter_output", default=None,
                             help="Where dead letters go (same URL forms); default: --output.")
         parser.add_argument("--reference_db", default=None,
@@ -47,6 +48,10 @@ class KappaflowOptions(PipelineOptions):
         parser.add_argument("--bigquery_endpoint", default=os.environ.get("BIGQUERY_EMULATOR_HOST"),
                             help="BigQuery API endpoint override (host:port or URL) for local development; "
                                  "default: $BIGQUERY_EMULATOR_HOST. No Google credentials are needed with it.")
+        parser.add_argument("--bigquery_method", default="AUTO",
+                            choices=("AUTO", "FILE_LOADS", "STREAMING_INSERTS", "STORAGE_WRITE_API"),
+                            help="BigQuery output: AUTO = load jobs in batch, streaming inserts when streaming; "
+                                 "STORAGE_WRITE_API needs Beam's Java expansion service.")
         parser.add_argument("--report", default=None, help="Write the run's accounting as JSON here.")
         parser.add_argument("--pii_salt", default=os.environ.get("KAPPAFLOW_PII_SALT", "kappaflow-default-salt"),
                             help="Salt of the PII hashes (default: $KAPPAFLOW_PII_SALT). Set your own in production.")
