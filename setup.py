@@ -22,6 +22,7 @@ setup(
     entry_points={
         "console_scripts": [
             "kappaflow-clickstream=pipelines.clickstream:main",
+            "kappaflow-publish-replay=kappaflow.publish_replay:main",
         ]
     },
 )
