@@ -3,7 +3,7 @@ gives one clear error naming it instead of a worker's traceback."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 from functools import partial
 
@@ -20,7 +20,7 @@ class EndpointUnavailable(RuntimeError):
     """A server the run needs did not answer; the message names it."""
 
 
-def _checks(opts: KappaflowOptions) -> Iterator[tuple[str, callable]]:
+def _checks(opts: KappaflowOptions) -> Iterator[tuple[str, Callable[[str], None]]]:
     seen = set()
     for url in (opts.input, opts.output, opts.dead_letters_url, opts.reference_db):
         if not url or url in seen:

@@ -208,3 +208,35 @@ def test_server_lost_mid_run_dead_letters_after_the_retries(own_postgres_server,
     assert count_of(result, "rows_written") == 20 and count_of(result, "rows_rejected_by_sink") == 40
     own_postgres_server.start()
     assert table_rows(url) == sorted((T0, f"p{i}", i, 0) for i in range(20))
+
+
+def test_pipeline_loses_its_server_after_start_and_still_accounts_for_every_record(own_postgres_server, tmp_path):
+    """The server passes the start-up check, then goes away: lookups are retried, then every
+    record is dead-lettered (to SQLite here) as enrich-failed, and the accounting balances."""
+    output, reference = own_postgres_server.create_database(), own_postgres_server.create_database()
+    events, dead = str(tmp_path / "events.jsonl"), f"sqlite:///{tmp_path}/dead.db"
+    config = SampleConfig(events=300)
+    write_sample(events, config)
+    build_reference_db(reference, config)
+
+    def build_then_lose_server(p, opts):
+        clickstream.build(p, opts)
+        own_postgres_server.stop()
+
+    acc = run(clickstream.PIPELINE, build_then_lose_server,
+              [f"--input={events}", f"--output={output}", f"--reference_db={reference}",
+               f"--dead_letter_output={dead}"], clickstream.ClickstreamOptions)
+    assert acc.balanced and acc.aggregated == 0 and acc.rows_written == 0
+    assert acc.enrich_failed == acc.read - acc.invalid - acc.duplicates > 0
+    assert len(_reasons(dead, "parse")) == acc.invalid
+    enrich = _reasons(dead, "enrich")
+    assert len(enrich) == acc.enrich_failed and all("127.0.0.1" in r for r in enrich)
+
+
+def _reasons(url, stage):
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        reasons = [r for (r,) in conn.execute(sa.text("SELECT reason FROM dead_letters WHERE stage = :s"),
+                                              {"s": stage})]
+    engine.dispose()
+    return reasons
