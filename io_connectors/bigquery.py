@@ -282,7 +282,8 @@ class WriteToBigQueryTable(beam.PTransform):
 
     def __init__(
         self, url: str, schema: Schema, pipeline: str, table: Optional[str] = None,
-        counter: str = metrics.ROWS_WRITTEN, batch_size: int = 500, retry: RetryPolicy = RetryPolicy(),
+        counter: str = metrics.ROWS_WRITTEN, batch_size: int = 500, load_batch_size: int = 20_000,
+        retry: RetryPolicy = RetryPolicy(),
     ) -> None:
         super().__init__()
         if not schema.key:
@@ -292,7 +293,8 @@ class WriteToBigQueryTable(beam.PTransform):
         self._table = table or schema.name
         self._pipeline = pipeline
         self._counter = counter
-        self._batch_size = batch_size
+        self._batch_size = batch_size  # rows per streaming insert request
+        self._load_batch_size = load_batch_size  # rows per load job: load jobs have a daily quota
         self._retry = retry
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
@@ -311,7 +313,8 @@ class WriteToBigQueryTable(beam.PTransform):
         if not streaming and not temp_location:
             raise ValueError("BigQuery load jobs stage files under --temp_location: set it")
         fn = WriteRowsToBigQueryFn(self._location, self._schema, self._table, self._pipeline, streaming,
-                                   own.bigquery_endpoint, temp_location, self._batch_size, self._retry, self._counter)
+                                   own.bigquery_endpoint, temp_location,
+                                   self._batch_size if streaming else self._load_batch_size, self._retry, self._counter)
         outputs = rows | "WriteRows" >> beam.ParDo(fn).with_outputs(DEAD_LETTER_TAG, main="written")
         return outputs[DEAD_LETTER_TAG]
 
