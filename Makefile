@@ -5,12 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EVENTS ?= 100000
 
-.PHONY: venv servers demo test bench clean
+.PHONY: venv servers demo test bench bench-iot bench-cdc clean
 
-$(VENV)/.installed: setup.py requirements.txt requirements.lock
+$(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -c requirements.lock
+	$(PY) -m pip install --quiet -r requirements-test.txt -c requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -30,6 +30,12 @@ test: venv servers
 
 bench: venv
 	$(PY) benchmarks/clickstream_bench.py
+
+bench-iot: venv
+	$(PY) benchmarks/iot_bench.py
+
+bench-cdc: venv
+	$(PY) benchmarks/cdc_bench.py
 
 clean:
 	rm -rf demo-out .pytest_cache build *.egg-info

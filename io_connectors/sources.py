@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import apache_beam as beam
+from apache_beam.io import fileio
 
 from io_connectors.bigquery import ReadBigQueryRows, is_bigquery_url
-from io_connectors.files import expand_pattern, read_records
+from io_connectors.files import expand_pattern, file_format, read_records
 from io_connectors.pubsub import PubSubReadConfig, ReadPubSubRecords
 from io_connectors.replay import ReplayConfig, ReplayFiles
 from kappaflow.options import KappaflowOptions
@@ -22,22 +23,33 @@ __all__ = ["ReadFiles", "ReadInput"]
 class ReadFiles(beam.PTransform):
     """Files (globs, comma-separated) → bounded PCollection of RawRecords."""
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, ingest_time_field: Optional[str] = None) -> None:
         super().__init__()
         self._pattern = pattern
+        self._ingest_time_field = ingest_time_field
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        patterns = [p.strip() for p in self._pattern.split(",") if p.strip()]
+        for pattern in patterns:
+            file_format(pattern)  # the extension decides the reader: fail at construction
+            if "://" not in pattern:
+                expand_pattern(pattern)  # local: say now that nothing matches, not on a worker
+        # Remote globs (gs://...) are matched when the job runs: a template is built elsewhere.
         return (
             pbegin
-            | "Paths" >> beam.Create(expand_pattern(self._pattern))
+            | "Patterns" >> beam.Create(patterns)
+            | "MatchFiles" >> fileio.MatchAll(fileio.EmptyMatchTreatment.DISALLOW)
+            | "Paths" >> beam.Map(lambda metadata: metadata.path)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadRecords" >> beam.FlatMap(read_records)
+            | "ReadRecords" >> beam.FlatMap(read_records, self._ingest_time_field)
         )
 
 
 class ReadInput(beam.PTransform):
     """`--input` → RawRecords: files in batch, the same files replayed in event time when
-    streaming; or the messages of a Pub/Sub subscription."""
+    streaming; or the messages of a Pub/Sub subscription; or the rows of a BigQuery table.
+    `ingest_time_field`: a top-level field of the files that holds the ingest time (Pub/Sub
+    messages carry their publish time instead)."""
 
     def __init__(
         self,
@@ -45,6 +57,7 @@ class ReadInput(beam.PTransform):
         streaming: bool,
         event_time: Callable[[RawRecord], Optional[float]],
         replay: ReplayConfig = ReplayConfig(),
+        ingest_time_field: Optional[str] = None,
         pubsub: Optional[PubSubReadConfig] = None,
         bigquery_endpoint: Optional[str] = None,
     ) -> None:
@@ -59,21 +72,27 @@ class ReadInput(beam.PTransform):
         self._streaming = streaming
         self._event_time = event_time
         self._replay = replay
+        self._ingest_time_field = ingest_time_field
         self._pubsub = pubsub
         self._bigquery_endpoint = bigquery_endpoint
 
     @classmethod
-    def from_options(cls, opts: KappaflowOptions, time_field: str, id_field: Optional[str] = None) -> "ReadInput":
-        """The source the options ask for; `time_field` holds event time in the payload."""
+    def from_options(
+        cls, opts: KappaflowOptions, time_field: str, id_field: Optional[str] = None,
+        event_time: Optional[Callable[[RawRecord], Optional[float]]] = None,
+        ingest_time_field: Optional[str] = None,
+    ) -> "ReadInput":
+        """The source the options ask for. `time_field` holds event time in the payload;
+        `event_time` reads it from a file record for the replay (default: that field)."""
         from apache_beam.options.pipeline_options import StandardOptions
 
         pubsub = None
         if opts.input_subscription:
             pubsub = PubSubReadConfig(opts.input_subscription, time_field, id_field,
                                       opts.timestamp_attribute, opts.pubsub_id_label)
-        return cls(opts.input, bool(opts.view_as(StandardOptions).streaming), EventTimeOf(time_field),
-                   ReplayConfig(opts.max_out_of_orderness_seconds, opts.replay_chunk_size), pubsub,
-                   opts.bigquery_endpoint)
+        return cls(opts.input, bool(opts.view_as(StandardOptions).streaming),
+                   event_time or EventTimeOf(time_field), opts.replay_config(), ingest_time_field,
+                   pubsub, opts.bigquery_endpoint)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         if self._pubsub is not None:
@@ -81,5 +100,6 @@ class ReadInput(beam.PTransform):
         if is_bigquery_url(self._url):
             return pbegin | "ReadBigQuery" >> ReadBigQueryRows(self._url, self._bigquery_endpoint)
         if self._streaming:
-            return pbegin | "ReplayFiles" >> ReplayFiles(self._url, self._event_time, self._replay)
-        return pbegin | "ReadFiles" >> ReadFiles(self._url)
+            return pbegin | "ReplayFiles" >> ReplayFiles(
+                self._url, self._event_time, self._replay, self._ingest_time_field)
+        return pbegin | "ReadFiles" >> ReadFiles(self._url, self._ingest_time_field)

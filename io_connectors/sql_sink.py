@@ -22,7 +22,10 @@ from transforms.enrich_database import RetryPolicy
 from transforms.records import DEAD_LETTER_TAG, dead_letter
 from transforms.schema import Schema
 
-__all__ = ["UpsertToDatabase", "UpsertRowsFn", "create_engine", "ensure_table", "upsert_rows", "check_database"]
+__all__ = [
+    "UpsertToDatabase", "UpsertRowsFn", "create_engine", "ensure_table", "upsert_rows",
+    "check_kept_columns", "versioned_upsert_statement", "check_database", "safe_url",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -73,9 +76,11 @@ def ensure_table(engine: sa.engine.Engine, schema: Schema, name: Optional[str] =
     return table
 
 
-def _upsert_statement(engine: sa.engine.Engine, table: sa.Table, key: Sequence[str]) -> Any:
+def _upsert_statement(
+    engine: sa.engine.Engine, table: sa.Table, key: Sequence[str], keep: Sequence[str] = ()
+) -> Any:
     dialect = engine.dialect.name
-    non_key = [c.name for c in table.columns if c.name not in key]
+    non_key = [c.name for c in table.columns if c.name not in key and c.name not in keep]
     if dialect in ("sqlite", "postgresql"):
         module = sa.dialects.sqlite if dialect == "sqlite" else sa.dialects.postgresql
         stmt = module.insert(table)
@@ -88,26 +93,66 @@ def _upsert_statement(engine: sa.engine.Engine, table: sa.Table, key: Sequence[s
     return None
 
 
-def upsert_rows(engine: sa.engine.Engine, table: sa.Table, key: Sequence[str], rows: list[dict]) -> None:
-    """Upsert `rows` in one transaction (rows must have distinct keys)."""
-    stmt = _upsert_statement(engine, table, key)
+def versioned_upsert_statement(engine: sa.engine.Engine, table: sa.Table, key: Sequence[str],
+                               version: str) -> Any:
+    """Upsert that replaces a row only with a greater `version` (`ON CONFLICT DO UPDATE ... WHERE
+    excluded.version > table.version`), returning the keys it inserted or updated.
+
+    The database itself orders the writes, so concurrent bundles, retries and reruns converge.
+    SQLite and PostgreSQL only: other dialects have no conditional upsert to build this on.
+    """
+    dialect = engine.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        raise ValueError(f"versioned upserts need SQLite or PostgreSQL, not {dialect}")
+    module = sa.dialects.sqlite if dialect == "sqlite" else sa.dialects.postgresql
+    stmt = module.insert(table)
+    non_key = [c.name for c in table.columns if c.name not in key]
+    return stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={c: stmt.excluded[c] for c in non_key},
+        where=stmt.excluded[version] > table.c[version],
+    ).returning(*(table.c[k] for k in key))
+
+
+def upsert_rows(
+    engine: sa.engine.Engine, table: sa.Table, key: Sequence[str], rows: list[dict],
+    keep_on_update: Sequence[str] = (),
+) -> None:
+    """Upsert `rows` in one transaction (rows must have distinct keys). Columns in
+    `keep_on_update` are written when a row is inserted and never changed afterwards."""
+    stmt = _upsert_statement(engine, table, key, keep_on_update)
     with engine.begin() as conn:
         if stmt is not None:
             conn.execute(stmt, rows)
             return
         condition = sa.and_(*(table.c[k] == sa.bindparam(f"_key_{k}") for k in key))
+        if keep_on_update:
+            rows = _with_kept_values(conn, table, key, keep_on_update, rows)
         conn.execute(
             table.delete().where(condition), [{f"_key_{k}": r[k] for k in key} for r in rows]
         )
         conn.execute(table.insert(), rows)
 
 
+def _with_kept_values(conn: Any, table: sa.Table, key: Sequence[str], keep: Sequence[str],
+                      rows: list[dict]) -> list[dict]:
+    """Delete-then-insert dialects: carry the stored values of the kept columns over."""
+    out = []
+    for row in rows:
+        stored = conn.execute(
+            sa.select(*(table.c[c] for c in keep)).where(*(table.c[k] == row[k] for k in key))
+        ).first()
+        out.append(row if stored is None else {**row, **dict(stored._mapping)})
+    return out
+
+
 class UpsertRowsFn(beam.DoFn):
     def __init__(
         self, url: str, schema: Schema, table: Optional[str], pipeline: str,
-        batch_size: int, retry: RetryPolicy, counter: str,
+        batch_size: int, retry: RetryPolicy, counter: str, keep_on_update: Sequence[str] = (),
     ) -> None:
         self._url = url
+        self._keep = tuple(keep_on_update)
         self._schema = schema
         self._table_name = table
         self._pipeline = pipeline
@@ -135,6 +180,8 @@ class UpsertRowsFn(beam.DoFn):
         # Within a batch the later pane wins: one statement may not update a row twice.
         if previous is None or row.get("pane_index", 0) >= previous.get("pane_index", 0):
             self._buffer[key] = {c: row.get(c) for c in self._columns}
+            if previous is not None:  # the first value of an insert-only column stays
+                self._buffer[key].update({c: previous[c] for c in self._keep})
         if len(self._buffer) >= self._batch_size:
             yield from self._flush()
 
@@ -170,7 +217,7 @@ class UpsertRowsFn(beam.DoFn):
         if not self._table_ready:
             ensure_table(self._engine, self._schema, self._table_name)
             self._table_ready = True
-        upsert_rows(self._engine, self._table, self._schema.key, rows)
+        upsert_rows(self._engine, self._table, self._schema.key, rows, self._keep)
 
     def _write_with_retry(self, rows: list[dict]) -> bool:
         backoffs = self._retry.backoffs()
@@ -189,17 +236,26 @@ class UpsertRowsFn(beam.DoFn):
 
 
 class UpsertToDatabase(beam.PTransform):
-    """Rows → upserted into `table` (default: the schema's name); returns sink dead letters."""
+    """Rows → upserted into `table` (default: the schema's name); returns sink dead letters.
+    `keep_on_update`: columns set on insert only (e.g. `created_at`)."""
 
     def __init__(
         self, url: str, schema: Schema, pipeline: str, table: Optional[str] = None,
         batch_size: int = 500, retry: RetryPolicy = RetryPolicy(), counter: str = metrics.ROWS_WRITTEN,
+        keep_on_update: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if not schema.key:
             raise ValueError(f"schema {schema.name} has no key: an upsert sink needs one")
-        self._fn = UpsertRowsFn(url, schema, table, pipeline, batch_size, retry, counter)
+        check_kept_columns(schema, keep_on_update)
+        self._fn = UpsertRowsFn(url, schema, table, pipeline, batch_size, retry, counter, keep_on_update)
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         outputs = rows | "Upsert" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="written")
         return outputs[DEAD_LETTER_TAG]
+
+
+def check_kept_columns(schema: Schema, keep_on_update: Sequence[str]) -> None:
+    for column in keep_on_update:
+        if column not in schema.field_names or column in schema.key:
+            raise ValueError(f"schema {schema.name}: keep_on_update column {column!r} must be a non-key field")

@@ -41,22 +41,36 @@ class Accounting:
     rows_written: int
     dead_letters_written: int
     seconds: float
+    excluded: int = 0  # pipelines that exclude records from statistics on purpose (IoT: quality)
+    # CDC outcomes (zero for the other pipelines).
+    applied: int = 0
+    superseded: int = 0
+    rejected: int = 0
 
     @property
     def balanced(self) -> bool:
         """Every record read ended in exactly one place."""
         return self.read == (self.invalid + self.duplicates + self.too_late + self.enrich_failed
-                             + self.aggregated)
+                             + self.excluded + self.aggregated + self.applied + self.superseded
+                             + self.rejected)
 
     def summary(self) -> str:
         rate = self.read / self.seconds if self.seconds else 0.0
         return (
             f"[{self.pipeline}] {self.mode} on {self.runner}: read {self.read:,} | invalid {self.invalid:,} | "
             f"duplicates {self.duplicates:,} | too late {self.too_late:,} | enrich failed "
-            f"{self.enrich_failed:,} | aggregated {self.aggregated:,} | rows written {self.rows_written:,} | "
+            f"{self.enrich_failed:,} | excluded {self.excluded:,} | aggregated {self.aggregated:,} | "
+            f"{self._change_outcomes()}"
+            f"rows written {self.rows_written:,} | "
             f"dead letters written {self.dead_letters_written:,} | {self.seconds:.1f}s "
             f"({rate:,.0f} records/s) | accounting {'balanced' if self.balanced else 'UNBALANCED'}"
         )
+
+    def _change_outcomes(self) -> str:
+        if not (self.applied or self.superseded or self.rejected):
+            return ""
+        return (f"applied {self.applied:,} | superseded {self.superseded:,} | "
+                f"rejected {self.rejected:,} | ")
 
     def to_json(self) -> str:
         return json.dumps({**dataclasses.asdict(self), "balanced": self.balanced}, indent=2, sort_keys=True)
@@ -87,13 +101,48 @@ def _counter(result: beam.runners.runner.PipelineResult, name: str) -> int:
     return total
 
 
+def _store_true_flags() -> set[str]:
+    """Every boolean (store_true) option of Beam's and ours, by name."""
+    import argparse
+
+    flags: set[str] = set()
+    pending = [PipelineOptions]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if "_add_argparse_args" in vars(cls):
+            parser = argparse.ArgumentParser(add_help=False)
+            cls._add_argparse_args(parser)
+            flags.update(a.dest for a in parser._actions if a.nargs == 0 and a.const is True)
+    return flags
+
+
+def normalize_boolean_flags(argv: Sequence[str]) -> list[str]:
+    """`--streaming=true` → `--streaming`, `--streaming=false` → nothing: how Dataflow flex
+    templates pass boolean parameters, which argparse's store_true flags reject."""
+    import re
+
+    flags = None
+    out = []
+    for arg in argv:
+        match = re.fullmatch(r"--(\w+)=(true|false)", arg, flags=re.IGNORECASE)
+        if match:
+            flags = flags if flags is not None else _store_true_flags()
+            if match.group(1) in flags:
+                if match.group(2).lower() == "true":
+                    out.append(f"--{match.group(1)}")
+                continue
+        out.append(arg)
+    return out
+
+
 def run(
     pipeline_name: str,
     build: Callable[[beam.Pipeline, KappaflowOptions], None],
     argv: Optional[Sequence[str]] = None,
     options_class: type[KappaflowOptions] = KappaflowOptions,
 ) -> Accounting:
-    options = PipelineOptions(list(sys.argv[1:] if argv is None else argv))
+    options = PipelineOptions(normalize_boolean_flags(sys.argv[1:] if argv is None else argv))
     own = options.view_as(options_class)
     if not own.input and not own.input_subscription:
         raise SystemExit(f"{pipeline_name}: --input (files, bigquery:P.D.T) or --input_subscription is required")
@@ -123,13 +172,29 @@ def run(
         duplicates=_counter(result, metrics.DUPLICATES),
         too_late=_counter(result, metrics.TOO_LATE),
         enrich_failed=_counter(result, metrics.ENRICH_FAILED),
+        excluded=_counter(result, metrics.EXCLUDED),
         aggregated=_counter(result, metrics.AGGREGATED),
         rows_written=_counter(result, metrics.ROWS_WRITTEN),
         dead_letters_written=_counter(result, metrics.DEAD_LETTERS_WRITTEN),
         seconds=time.monotonic() - started,
+        applied=_counter(result, metrics.APPLIED),
+        superseded=_counter(result, metrics.SUPERSEDED),
+        rejected=_counter(result, metrics.REJECTED),
     )
     print(accounting.summary(), flush=True)
     if own.report:
         with open(own.report, "w", encoding="utf-8") as handle:
             handle.write(accounting.to_json() + "\n")
     return accounting
+
+
+def run_main(
+    pipeline_name: str,
+    build: Callable[[beam.Pipeline, KappaflowOptions], None],
+    options_class: type[KappaflowOptions],
+) -> None:
+    """Entry point of `python -m pipelines.<name>`: exit non-zero when the accounting does not add up."""
+    logging.basicConfig(level=logging.WARNING)
+    accounting = run(pipeline_name, build, options_class=options_class)
+    if not accounting.balanced:
+        raise SystemExit(f"{pipeline_name}: the accounting does not add up (see the summary above)")

@@ -6,12 +6,44 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from io_connectors.replay import ReplayConfig
+from transforms.windowing import WindowConfig
+
 __all__ = ["KappaflowOptions"]
 
 DEFAULT_OUTPUT = "sqlite:///kappaflow.db"
 
 
+_NUMBER = r"^[0-9]+(\.[0-9]+)?$"
+_WHOLE = r"^[1-9][0-9]*$"
+# Where rows can go: an SQLAlchemy URL, a BigQuery dataset, or a directory (local, file://, gs://).
+_SINK_URL = r"^([a-z][a-z0-9+]*://.+|bigquery:[A-Za-z0-9_.:-]+|/.+)$"
+
+
 class KappaflowOptions(PipelineOptions):
+    # Per-pipeline defaults live on the class, not in argparse: Beam parses every registered options
+    # class into one parser per process, so a subclass's `set_defaults` would leak into the others.
+    DEFAULT_WINDOW_SECONDS = 60.0
+    DEFAULT_ALLOWED_LATENESS_SECONDS = 900.0
+
+    # Validation of each option as a flex-template parameter (kappaflow/flex_template.py); options
+    # not listed get one from their argparse type.
+    TEMPLATE_REGEXES: dict[str, str] = {
+        "input": r"^(gs://|/|file://|bigquery:).+$",
+        "output": _SINK_URL,
+        "dead_letter_output": _SINK_URL,
+        "reference_db": r"^[a-z][a-z0-9+]*://.+$",
+        "window_seconds": _NUMBER,
+        "allowed_lateness_seconds": _NUMBER,
+        "early_firing_seconds": r"^[0-9]+$",
+        "dedup_horizon_seconds": _NUMBER,
+        "max_out_of_orderness_seconds": _NUMBER,
+        "replay_chunk_size": _WHOLE,
+        "input_subscription": r"^projects/[^/]+/subscriptions/[^/]+$",
+        "alerts_topic": r"^projects/[^/]+/topics/[^/]+$",
+        "bigquery_method": r"^(AUTO|FILE_LOADS|STREAMING_INSERTS|STORAGE_WRITE_API)$",
+    }
+
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         # Not `required=True`: Beam parses every registered options class, in every pipeline of the
@@ -26,11 +58,15 @@ class KappaflowOptions(PipelineOptions):
                             help="Where dead letters go (same URL forms); default: --output.")
         parser.add_argument("--reference_db", default=None,
                             help="SQLAlchemy URL of the reference database used for enrichment.")
-        parser.add_argument("--window_seconds", type=float, default=60.0)
-        parser.add_argument("--allowed_lateness_seconds", type=float, default=900.0)
+        parser.add_argument("--window_seconds", type=float, default=None,
+                            help="Window size in seconds; the default depends on the pipeline.")
+        parser.add_argument("--allowed_lateness_seconds", type=float, default=None,
+                            help="How late a record may be and still update its window; later ones are dead "
+                                 "letters. The default depends on the pipeline.")
         parser.add_argument("--early_firing_seconds", type=float, default=30.0,
                             help="Early panes every N seconds of processing time (streaming only); 0: none.")
-        parser.add_argument("--dedup_horizon_seconds", type=float, default=3600.0)
+        parser.add_argument("--dedup_horizon_seconds", type=float, default=3600.0,
+                            help="How long (event time) after the last copy a duplicate is still recognised.")
         parser.add_argument("--max_out_of_orderness_seconds", type=float, default=60.0,
                             help="Streaming replay: the watermark trails the largest event time by this much.")
         parser.add_argument("--replay_chunk_size", type=int, default=500,
@@ -53,8 +89,25 @@ class KappaflowOptions(PipelineOptions):
                             help="BigQuery output: AUTO = load jobs in batch, streaming inserts when streaming; "
                                  "STORAGE_WRITE_API needs Beam's Java expansion service.")
         parser.add_argument("--report", default=None, help="Write the run's accounting as JSON here.")
-        parser.add_argument("--pii_salt", default=os.environ.get("KAPPAFLOW_PII_SALT", "kappaflow-default-salt"),
-                            help="Salt of the PII hashes (default: $KAPPAFLOW_PII_SALT). Set your own in production.")
+        parser.add_argument("--pii_salt", default=None,
+                            help="Salt of the PII hashes; default: $KAPPAFLOW_PII_SALT, else a built-in salt. "
+                                 "Set your own in production.")
+
+    def window_config(self) -> WindowConfig:
+        cls = type(self)
+        return WindowConfig(
+            size_seconds=cls.DEFAULT_WINDOW_SECONDS if self.window_seconds is None else self.window_seconds,
+            allowed_lateness_seconds=(cls.DEFAULT_ALLOWED_LATENESS_SECONDS if self.allowed_lateness_seconds is None
+                                      else self.allowed_lateness_seconds),
+            early_firing_seconds=self.early_firing_seconds or None,
+        )
+
+    def replay_config(self) -> ReplayConfig:
+        return ReplayConfig(self.max_out_of_orderness_seconds, self.replay_chunk_size)
+
+    @property
+    def hash_salt(self) -> str:
+        return self.pii_salt or os.environ.get("KAPPAFLOW_PII_SALT") or "kappaflow-default-salt"
 
     @property
     def dead_letters_url(self) -> str:

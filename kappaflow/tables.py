@@ -13,7 +13,8 @@ from io_connectors.sql_sink import create_engine
 
 from transforms.schema import Schema, parse_timestamp
 
-__all__ = ["PANE_COLUMNS", "read_rows", "TableDiff", "diff_tables", "too_late_records", "explain_difference"]
+__all__ = ["PANE_COLUMNS", "read_rows", "TableDiff", "diff_tables", "too_late_records", "explain_difference",
+           "read_change_table", "read_change_tables"]
 
 # How a row was produced, not what it says: they differ between batch and streaming by design.
 PANE_COLUMNS = ("pane_timing", "pane_index", "updated_at")
@@ -97,3 +98,25 @@ def explain_difference(batch: dict, streaming: dict, late: list[dict]) -> bool:
         and abs(expected[k]["revenue"] - streaming[k]["revenue"]) < 1e-6
         for k in expected
     )
+
+
+def read_change_table(engine: sa.engine.Engine, table: str) -> dict[tuple, dict]:
+    """key → row of one CDC target table, bookkeeping columns and tombstones included."""
+    inspector = sa.inspect(engine)
+    key = inspector.get_pk_constraint(table)["constrained_columns"]
+    sa_table = sa.Table(table, sa.MetaData(), autoload_with=engine)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(sa.select(sa_table))]
+    return {tuple(r[k] for k in key): r for r in rows}
+
+
+def read_change_tables(url: str) -> dict[str, dict[tuple, dict]]:
+    """table → key → row of every CDC target table (those with a `_cdc_version` column) at `url`."""
+    engine = sa.create_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        names = [t for t in inspector.get_table_names()
+                 if any(c["name"] == "_cdc_version" for c in inspector.get_columns(t))]
+        return {name: read_change_table(engine, name) for name in names}
+    finally:
+        engine.dispose()

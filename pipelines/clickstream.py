@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.sinks import WriteTable
 from io_connectors.sources import ReadInput
-from kappaflow.launcher import run
+from kappaflow.launcher import run_main
 from kappaflow.options import KappaflowOptions
 from kappaflow.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
-from transforms import metrics
 from transforms.aggregate import AggregatePerWindow, Metric
-from transforms.dead_letters import CollectDeadLetters
 from transforms.dedup import DedupConfig, DeduplicateEvents
 from transforms.enrich_database import EnrichFromDatabase, LookupSpec
 from transforms.event_time import WithEventTime
 from transforms.late_data import RouteTooLateRecords
 from transforms.parse import ParseEvents
-from transforms.records import DEAD_LETTER_SCHEMA, DEAD_LETTER_TAG
-from transforms.windowing import WindowConfig
+from transforms.records import DEAD_LETTER_TAG
 
 PIPELINE = "clickstream"
 
@@ -64,14 +62,10 @@ def to_metric_input(event: dict) -> dict:
 def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
     if not opts.reference_db:
         raise ValueError("--reference_db is required: the users and products tables live there")
-    windows = WindowConfig(
-        size_seconds=opts.window_seconds,
-        allowed_lateness_seconds=opts.allowed_lateness_seconds,
-        early_firing_seconds=opts.early_firing_seconds or None,
-    )
+    windows = opts.window_config()
 
     records = p | "ReadInput" >> ReadInput.from_options(opts, time_field="timestamp", id_field="event_id")
-    parsed = records | "ParseEvents" >> ParseEvents(CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.pii_salt)
+    parsed = records | "ParseEvents" >> ParseEvents(CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.hash_salt)
     unique = (
         parsed.events
         | "EventTime" >> WithEventTime("timestamp")
@@ -87,17 +81,12 @@ def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
 
     (
         (parsed[DEAD_LETTER_TAG], enriched[DEAD_LETTER_TAG], in_time[DEAD_LETTER_TAG], sink_failures)
-        | "CollectDeadLetters" >> CollectDeadLetters()
-        | "WriteDeadLetters" >> WriteTable(
-            opts.dead_letters_url, DEAD_LETTER_SCHEMA, PIPELINE, counter=metrics.DEAD_LETTERS_WRITTEN)
+        | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
     )
 
 
 def main() -> None:
-    import logging
-
-    logging.basicConfig(level=logging.WARNING)
-    run(PIPELINE, build, options_class=ClickstreamOptions)
+    run_main(PIPELINE, build, ClickstreamOptions)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,26 @@ def test_enrich_copies_columns_under_new_names(reference_db, run_batch):
     run_batch(build)
 
 
+def test_keep_existing_keeps_the_events_own_values_where_the_reference_has_none(reference_db, run_batch):
+    url, _ = reference_db
+    spec = LookupSpec("users", "user_id", "user_id", {"country": "country", "segment": "segment"},
+                      defaults={"segment": "basic"}, keep_existing=True)
+    events = [{"user_id": "u1", "country": "XX", "segment": "own"},   # the reference wins
+              {"user_id": "u3", "country": None, "segment": "own"},   # NULL segment: the event's own
+              {"user_id": "u9", "country": "XX", "segment": None},    # missing: own country, default segment
+              {"user_id": "u9"}]
+
+    def build(p):
+        enriched = p | beam.Create(events) | EnrichFromDatabase(url, [spec], "test")
+        assert_that(enriched.events, equal_to([
+            {"user_id": "u1", "country": "DE", "segment": "pro"},
+            {"user_id": "u3", "country": "US", "segment": "own"},
+            {"user_id": "u9", "country": "XX", "segment": "basic"},
+            {"user_id": "u9", "country": None, "segment": "basic"}]))
+
+    run_batch(build)
+
+
 def enrich_dead_letters(expected_ids: set, timestamps: dict):
     def check(actual):
         got = {d["event_id"]: d for d in actual}

@@ -101,3 +101,24 @@ def test_expand_pattern_rejects_unknown_formats_at_construction(tmp_path):
     (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
     with pytest.raises(ValueError, match="cannot tell the format"):
         expand_pattern(str(tmp_path / "*"))
+
+
+def test_ingest_time_field_is_lifted_out_of_the_payload(tmp_path):
+    jsonl = tmp_path / "readings.jsonl"
+    jsonl.write_text('{"id": "a", "ingest_time": 1772431200000}\n'
+                     '{"id": "b", "ingest_time": "2026-03-02T06:00:10Z"}\n'
+                     '{"id": "c"}\n'
+                     '{"id": "d", "ingest_time": "soon"}\n'
+                     '{broken\n', encoding="utf-8")
+    records = list(read_records(str(jsonl), ingest_time_field="ingest_time"))
+    assert [r.ingest_time for r in records] == [1772431200.0, 1772431210.0, None, None, None]
+    assert [r.payload for r in records[:4]] == [{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "d"}]
+    assert records[4].payload == b"{broken"  # left for the parser to reject
+    assert [r.origin for r in records] == [f"{jsonl}:{i}" for i in range(1, 6)]
+
+    csv_path = tmp_path / "readings.csv"
+    csv_path.write_text("id,ingest_time,location.zone\na,1772431200000,z1\n", encoding="utf-8")
+    (record,) = read_records(str(csv_path), ingest_time_field="ingest_time")
+    assert record.payload == {"id": "a", "location": {"zone": "z1"}} and record.ingest_time == 1772431200.0
+    # Without the option the field is just data.
+    assert list(read_records(str(csv_path)))[0].ingest_time is None

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
-from io_connectors.sql_sink import UpsertToDatabase, ensure_table
+from io_connectors.sql_sink import UpsertToDatabase, ensure_table, upsert_rows
 from transforms.enrich_database import RetryPolicy
 from transforms.schema import Field, FieldType, Schema
 
@@ -139,3 +139,55 @@ def test_ensure_table_is_idempotent_and_needs_a_key(db):
     assert [c.name for c in table.primary_key.columns] == ["window_start", "page"]
     with pytest.raises(ValueError):
         UpsertToDatabase("sqlite://", Schema("nokey", (Field("a", FieldType.STRING),)), "test")
+
+
+ALERTS = Schema(
+    name="alerts",
+    key=("alert_id",),
+    fields=(
+        Field("alert_id", FieldType.STRING, required=True),
+        Field("max", FieldType.FLOAT64, required=True),
+        Field("created_at", FieldType.TIMESTAMP, required=True),
+    ),
+)
+
+
+@pytest.mark.parametrize("batch_size", [500, 1])
+def test_keep_on_update_columns_keep_their_first_value(db, run_batch, batch_size):
+    url, engine = db
+
+    def write_alerts(rows):
+        def build(p):
+            p | beam.Create(rows, reshuffle=False) | UpsertToDatabase(
+                url, ALERTS, "test", batch_size=batch_size, retry=NO_RETRY, keep_on_update=("created_at",))
+        run_batch(build)
+
+    write_alerts([{"alert_id": "a", "max": 91.0, "created_at": T0}, {"alert_id": "a", "max": 95.0, "created_at": T0 + 5}])
+    write_alerts([{"alert_id": "a", "max": 99.0, "created_at": T0 + 60}, {"alert_id": "b", "max": 92.0, "created_at": T0 + 60}])
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT alert_id, max, created_at FROM alerts ORDER BY alert_id").all() == [
+            ("a", 99.0, "2024-01-01T00:00:00.000000Z"), ("b", 92.0, "2024-01-01T00:01:00.000000Z")]
+
+
+def test_keep_on_update_with_delete_then_insert(db):
+    from io_connectors import sql_sink
+
+    url, engine = db
+    table = ensure_table(engine, ALERTS)
+    original = sql_sink._upsert_statement
+    sql_sink._upsert_statement = lambda *args: None  # the path of dialects without a native upsert
+    try:
+        upsert_rows(engine, table, ALERTS.key, [{"alert_id": "a", "max": 91.0, "created_at": T0}], ("created_at",))
+        upsert_rows(engine, table, ALERTS.key, [{"alert_id": "a", "max": 97.0, "created_at": T0 + 9}], ("created_at",))
+    finally:
+        sql_sink._upsert_statement = original
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT alert_id, max, created_at FROM alerts").all() == [
+            ("a", 97.0, "2024-01-01T00:00:00.000000Z")]
+
+
+def test_keep_on_update_must_name_a_non_key_field():
+    with pytest.raises(ValueError):
+        UpsertToDatabase("sqlite://", ALERTS, "test", keep_on_update=("alert_id",))
+    with pytest.raises(ValueError):
+        UpsertToDatabase("sqlite://", ALERTS, "test", keep_on_update=("nope",))

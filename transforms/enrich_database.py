@@ -29,13 +29,18 @@ _LOG = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class LookupSpec:
     """Join `table` on `key_column` = event[`event_field`]; copy `columns` (column → event field),
-    or `defaults` (event field → value) when the key is missing or null."""
+    or `defaults` (event field → value) when the key is missing or null.
+
+    With `keep_existing`, the event's own value of a field wins over the default wherever the
+    reference row is missing or NULL (e.g. a location the message carries itself).
+    """
 
     table: str
     key_column: str
     event_field: str
     columns: Mapping[str, str]
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    keep_existing: bool = False
 
     def __post_init__(self) -> None:
         if not self.columns:
@@ -46,7 +51,13 @@ class LookupSpec:
 
     def apply(self, event: dict, row: Optional[Mapping[str, Any]]) -> None:
         for column, field in self.columns.items():
-            event[field] = row[column] if row is not None else self.defaults.get(field)
+            if not self.keep_existing:
+                event[field] = row[column] if row is not None else self.defaults.get(field)
+                continue
+            value = row[column] if row is not None else None
+            if value is None:
+                value = event.get(field)
+            event[field] = self.defaults.get(field) if value is None else value
 
 
 @dataclasses.dataclass(frozen=True)

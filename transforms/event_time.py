@@ -27,14 +27,18 @@ class WithEventTime(beam.PTransform):
 
 
 class EventTimeOf:
-    """RawRecord → its event time (epoch seconds) read from `field`, or None when unreadable.
+    """RawRecord → its event time (epoch seconds) read from the first of `paths` present, or None
+    when unreadable. A path is a field name or a dotted path into nested objects
+    (`payload.source.ts_ms`), for envelopes that carry the time inside.
 
     Used by sources that must know event time before parsing (the replay watermark); the parser
     still validates the field and dead-letters what this returns None for.
     """
 
-    def __init__(self, field: str) -> None:
-        self._field = field
+    def __init__(self, *paths: str) -> None:
+        if not paths:
+            raise ValueError("EventTimeOf needs at least one field path")
+        self._paths = tuple(tuple(path.split(".")) for path in paths)
 
     def __call__(self, record: Any) -> Optional[float]:
         import json
@@ -45,6 +49,18 @@ class EventTimeOf:
         try:
             if not isinstance(payload, dict):
                 payload = json.loads(payload)
-            return parse_timestamp(payload[self._field])
-        except (ValueError, TypeError, KeyError, AttributeError):
+            for path in self._paths:
+                value = _lookup(payload, path)
+                if value is not None:
+                    return parse_timestamp(value)
+        except (ValueError, TypeError):
+            pass
+        return None
+
+
+def _lookup(node: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(node, dict):
             return None
+        node = node.get(part)
+    return node

@@ -7,6 +7,16 @@ INVALID = "records_invalid"
 DUPLICATES = "duplicates"
 TOO_LATE = "too_late"
 ENRICH_FAILED = "enrich_failed"
+EXCLUDED = "records_excluded"  # kept out of statistics on purpose (e.g. quality != good)
 AGGREGATED = "records_aggregated"
 ROWS_WRITTEN = "rows_written"
 DEAD_LETTERS_WRITTEN = "dead_letters_written"
+CLOCK_CORRECTED = "clock_skew_corrected"  # not a category: corrected records go on
+ALERTS_RAISED = "alerts_raised"
+ALERTS_WRITTEN = "alerts_written"
+
+# Change data capture: a change either becomes a row's state, or loses to a newer change of the
+# same row, or is refused by the target table (type conflict, rejected by the database).
+APPLIED = "changes_applied"
+SUPERSEDED = "changes_superseded"
+REJECTED = "changes_rejected"

@@ -23,6 +23,8 @@ __all__ = [
     "ValidationError",
     "parse_timestamp",
     "format_timestamp",
+    "coerce_value",
+    "sql_type",
 ]
 
 
@@ -245,6 +247,25 @@ _SQL_TYPES: dict[FieldType, Callable[[], sa.types.TypeEngine]] = {
     FieldType.RECORD: sa.JSON,
     FieldType.JSON: sa.JSON,
 }
+
+
+def sql_type(field_type: FieldType) -> sa.types.TypeEngine:
+    """The SQL column type of a field type (what `Schema.sqlalchemy_table` uses)."""
+    return _SQL_TYPES[field_type]()
+
+
+def coerce_value(field_type: FieldType, value: Any) -> Any:
+    """One non-null value → `field_type` by the parser's rules (no PII hashing); ValueError if it
+    does not fit. For tables whose columns are only known at run time."""
+    if field_type is FieldType.RECORD:
+        raise ValueError("a RECORD needs its sub-fields: use Schema.parse")
+    try:
+        return _parse_value(_VALUE_FIELDS[field_type], value, "value", str)
+    except ValidationError as err:
+        raise ValueError(err.reason) from None
+
+
+_VALUE_FIELDS = {t: Field("value", t) for t in FieldType if t is not FieldType.RECORD}
 
 
 def _parse_fields(

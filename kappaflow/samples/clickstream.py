@@ -16,6 +16,7 @@ from typing import Iterator
 import sqlalchemy as sa
 
 from io_connectors.sql_sink import create_engine
+from kappaflow.samples import write_lines
 
 START = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.timezone.utc).timestamp()
 EVENT_TYPES = (("page_view", 0.60), ("click", 0.25), ("add_to_cart", 0.10), ("purchase", 0.05))
@@ -140,12 +141,7 @@ def build_reference_db(url: str, config: SampleConfig) -> None:
 
 
 def write_sample(path: str, config: SampleConfig) -> int:
-    count = 0
-    with open(path, "w", encoding="utf-8") as handle:
-        for line in generate(config):
-            handle.write(line + "\n")
-            count += 1
-    return count
+    return write_lines(path, generate(config))
 
 
 def main() -> None:

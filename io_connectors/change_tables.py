@@ -1,0 +1,166 @@
+"""CDC target tables, shaped by the change images: created from the first image, widened when an
+image brings a new column, and guarding each column's type.
+
+A target table has the source table's name and primary key, one column per `after` column, and
+two bookkeeping columns:
+- `_cdc_version`: the version of the change that produced the row (transforms/debezium.py);
+  byte-ordered text (`COLLATE "C"` on PostgreSQL), so the database compares versions itself.
+- `_cdc_deleted`: true for a tombstone. A delete keeps the key and the version and clears the
+  other columns, so an older change that arrives later cannot bring the row back. Live rows:
+  `WHERE NOT _cdc_deleted`.
+
+Column types come from the first non-null value (bool, integer, float, text, JSON for objects
+and arrays); a column whose values have all been null has no type yet and is added with the first
+value. A value that cannot be coerced to its column's type (the parser's rules:
+transforms/schema.py coerce_value) is a type conflict: that change is rejected with the reason.
+Identifiers are quoted by SQLAlchemy; values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import sqlalchemy as sa
+
+from transforms.debezium import PrimaryKeys, is_plain_identifier
+from transforms.schema import FieldType, coerce_value, sql_type
+
+__all__ = ["VERSION", "DELETED", "ChangeTables", "infer_type"]
+
+VERSION = "_cdc_version"
+DELETED = "_cdc_deleted"
+_RESERVED_PREFIX = "_cdc_"
+# Compared byte by byte on every dialect: PostgreSQL's default collations ignore punctuation.
+VERSION_TYPE = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
+
+
+def infer_type(value: Any) -> FieldType:
+    """The column type a first non-null JSON value asks for."""
+    if isinstance(value, bool):
+        return FieldType.BOOL
+    if isinstance(value, int):
+        return FieldType.INT64
+    if isinstance(value, float):
+        return FieldType.FLOAT64
+    if isinstance(value, str):
+        return FieldType.STRING
+    return FieldType.JSON
+
+
+def _reflected_type(column: str, sql: sa.types.TypeEngine) -> FieldType:
+    for sa_type, field_type in ((sa.Boolean, FieldType.BOOL), (sa.Integer, FieldType.INT64),
+                                (sa.Float, FieldType.FLOAT64), (sa.Numeric, FieldType.FLOAT64),
+                                (sa.JSON, FieldType.JSON), (sa.String, FieldType.STRING)):
+        if isinstance(sql, sa_type):
+            return field_type
+    raise ValueError(f"column {column} has type {sql}, which CDC does not write")
+
+
+class ChangeTables:
+    """The target tables of one database as this worker knows them, grown by DDL when needed."""
+
+    def __init__(self, engine: sa.engine.Engine, keys: PrimaryKeys) -> None:
+        self._engine = engine
+        self._keys = keys
+        self._columns: dict[str, dict[str, FieldType]] = {}  # table → data columns, in table order
+
+    def key_of(self, table: str) -> tuple[str, ...]:
+        return self._keys.tables[table]
+
+    def prepare(
+        self, table: str, changes: list[dict]
+    ) -> tuple[sa.Table, list[tuple[dict, dict]], list[tuple[dict, str]]]:
+        """Changes of one table → (the table, (change, row) pairs to write, (change, reason)
+        rejected). Creates the table or adds columns first when the images need it."""
+        for _ in range(2):  # once more after DDL, against the columns as they now are
+            columns = self._known_columns(table)
+            rows, rejected, new = self._rows(table, columns, changes)
+            if not new:
+                return self._sa_table(table, columns), rows, rejected
+            self._grow(table, columns, new)
+        raise RuntimeError(f"{table}: columns {sorted(new)} still missing after adding them")
+
+    def _rows(self, table: str, columns: Mapping[str, FieldType], changes: list[dict]
+              ) -> tuple[list[tuple[dict, dict]], list[tuple[dict, str]], dict[str, FieldType]]:
+        key = self.key_of(table)
+        new: dict[str, FieldType] = {}
+        rows, rejected = [], []
+        # In version order, so that the first value of a new column is the same in every run.
+        for change in sorted(changes, key=lambda c: c["version"]):
+            values = dict(change["image"] or {}, **dict(zip(key, change["key"])))
+            row, wanted, reason = {}, {}, None
+            for name, value in values.items():
+                if not is_plain_identifier(name) or name.startswith(_RESERVED_PREFIX):
+                    reason = f"column name {name!r} is not a plain identifier, or is reserved"
+                    break
+                if value is None:
+                    row[name] = None
+                    continue
+                column_type = columns.get(name) or new.get(name) or wanted.get(name)
+                if column_type is None:
+                    column_type = wanted[name] = infer_type(value)
+                try:
+                    row[name] = coerce_value(column_type, value)
+                except ValueError as err:
+                    reason = f"type conflict: {table}.{name} is {column_type.value}: {err}"
+                    break
+            if reason is not None:
+                rejected.append((change, reason))
+                continue
+            new.update(wanted)
+            rows.append((change, row))
+        if new:
+            return [], [], new
+        complete = []
+        for change, row in rows:
+            full = {name: row.get(name) for name in columns}
+            full[VERSION] = change["version"]
+            full[DELETED] = change["op"] == "d"
+            complete.append((change, full))
+        return complete, rejected, {}
+
+    def _known_columns(self, table: str) -> dict[str, FieldType]:
+        if table not in self._columns:
+            self._columns[table] = self._reflect(table)
+        return self._columns[table]
+
+    def _reflect(self, table: str) -> dict[str, FieldType]:
+        inspector = sa.inspect(self._engine)
+        if not inspector.has_table(table):
+            return {}
+        found = {c["name"]: c["type"] for c in inspector.get_columns(table)}
+        if VERSION not in found or DELETED not in found:
+            raise ValueError(f"table {table} exists but is not a CDC target (no {VERSION}, {DELETED})")
+        return {name: _reflected_type(name, t) for name, t in found.items() if name not in (VERSION, DELETED)}
+
+    def _sa_table(self, table: str, columns: Mapping[str, FieldType]) -> sa.Table:
+        key = self.key_of(table)
+        return sa.Table(
+            table, sa.MetaData(),
+            *(sa.Column(name, sql_type(t), primary_key=name in key, autoincrement=False)
+              for name, t in columns.items()),
+            sa.Column(VERSION, VERSION_TYPE, nullable=False),
+            sa.Column(DELETED, sa.Boolean, nullable=False),
+        )
+
+    def _grow(self, table: str, columns: Mapping[str, FieldType], new: Mapping[str, FieldType]) -> None:
+        """Create the table (key columns first) or add the new columns. Another worker may do the
+        same at the same time: a failed DDL statement is fine if the column is there afterwards."""
+        error: Optional[Exception] = None
+        try:
+            if not columns:
+                key = self.key_of(table)
+                ordered = {name: new[name] for name in key} | dict(new)
+                self._sa_table(table, ordered).create(self._engine, checkfirst=True)
+            else:
+                preparer = self._engine.dialect.identifier_preparer
+                with self._engine.begin() as conn:
+                    for name, column_type in new.items():
+                        conn.exec_driver_sql(
+                            f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {preparer.quote(name)} "
+                            f"{sql_type(column_type).compile(dialect=self._engine.dialect)}")
+        except sa.exc.SQLAlchemyError as err:
+            error = err
+        self._columns[table] = self._reflect(table)
+        if error is not None and not set(new) <= set(self._columns[table]):
+            raise error

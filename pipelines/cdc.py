@@ -1,0 +1,83 @@
+"""CDC: Debezium change events → the source tables, replicated into the `--output` database.
+
+    python -m pipelines.cdc --input='cdc/*.jsonl' --output=sqlite:///replica.db \
+        --primary_keys=customers:customer_id,orders:store_id+order_id [--streaming] [--report=run.json]
+
+read → parse Debezium envelopes (order position per change) → event time → drop re-deliveries
+     → apply: per row, the change with the greatest version wins (versioned upsert; deletes
+       leave tombstones), tables created and widened from the images
+Every rejected event goes to the `dead_letters` table with its reason.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from io_connectors.cdc_sink import ApplyChanges
+from io_connectors.dead_letter_sink import WriteDeadLetters
+from io_connectors.sinks import WriteTable, is_database_url
+from io_connectors.sources import ReadInput
+from kappaflow.launcher import run_main
+from kappaflow.options import KappaflowOptions
+from transforms.debezium import ParseChanges, PrimaryKeys
+from transforms.dedup import DedupConfig, DeduplicateEvents
+from transforms.event_time import EventTimeOf, WithEventTime
+from transforms.records import DEAD_LETTER_TAG
+
+PIPELINE = "cdc"
+# When the change was made (source.ts_ms), else when the connector saw it; wrapped or bare.
+CHANGE_TIME = EventTimeOf("payload.source.ts_ms", "source.ts_ms", "payload.ts_ms", "ts_ms")
+
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_TABLE_KEY = rf"{_IDENTIFIER}:{_IDENTIFIER}(\+{_IDENTIFIER})*"
+
+
+class CdcOptions(KappaflowOptions):
+    TEMPLATE_REGEXES = {
+        **KappaflowOptions.TEMPLATE_REGEXES,
+        "primary_keys": rf"^{_TABLE_KEY}(,{_TABLE_KEY})*$",
+        "apply_batch_size": r"^[1-9][0-9]*$",
+    }
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--primary_keys", default=None,
+                            help="Primary key per source table: customers:customer_id,orders:store_id+order_id "
+                                 "(+ joins a composite key). Events of other tables are dead letters.")
+        parser.add_argument("--apply_batch_size", type=int, default=500,
+                            help="Changes per transaction when applying to --output.")
+
+
+def build(p: beam.Pipeline, opts: CdcOptions) -> None:
+    if not opts.primary_keys:
+        raise ValueError("--primary_keys is required: table:column[+column],... for every source table")
+    if not is_database_url(opts.output):
+        raise ValueError("--output must be a database URL (SQLite or PostgreSQL): changes are upserted")
+    keys = PrimaryKeys.parse(opts.primary_keys)
+    replay = opts.replay_config()
+    streaming = bool(opts.view_as(beam.options.pipeline_options.StandardOptions).streaming)
+
+    records = p | "ReadInput" >> ReadInput(opts.input, streaming, CHANGE_TIME, replay)
+    parsed = records | "ParseChanges" >> ParseChanges(keys, PIPELINE)
+    unique = (
+        parsed.changes
+        | "EventTime" >> WithEventTime("event_time")
+        | "DropRedeliveries" >> DeduplicateEvents(
+            lambda c: c["change_id"], DedupConfig(opts.dedup_horizon_seconds))
+    )
+    apply_failures = unique | "ApplyChanges" >> ApplyChanges(
+        opts.output, keys, PIPELINE, opts.apply_batch_size)
+
+    (
+        (parsed[DEAD_LETTER_TAG], apply_failures)
+        | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
+    )
+
+
+def main() -> None:
+    run_main(PIPELINE, build, CdcOptions)
+
+
+if __name__ == "__main__":
+    main()

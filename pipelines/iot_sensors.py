@@ -1,0 +1,161 @@
+"""IoT sensors: readings → per-device window statistics, over-threshold alerts, a raw archive.
+
+    python -m pipelines.iot_sensors --input='readings/*.jsonl' --output=sqlite:///out.db \
+        --reference_db=sqlite:///reference.db [--ingest_time_field=ingest_time] [--archive=DIR] \
+        [--streaming] [--report=run.json]
+
+read → parse/validate → clock skew → units → event time → dedup by (device_id, device time)
+     → enrich (devices) → route too-late records → [archive] → exclude quality != good
+     → per-device windows: count, min, max, avg, p95 → sensor_stats → alerts → sensor_alerts
+Every rejected record goes to the `dead_letters` table with its reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from io_connectors.archive import WriteArchive
+from io_connectors.dead_letter_sink import WriteDeadLetters
+from io_connectors.sinks import WriteTable
+from io_connectors.sources import ReadInput
+from kappaflow.launcher import run_main
+from kappaflow.options import KappaflowOptions
+from kappaflow.schemas.iot import IOT_ARCHIVE, IOT_READING, SENSOR_ALERTS, SENSOR_STATS
+from transforms import metrics
+from transforms.aggregate import AggregatePerWindow, Metric
+from transforms.alerts import RaiseThresholdAlerts, ThresholdAlertConfig
+from transforms.clock_skew import ClockSkewConfig, CorrectClockSkew, SkewCorrectedEventTime
+from transforms.dedup import DedupConfig, DeduplicateEvents
+from transforms.enrich_database import EnrichFromDatabase, LookupSpec
+from transforms.event_time import WithEventTime
+from transforms.exclude import ExcludeRecords
+from transforms.late_data import RouteTooLateRecords
+from transforms.parse import ParseEvents
+from transforms.records import DEAD_LETTER_TAG
+from transforms.units import NormalizeUnits
+from transforms.windowing import WindowConfig
+
+PIPELINE = "iot_sensors"
+ARCHIVE_PARTITIONS = ("event_date", "device_type")
+
+METRICS = (
+    Metric("count", "count"),
+    Metric("min", "min", "value"),
+    Metric("max", "max", "value"),
+    Metric("avg", "mean", "value"),
+    Metric("p95", "percentile", "value", q=0.95),
+    # Constant per device in practice; min/max make the row deterministic if messages disagree.
+    Metric("device_type", "max", "device_type"),
+    Metric("facility", "max", "facility"),
+    Metric("line", "max", "line"),
+    Metric("threshold", "min", "max_temp_c"),  # the strictest threshold seen in the window
+)
+
+
+class IotSensorsFlags(PipelineOptions):
+    """The IoT flags (a direct PipelineOptions subclass, so Beam's own parser knows them too)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--max_clock_skew_seconds", type=float, default=300.0,
+                            help="Use the ingest time when the device time is missing or further off.")
+        parser.add_argument("--ingest_time_field", default=None,
+                            help="Top-level field of file records holding the ingest time (file sources).")
+        parser.add_argument("--default_max_temp_c", type=float, default=90.0,
+                            help="Alert threshold of devices missing from the registry (or without one).")
+        parser.add_argument("--archive", default=None,
+                            help="Directory of the raw archive (Parquet, by event_date and device_type).")
+        parser.add_argument("--archive_window_seconds", type=float, default=3600.0,
+                            help="Event time covered by one archive file.")
+
+
+class IotSensorsOptions(KappaflowOptions, IotSensorsFlags):
+    TEMPLATE_REGEXES = {**KappaflowOptions.TEMPLATE_REGEXES, "archive": r"^(gs://|/|file://).+$"}
+    # Sensors report often and late data matters for minutes, not for a quarter of an hour.
+    DEFAULT_WINDOW_SECONDS = 10.0
+    DEFAULT_ALLOWED_LATENESS_SECONDS = 60.0
+
+
+def device_lookup(default_max_temp_c: float) -> LookupSpec:
+    """The registry wins; an unregistered device keeps the location its message gave."""
+    return LookupSpec(
+        "devices", "device_id", "device_id",
+        {"facility": "facility", "line": "line", "zone": "zone", "model": "model", "max_temp_c": "max_temp_c"},
+        defaults={"model": "unknown", "max_temp_c": default_max_temp_c}, keep_existing=True,
+    )
+
+
+def to_reading(event: dict) -> dict:
+    """Flatten the location: the registry fills the same fields."""
+    location = event.get("location") or {}
+    reading = {k: v for k, v in event.items() if k != "location"}  # Beam inputs are immutable
+    return {**reading, **{f: location.get(f) for f in ("facility", "line", "zone")}}
+
+
+def dedup_key(reading: dict) -> str:
+    """(device, what the device said): re-deliveries of a skewed reading share it."""
+    device_time = reading["device_timestamp"]
+    return f"{reading['device_id']}|{reading['timestamp'] if device_time is None else device_time}"
+
+
+def to_archive_row(reading: dict) -> dict:
+    day = dt.datetime.fromtimestamp(reading["timestamp"], dt.timezone.utc).date().isoformat()
+    return {**reading, "event_date": day,
+            "location": {f: reading[f] for f in ("facility", "line", "zone")}}
+
+
+def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
+    if not opts.reference_db:
+        raise ValueError("--reference_db is required: the devices table lives there")
+    windows = opts.window_config()
+    skew = ClockSkewConfig(opts.max_clock_skew_seconds)
+
+    records = p | "ReadInput" >> ReadInput.from_options(
+        opts, "timestamp", event_time=SkewCorrectedEventTime(skew), ingest_time_field=opts.ingest_time_field)
+    parsed = records | "ParseReadings" >> ParseEvents(IOT_READING, PIPELINE, "device_id")
+    timed = parsed.events | "CorrectClockSkew" >> CorrectClockSkew(skew, PIPELINE, "device_id")
+    converted = timed.events | "NormalizeUnits" >> NormalizeUnits(
+        PIPELINE, "device_id", quantity_field="device_type")
+    unique = (
+        converted.events
+        | "EventTime" >> WithEventTime("timestamp")
+        | "FlattenLocation" >> beam.Map(to_reading)
+        | "DedupByDeviceAndTime" >> DeduplicateEvents(dedup_key, DedupConfig(opts.dedup_horizon_seconds))
+    )
+    enriched = unique | "EnrichFromRegistry" >> EnrichFromDatabase(
+        opts.reference_db, (device_lookup(opts.default_max_temp_c),), PIPELINE, "device_id")
+    in_time = enriched.events | "RouteTooLate" >> RouteTooLateRecords(
+        windows, PIPELINE, "device_id", shard_key=lambda r: r["device_id"])
+    if opts.archive:
+        archive_windows = WindowConfig(
+            size_seconds=opts.archive_window_seconds, allowed_lateness_seconds=windows.allowed_lateness_seconds,
+            early_firing_seconds=None, late_margin_seconds=windows.late_margin)
+        (in_time.events | "ToArchiveRows" >> beam.Map(to_archive_row)
+         | "ArchiveReadings" >> WriteArchive(opts.archive, IOT_ARCHIVE, ARCHIVE_PARTITIONS, archive_windows))
+    stats = (
+        in_time.events
+        | "ExcludeBadQuality" >> ExcludeRecords(lambda r: r["quality"] == "good")
+        | "AggregatePerWindow" >> AggregatePerWindow(("device_id",), METRICS, windows)
+    )
+    stats_failures = stats | "WriteStats" >> WriteTable(opts.output, SENSOR_STATS, PIPELINE)
+    alerts = stats | "RaiseAlerts" >> RaiseThresholdAlerts(
+        ThresholdAlertConfig(("device_id",), applies=lambda row: row["device_type"] == "temperature"))
+    alert_failures = alerts | "WriteAlerts" >> WriteTable(
+        opts.output, SENSOR_ALERTS, PIPELINE, counter=metrics.ALERTS_WRITTEN, keep_on_update=("created_at",))
+
+    (
+        (parsed[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], converted[DEAD_LETTER_TAG],
+         enriched[DEAD_LETTER_TAG], in_time[DEAD_LETTER_TAG], stats_failures, alert_failures)
+        | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
+    )
+
+
+def main() -> None:
+    run_main(PIPELINE, build, IotSensorsOptions)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Debezium change events → row changes that know their place in the row's history.
+
+Both forms are read: the bare envelope `{before, after, source, op, ts_ms}` and the Kafka Connect
+wrapper `{schema, payload}`. A change is a dict:
+
+    change_id   table, key and version: equal for re-deliveries of one change, and only for them
+    table, key  the source table and the primary-key values (tuple, in `--primary_keys` order)
+    op          c, u, d or r
+    version     text that sorts in change order for one row (below)
+    image       `after` for c/u/r; None for d (the key comes from `before`)
+    event_time  source.ts_ms (else ts_ms), epoch seconds
+    origin      file:line of the event
+
+The version is the order position, then a tie-breaker, as text compared byte by byte:
+    L<lsn, 20 digits>                        PostgreSQL (source.lsn)
+    B<file> <pos, 20 digits><row, 10 digits> MySQL binlog (source.file, pos, row)
+    T<ts_ms, 20 digits>                      otherwise (source.ts_ms)
+followed by `/<op rank>/<content hash>`. The op rank (r < c < u < d) makes a snapshot read lose
+to a change at the same position; the content hash makes the order total, so every worker, rerun
+and replay picks the same winner. One connector gives all changes of a row the same kind of
+position; across kinds the order is arbitrary but still deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from typing import Any, Mapping, Optional
+
+import apache_beam as beam
+
+from kappaflow.schemas.cdc import DEBEZIUM_CHANGE_EVENT
+from transforms.parse import ParseEventFn
+from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
+
+__all__ = ["PrimaryKeys", "ChangeError", "unwrap", "to_change", "ParseChangeFn", "ParseChanges", "OPS",
+           "is_plain_identifier"]
+
+# Rank of each op among changes at the same position.
+OPS = {"r": 0, "c": 1, "u": 2, "d": 3}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def is_plain_identifier(name: Any) -> bool:
+    """Table and column names we accept: SQL identifiers that need no quoting anywhere."""
+    return isinstance(name, str) and bool(_IDENTIFIER.match(name))
+
+
+@dataclasses.dataclass(frozen=True)
+class PrimaryKeys:
+    """Primary-key columns per source table; tables not listed are unknown (dead letters)."""
+
+    tables: Mapping[str, tuple[str, ...]]
+
+    def __post_init__(self) -> None:
+        if not self.tables:
+            raise ValueError("no primary keys: name at least one table:column")
+        for table, columns in self.tables.items():
+            for name in (table, *columns):
+                if not is_plain_identifier(name):
+                    raise ValueError(f"primary keys: {name!r} is not a plain SQL identifier")
+            if not columns or len(set(columns)) != len(columns):
+                raise ValueError(f"primary keys of {table}: empty or repeated columns")
+
+    @classmethod
+    def parse(cls, text: str) -> "PrimaryKeys":
+        """`customers:customer_id,order_lines:order_id+line_no` (`+` joins a composite key)."""
+        tables: dict[str, tuple[str, ...]] = {}
+        for item in filter(None, (part.strip() for part in (text or "").split(","))):
+            table, sep, columns = item.partition(":")
+            if not sep or table in tables:
+                raise ValueError(f"primary keys: {item!r} is not table:column[+column...] or repeats a table")
+            tables[table.strip()] = tuple(c.strip() for c in columns.split("+"))
+        return cls(tables)
+
+
+class ChangeError(ValueError):
+    """The event is not a change we can apply; the message is the dead letter's reason."""
+
+
+def unwrap(payload: Any) -> Any:
+    """Raw JSON → the envelope dict (the wrapper's `payload` if wrapped); what is not a JSON
+    object is returned unchanged, for the parser to reject with its reason."""
+    decoded = payload
+    if not isinstance(payload, dict):
+        try:
+            decoded = json.loads(payload)
+        except (ValueError, TypeError):
+            return payload
+        if not isinstance(decoded, dict):
+            return payload
+    inner = decoded.get("payload")
+    if "op" not in decoded and isinstance(inner, dict):
+        return inner
+    return decoded
+
+
+def _position(source: Mapping[str, Any]) -> str:
+    if source.get("lsn") is not None:
+        if source["lsn"] < 0:
+            raise ChangeError(f"source.lsn {source['lsn']} is negative")
+        return f"L{source['lsn']:020d}"
+    if source.get("file") is not None and source.get("pos") is not None:
+        if not source["file"].isprintable() or " " in source["file"]:
+            raise ChangeError(f"source.file {source['file']!r} is not a binlog file name")
+        if source["pos"] < 0 or (source.get("row") or 0) < 0:
+            raise ChangeError("source.pos or source.row is negative")
+        return f"B{source['file']} {source['pos']:020d}{source.get('row') or 0:010d}"
+    if source.get("ts_ms") is not None:
+        return f"T{round(source['ts_ms'] * 1000):020d}"
+    raise ChangeError("no order position: source has no lsn, no file and pos, no ts_ms")
+
+
+def to_change(envelope: Mapping[str, Any], keys: PrimaryKeys, origin: str = "") -> dict:
+    """A validated envelope (DEBEZIUM_CHANGE_EVENT) → a change; ChangeError says why not."""
+    op, source = envelope["op"], envelope["source"]
+    if op not in OPS:
+        raise ChangeError(f"op {op!r} is not one of c, u, d, r")
+    table = source["table"]
+    key_columns = keys.tables.get(table)
+    if key_columns is None:
+        raise ChangeError(f"unknown table {table!r}: not in --primary_keys")
+    side = "before" if op == "d" else "after"
+    image = envelope.get(side)
+    if image is None:
+        raise ChangeError(f"op {op} without its image: no {side}")
+    if not isinstance(image, dict):
+        raise ChangeError(f"{side} is not an object")
+    key = []
+    for column in key_columns:
+        value = image.get(column)
+        if value is None:
+            raise ChangeError(f"no key: {table}.{column} missing from {side}")
+        if not isinstance(value, (str, int, float)):
+            raise ChangeError(f"key {table}.{column} is a {type(value).__name__}, not a scalar")
+        key.append(value)
+    event_time = source.get("ts_ms") if source.get("ts_ms") is not None else envelope.get("ts_ms")
+    if event_time is None:
+        raise ChangeError("no event time: neither source.ts_ms nor ts_ms")
+    content = json.dumps([table, op, envelope.get("before"), envelope.get("after")],
+                         sort_keys=True, default=str, separators=(",", ":"))
+    version = f"{_position(source)}/{OPS[op]}/{hashlib.sha256(content.encode('utf-8')).hexdigest()[:16]}"
+    return {
+        "change_id": "\x1f".join((table, json.dumps(key), version)),
+        "table": table,
+        "key": tuple(key),
+        "op": op,
+        "version": version,
+        "image": None if op == "d" else image,
+        "event_time": event_time,
+        "origin": origin,
+    }
+
+
+class ParseChangeFn(ParseEventFn):
+    """RawRecord → change, or a dead letter naming what is wrong (counted as read / invalid)."""
+
+    def __init__(self, keys: PrimaryKeys, pipeline: str) -> None:
+        super().__init__(DEBEZIUM_CHANGE_EVENT, pipeline, None, "")
+        self._keys = keys
+
+    def _parse(self, record: RawRecord) -> tuple[Optional[dict], Optional[dict]]:
+        envelope, letter = super()._parse(record._replace(payload=unwrap(record.payload)))
+        if letter is not None:
+            return None, letter
+        try:
+            return to_change(envelope, self._keys, record.origin), None
+        except ChangeError as err:
+            return None, dead_letter(self._pipeline, "parse", str(err), record.payload, record.origin,
+                                     event_time=_event_time_or_none(envelope))
+
+
+def _event_time_or_none(envelope: Mapping[str, Any]) -> Optional[float]:
+    return envelope["source"].get("ts_ms") or envelope.get("ts_ms")
+
+
+class ParseChanges(beam.PTransform):
+    """RawRecords of Debezium events → {"changes": ..., DEAD_LETTER_TAG: ...}."""
+
+    def __init__(self, keys: PrimaryKeys, pipeline: str) -> None:
+        super().__init__()
+        self._fn = ParseChangeFn(keys, pipeline)
+
+    def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return records | "Parse" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="changes")
+
