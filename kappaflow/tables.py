@@ -112,7 +112,7 @@ def read_change_table(engine: sa.engine.Engine, table: str) -> dict[tuple, dict]
 
 def read_change_tables(url: str) -> dict[str, dict[tuple, dict]]:
     """table → key → row of every CDC target table (those with a `_cdc_version` column) at `url`."""
-    engine = sa.create_engine(url)
+    engine = create_engine(url)  # postgresql:// means the driver we ship
     try:
         inspector = sa.inspect(engine)
         names = [t for t in inspector.get_table_names()

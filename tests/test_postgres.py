@@ -240,3 +240,26 @@ def _reasons(url, stage):
                                               {"s": stage})]
     engine.dispose()
     return reasons
+
+
+def test_cdc_target_on_postgres_matches_sqlite_and_the_source(postgres_url, tmp_path):
+    from kappaflow.samples.cdc import PRIMARY_KEYS, CdcSampleConfig
+    from kappaflow.samples.cdc import write_sample as write_changes
+    from kappaflow.tables import read_change_tables
+    from pipelines import cdc
+
+    sample = write_changes(str(tmp_path / "in"), CdcSampleConfig(changes=1500))
+    sqlite_db = f"sqlite:///{tmp_path}/cdc.db"
+
+    def apply(output):
+        return run(cdc.PIPELINE, cdc.build, [f"--input={tmp_path}/in/*.jsonl", f"--output={output}",
+                                             f"--primary_keys={PRIMARY_KEYS}"], cdc.CdcOptions)
+
+    on_postgres, on_sqlite = apply(postgres_url), apply(sqlite_db)
+    assert on_postgres.balanced and on_postgres.duplicates == sample.redeliveries
+    assert (on_postgres.applied, on_postgres.superseded, on_postgres.rejected) == (
+        on_sqlite.applied, on_sqlite.superseded, on_sqlite.rejected)
+    tables = read_change_tables(postgres_url)
+    assert set(tables) == {"customers", "orders"} and tables == read_change_tables(sqlite_db)
+    rerun = apply(postgres_url)  # versioned upserts: a rerun applies nothing
+    assert rerun.balanced and rerun.applied == 0 and read_change_tables(postgres_url) == tables
