@@ -28,6 +28,7 @@ from apache_beam.metrics import Metrics
 from transforms import metrics
 from transforms.enrich_database import RetryPolicy
 from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
+from transforms.schema import FieldType, Schema, format_timestamp
 
 __all__ = [
     "PubSubReadConfig", "ReadPubSubRecords", "MessageToRecordFn", "PublishMessages", "PublishMessagesFn",
@@ -106,9 +107,11 @@ class PublishMessagesFn(beam.DoFn):
 
     def __init__(
         self, topic: str, pipeline: str, attributes: Sequence[str], batch_size: int,
-        retry: RetryPolicy, timeout_seconds: float,
+        retry: RetryPolicy, timeout_seconds: float, schema: Optional[Schema] = None,
     ) -> None:
         self._topic = topic
+        # Top-level TIMESTAMP fields of `schema` are published as RFC 3339 text, not epoch floats.
+        self._timestamps = tuple(f.name for f in schema.fields if f.type is FieldType.TIMESTAMP) if schema else ()
         self._pipeline = pipeline
         self._attributes = tuple(attributes)
         self._batch_size = batch_size
@@ -143,8 +146,9 @@ class PublishMessagesFn(beam.DoFn):
                 DEAD_LETTER_TAG, WindowedValue(letter.value, time.time(), [GlobalWindow()]))
 
     def _message(self, element: dict) -> tuple[bytes, dict[str, str]]:
-        data = json.dumps(element, sort_keys=True, default=str).encode("utf-8")
-        return data, {a: str(element[a]) for a in self._attributes if element.get(a) is not None}
+        body = {k: format_timestamp(v) if k in self._timestamps and v is not None else v for k, v in element.items()}
+        data = json.dumps(body, sort_keys=True, default=str).encode("utf-8")
+        return data, {a: str(body[a]) for a in self._attributes if body.get(a) is not None}
 
     def _flush(self) -> Iterator[Any]:
         pending, self._buffer = self._buffer, []
@@ -184,19 +188,19 @@ class PublishMessages(beam.PTransform):
     returns the dead letters of messages that could not be published.
 
     Name the element's id first in `attributes` (e.g. `alert_id`): consumers dedup on it, and it
-    becomes the dead letter's `event_id`.
+    becomes the dead letter's `event_id`. With `schema`, its TIMESTAMP fields are sent as RFC 3339.
     """
 
     def __init__(
         self, topic: str, pipeline: str, attributes: Sequence[str] = (), batch_size: int = 100,
-        retry: RetryPolicy = RetryPolicy(), timeout_seconds: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(), timeout_seconds: float = 30.0, schema: Optional[Schema] = None,
     ) -> None:
         super().__init__()
         if not _TOPIC.match(topic):
             raise ValueError(f"{topic!r}: expected projects/PROJECT/topics/NAME")
         if batch_size < 1 or timeout_seconds <= 0:
             raise ValueError("batch_size must be >= 1 and timeout_seconds > 0")
-        self._fn = PublishMessagesFn(topic, pipeline, attributes, batch_size, retry, timeout_seconds)
+        self._fn = PublishMessagesFn(topic, pipeline, attributes, batch_size, retry, timeout_seconds, schema)
 
     def expand(self, elements: beam.PCollection) -> beam.PCollection:
         outputs = elements | "Publish" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="published")

@@ -223,3 +223,49 @@ def test_pubsub_down_at_start_is_one_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"clickstream: Pub/Sub at {host} is not reachable"), last
+
+
+@pytest.mark.slow
+def test_iot_streaming_from_pubsub_publishes_alerts(pubsub_emulator, tmp_path):
+    """Readings from a subscription (one re-delivered) → an over-threshold alert on the alerts
+    topic with its id as an attribute, and the readings counted once in sensor_stats."""
+    readings_topic, alerts_topic = pubsub_emulator.topic(), pubsub_emulator.topic()
+    reference, output = tmp_path / "reference.db", f"sqlite:///{tmp_path}/out.db"
+    engine = sa.create_engine(f"sqlite:///{reference}")
+    with engine.begin() as conn:  # an empty registry: the default threshold, 90 °C
+        conn.exec_driver_sql("CREATE TABLE devices (device_id TEXT PRIMARY KEY, facility TEXT, line TEXT, "
+                             "zone TEXT, model TEXT, max_temp_c REAL)")
+    engine.dispose()
+    now = time.time()
+    readings = [{"device_id": "oven-1", "device_type": "temperature", "timestamp": format_timestamp(now - 2 + i * 0.1),
+                 "value": value, "unit": "celsius", "quality": "good"} for i, value in enumerate([80.0, 120.5, 85.0])]
+    messages = [(json.dumps(r).encode(), {}) for r in readings]
+    pubsub_emulator.publish(readings_topic, messages + messages[1:2])
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.iot_sensors", "--streaming",
+         f"--input_subscription={pubsub_emulator.subscription_of(readings_topic)}",
+         f"--alerts_topic={alerts_topic}", f"--output={output}", f"--reference_db=sqlite:///{reference}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator.host},
+    )
+    try:
+        alerts = pubsub_emulator.pull(pubsub_emulator.subscription_of(alerts_topic), 1, timeout=150)
+        assert alerts, proc.stdout.read().decode()[-3000:] if proc.poll() is not None else "no alert in 150 s"
+        body = json.loads(alerts[0].data)
+        assert alerts[0].attributes["alert_id"] == body["alert_id"] and body["alert_id"].startswith("oven-1/")
+        assert alerts[0].attributes["severity"] == body["severity"] == "critical"
+        assert body["max"] == 120.5 and body["threshold"] == 90.0
+        parse_timestamp(body["window_start"])  # RFC 3339 text, not an epoch float
+        engine = sa.create_engine(output)
+        deadline, counted = time.monotonic() + 60, None
+        while time.monotonic() < deadline and counted != 3:
+            time.sleep(1)
+            with engine.connect() as conn:
+                if sa.inspect(conn).has_table("sensor_stats"):
+                    counted = conn.exec_driver_sql("SELECT sum(count) FROM sensor_stats").scalar()
+        engine.dispose()
+        assert counted == 3  # the re-delivered reading was dropped
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
