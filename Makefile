@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EVENTS ?= 100000
 
-.PHONY: venv demo test bench bench-iot bench-cdc clean
+.PHONY: venv servers demo test bench bench-iot bench-cdc clean
 
 $(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,16 @@ $(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements
 
 venv: $(VENV)/.installed
 
+# The real servers the tests start on loopback (quick when already installed).
+servers:
+	bash scripts/setup-postgres.sh
+	bash scripts/setup-pubsub-emulator.sh
+	bash scripts/setup-bqemulator.sh
+
 demo: venv
 	$(PY) -m kappaflow.demo --events $(EVENTS) --workdir demo-out
 
-test: venv
+test: venv servers
 	$(PY) -m pytest -q tests
 
 bench: venv

@@ -23,6 +23,7 @@ setup(
     entry_points={
         "console_scripts": [
             "kappaflow-clickstream=pipelines.clickstream:main",
+            "kappaflow-publish-replay=kappaflow.publish_replay:main",
             "kappaflow-iot-sensors=pipelines.iot_sensors:main",
             "kappaflow-cdc=pipelines.cdc:main",
         ]

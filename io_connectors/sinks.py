@@ -1,4 +1,5 @@
-"""Choose a sink from a URL: any SQLAlchemy URL upserts into a database table; `file://DIR`,
+"""Choose a sink from a URL: any SQLAlchemy URL upserts into a database table;
+`bigquery:PROJECT.DATASET` appends to a BigQuery table with a `_latest` view; `file://DIR`,
 a bare directory path or `gs://...` writes keyed files (`?format=jsonl|parquet|avro`)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 
+from io_connectors.bigquery import WriteToBigQueryTable, is_bigquery_url
 from io_connectors.file_sink import DIRECTORY_FORMATS, WriteKeyedFiles
 from io_connectors.sql_sink import UpsertToDatabase, check_kept_columns
 from transforms import metrics
@@ -17,6 +19,8 @@ __all__ = ["WriteTable", "is_database_url"]
 
 
 def is_database_url(url: str) -> bool:
+    if is_bigquery_url(url):
+        return False
     scheme = url.split("://", 1)[0] if "://" in url else ""
     return bool(scheme) and scheme not in ("file", "gs", "s3")
 
@@ -42,6 +46,8 @@ class WriteTable(beam.PTransform):
         self._keep = tuple(keep_on_update)
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        if is_bigquery_url(self._url):
+            return rows | WriteToBigQueryTable(self._url, self._schema, self._pipeline, self._table, self._counter)
         if is_database_url(self._url):
             return rows | UpsertToDatabase(
                 self._url, self._schema, self._pipeline, self._table, counter=self._counter,

@@ -1,4 +1,6 @@
-"""Choose a source from the input URL and the run's mode."""
+"""Choose a source from the options: files (batch, or replayed in event time when streaming), a
+Pub/Sub subscription (`--input_subscription`, streaming), a BigQuery table
+(`--input=bigquery:PROJECT.DATASET.TABLE`, batch backfills)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,12 @@ from typing import Callable, Optional
 import apache_beam as beam
 from apache_beam.io import fileio
 
+from io_connectors.bigquery import ReadBigQueryRows, is_bigquery_url
 from io_connectors.files import expand_pattern, file_format, read_records
+from io_connectors.pubsub import PubSubReadConfig, ReadPubSubRecords
 from io_connectors.replay import ReplayConfig, ReplayFiles
+from kappaflow.options import KappaflowOptions
+from transforms.event_time import EventTimeOf
 from transforms.records import RawRecord
 
 __all__ = ["ReadFiles", "ReadInput"]
@@ -41,24 +47,58 @@ class ReadFiles(beam.PTransform):
 
 class ReadInput(beam.PTransform):
     """`--input` → RawRecords: files in batch, the same files replayed in event time when
-    streaming. `ingest_time_field`: a top-level field of the files that holds the ingest time."""
+    streaming; or the messages of a Pub/Sub subscription; or the rows of a BigQuery table.
+    `ingest_time_field`: a top-level field of the files that holds the ingest time (Pub/Sub
+    messages carry their publish time instead)."""
 
     def __init__(
         self,
-        url: str,
+        url: Optional[str],
         streaming: bool,
         event_time: Callable[[RawRecord], Optional[float]],
         replay: ReplayConfig = ReplayConfig(),
         ingest_time_field: Optional[str] = None,
+        pubsub: Optional[PubSubReadConfig] = None,
+        bigquery_endpoint: Optional[str] = None,
     ) -> None:
         super().__init__()
+        if pubsub is not None and not streaming:
+            raise ValueError(f"reading {pubsub.subscription} needs --streaming")
+        if pubsub is None and not url:
+            raise ValueError("no input: give --input or --input_subscription")
+        if is_bigquery_url(url) and streaming:
+            raise ValueError(f"{url}: a BigQuery table is a batch input (for backfills); drop --streaming")
         self._url = url
         self._streaming = streaming
         self._event_time = event_time
         self._replay = replay
         self._ingest_time_field = ingest_time_field
+        self._pubsub = pubsub
+        self._bigquery_endpoint = bigquery_endpoint
+
+    @classmethod
+    def from_options(
+        cls, opts: KappaflowOptions, time_field: str, id_field: Optional[str] = None,
+        event_time: Optional[Callable[[RawRecord], Optional[float]]] = None,
+        ingest_time_field: Optional[str] = None,
+    ) -> "ReadInput":
+        """The source the options ask for. `time_field` holds event time in the payload;
+        `event_time` reads it from a file record for the replay (default: that field)."""
+        from apache_beam.options.pipeline_options import StandardOptions
+
+        pubsub = None
+        if opts.input_subscription:
+            pubsub = PubSubReadConfig(opts.input_subscription, time_field, id_field,
+                                      opts.timestamp_attribute, opts.pubsub_id_label)
+        return cls(opts.input, bool(opts.view_as(StandardOptions).streaming),
+                   event_time or EventTimeOf(time_field), opts.replay_config(), ingest_time_field,
+                   pubsub, opts.bigquery_endpoint)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        if self._pubsub is not None:
+            return pbegin | "ReadPubSub" >> ReadPubSubRecords(self._pubsub)
+        if is_bigquery_url(self._url):
+            return pbegin | "ReadBigQuery" >> ReadBigQueryRows(self._url, self._bigquery_endpoint)
         if self._streaming:
             return pbegin | "ReplayFiles" >> ReplayFiles(
                 self._url, self._event_time, self._replay, self._ingest_time_field)

@@ -24,7 +24,7 @@ from transforms.schema import Schema
 
 __all__ = [
     "UpsertToDatabase", "UpsertRowsFn", "create_engine", "ensure_table", "upsert_rows",
-    "check_kept_columns", "versioned_upsert_statement",
+    "check_kept_columns", "versioned_upsert_statement", "check_database", "safe_url",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -36,7 +36,33 @@ def create_engine(url: str) -> sa.engine.Engine:
     if url.startswith("sqlite"):
         # Several bundles may write at once; wait for the lock instead of failing.
         return sa.create_engine(url, connect_args={"timeout": 60})
+    if url.startswith("postgresql+psycopg2://"):
+        # A server that is down or unreachable fails the attempt in seconds; retries take over.
+        return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
+def check_database(url: str) -> None:
+    """Connect once; raise ConnectionError naming the server when it does not answer."""
+    if url.startswith("sqlite"):
+        return  # embedded: there is no server to be down
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except sa.exc.SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", err) or err).strip().splitlines()[0][:300]
+        raise ConnectionError(f"database {safe_url(url)} is not reachable: {reason}") from None
+    finally:
+        engine.dispose()
 
 
 def ensure_table(engine: sa.engine.Engine, schema: Schema, name: Optional[str] = None) -> sa.Table:
@@ -134,10 +160,12 @@ class UpsertRowsFn(beam.DoFn):
         self._retry = retry
         self._written = Metrics.counter(metrics.NAMESPACE, counter)
         self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
+        self._retries = Metrics.counter(metrics.NAMESPACE, "sink_retries")
 
     def setup(self) -> None:
         self._engine = create_engine(self._url)
-        self._table = ensure_table(self._engine, self._schema, self._table_name)
+        self._table = self._schema.sqlalchemy_table(sa.MetaData(), self._table_name)
+        self._table_ready = False  # created on first write: the server may be down at setup
         self._columns = self._schema.field_names
 
     def teardown(self) -> None:
@@ -175,7 +203,7 @@ class UpsertRowsFn(beam.DoFn):
             return
         for row in rows:  # isolate the rows the database rejects
             try:
-                upsert_rows(self._engine, self._table, self._schema.key, [row], self._keep)
+                self._upsert([row])
                 self._written.inc()
             except sa.exc.SQLAlchemyError as err:
                 self._rejected.inc()
@@ -185,11 +213,17 @@ class UpsertRowsFn(beam.DoFn):
                     row,
                 ))
 
+    def _upsert(self, rows: list[dict]) -> None:
+        if not self._table_ready:
+            ensure_table(self._engine, self._schema, self._table_name)
+            self._table_ready = True
+        upsert_rows(self._engine, self._table, self._schema.key, rows, self._keep)
+
     def _write_with_retry(self, rows: list[dict]) -> bool:
         backoffs = self._retry.backoffs()
         while True:
             try:
-                upsert_rows(self._engine, self._table, self._schema.key, rows, self._keep)
+                self._upsert(rows)
                 return True
             except sa.exc.SQLAlchemyError as err:
                 delay = next(backoffs, None)
@@ -197,6 +231,7 @@ class UpsertRowsFn(beam.DoFn):
                     _LOG.error("upsert into %s failed: %s", self._table.name, err)
                     return False
                 _LOG.warning("upsert into %s failed, retrying in %.1fs: %s", self._table.name, delay, err)
+                self._retries.inc()
                 time.sleep(delay)
 
 

@@ -144,12 +144,18 @@ def run(
 ) -> Accounting:
     options = PipelineOptions(normalize_boolean_flags(sys.argv[1:] if argv is None else argv))
     own = options.view_as(options_class)
-    if not own.input:
-        raise SystemExit(f"{pipeline_name}: --input is required (a file glob)")
+    if not own.input and not own.input_subscription:
+        raise SystemExit(f"{pipeline_name}: --input (files, bigquery:P.D.T) or --input_subscription is required")
     if not options.view_as(StandardOptions).streaming:
         # Processing time does not pass in a batch run: there are no early panes to fire (and
         # the FnApiRunner has no clock for processing-time triggers).
         own.early_firing_seconds = 0
+    from io_connectors.preflight import EndpointUnavailable, check_endpoints
+
+    try:
+        check_endpoints(own)
+    except EndpointUnavailable as err:
+        raise SystemExit(f"{pipeline_name}: {err}") from None  # one line, exit status 1
     runner, runner_label = resolve_runner(options)
     streaming = bool(options.view_as(StandardOptions).streaming)
     started = time.monotonic()

@@ -9,6 +9,8 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
+from io_connectors.sql_sink import create_engine
+
 from transforms.schema import Schema, parse_timestamp
 
 __all__ = ["PANE_COLUMNS", "read_rows", "TableDiff", "diff_tables", "too_late_records", "explain_difference",
@@ -20,7 +22,7 @@ PANE_COLUMNS = ("pane_timing", "pane_index", "updated_at")
 
 def read_rows(url: str, schema: Schema, table: str | None = None) -> dict[tuple, dict]:
     """key → row (without the pane columns) of one output table."""
-    engine = sa.create_engine(url)
+    engine = create_engine(url)  # postgresql:// means the driver we ship
     try:
         sa_table = schema.sqlalchemy_table(sa.MetaData(), table)
         with engine.connect() as conn:
@@ -60,7 +62,7 @@ def diff_tables(left: dict[tuple, dict], right: dict[tuple, dict]) -> TableDiff:
 
 def too_late_records(url: str, pipeline: str) -> list[dict[str, Any]]:
     """The events (as the router saw them) that a run dead-lettered as too late."""
-    engine = sa.create_engine(url)
+    engine = create_engine(url)  # postgresql:// means the driver we ship
     try:
         with engine.connect() as conn:
             rows = conn.execute(
@@ -110,7 +112,7 @@ def read_change_table(engine: sa.engine.Engine, table: str) -> dict[tuple, dict]
 
 def read_change_tables(url: str) -> dict[str, dict[tuple, dict]]:
     """table → key → row of every CDC target table (those with a `_cdc_version` column) at `url`."""
-    engine = sa.create_engine(url)
+    engine = create_engine(url)  # postgresql:// means the driver we ship
     try:
         inspector = sa.inspect(engine)
         names = [t for t in inspector.get_table_names()

@@ -2,6 +2,7 @@
 
     python -m pipelines.clickstream --input='events/*.jsonl' --output=sqlite:///out.db \
         --reference_db=sqlite:///reference.db [--streaming] [--report=run.json]
+    python -m pipelines.clickstream --streaming --input_subscription=projects/P/subscriptions/S ...
 
 read → parse/validate → event time → dedup by event_id → enrich (users, products)
      → route too-late records → fixed windows → events, unique users, revenue → upsert
@@ -21,7 +22,7 @@ from kappaflow.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.dedup import DedupConfig, DeduplicateEvents
 from transforms.enrich_database import EnrichFromDatabase, LookupSpec
-from transforms.event_time import EventTimeOf, WithEventTime
+from transforms.event_time import WithEventTime
 from transforms.late_data import RouteTooLateRecords
 from transforms.parse import ParseEvents
 from transforms.records import DEAD_LETTER_TAG
@@ -62,10 +63,8 @@ def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
     if not opts.reference_db:
         raise ValueError("--reference_db is required: the users and products tables live there")
     windows = opts.window_config()
-    replay = opts.replay_config()
-    streaming = bool(opts.view_as(beam.options.pipeline_options.StandardOptions).streaming)
 
-    records = p | "ReadInput" >> ReadInput(opts.input, streaming, EventTimeOf("timestamp"), replay)
+    records = p | "ReadInput" >> ReadInput.from_options(opts, time_field="timestamp", id_field="event_id")
     parsed = records | "ParseEvents" >> ParseEvents(CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.hash_salt)
     unique = (
         parsed.events

@@ -3,10 +3,13 @@
     python -m pipelines.iot_sensors --input='readings/*.jsonl' --output=sqlite:///out.db \
         --reference_db=sqlite:///reference.db [--ingest_time_field=ingest_time] [--archive=DIR] \
         [--streaming] [--report=run.json]
+    python -m pipelines.iot_sensors --streaming --input_subscription=projects/P/subscriptions/S \
+        --alerts_topic=projects/P/topics/ALERTS ...   (ingest time = Pub/Sub publish time)
 
 read → parse/validate → clock skew → units → event time → dedup by (device_id, device time)
      → enrich (devices) → route too-late records → [archive] → exclude quality != good
      → per-device windows: count, min, max, avg, p95 → sensor_stats → alerts → sensor_alerts
+       [→ alerts topic, alert_id as an attribute]
 Every rejected record goes to the `dead_letters` table with its reason.
 """
 
@@ -15,10 +18,11 @@ from __future__ import annotations
 import datetime as dt
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from io_connectors.archive import WriteArchive
 from io_connectors.dead_letter_sink import WriteDeadLetters
+from io_connectors.pubsub import PublishMessages
 from io_connectors.sinks import WriteTable
 from io_connectors.sources import ReadInput
 from kappaflow.launcher import run_main
@@ -112,11 +116,9 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
         raise ValueError("--reference_db is required: the devices table lives there")
     windows = opts.window_config()
     skew = ClockSkewConfig(opts.max_clock_skew_seconds)
-    replay = opts.replay_config()
-    streaming = bool(opts.view_as(StandardOptions).streaming)
 
-    records = p | "ReadInput" >> ReadInput(
-        opts.input, streaming, SkewCorrectedEventTime(skew), replay, opts.ingest_time_field)
+    records = p | "ReadInput" >> ReadInput.from_options(
+        opts, "timestamp", event_time=SkewCorrectedEventTime(skew), ingest_time_field=opts.ingest_time_field)
     parsed = records | "ParseReadings" >> ParseEvents(IOT_READING, PIPELINE, "device_id")
     timed = parsed.events | "CorrectClockSkew" >> CorrectClockSkew(skew, PIPELINE, "device_id")
     converted = timed.events | "NormalizeUnits" >> NormalizeUnits(
@@ -148,11 +150,12 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     alert_failures = alerts | "WriteAlerts" >> WriteTable(
         opts.output, SENSOR_ALERTS, PIPELINE, counter=metrics.ALERTS_WRITTEN, keep_on_update=("created_at",))
 
-    (
-        (parsed[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], converted[DEAD_LETTER_TAG],
-         enriched[DEAD_LETTER_TAG], in_time[DEAD_LETTER_TAG], stats_failures, alert_failures)
-        | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
-    )
+    failures = [parsed[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], converted[DEAD_LETTER_TAG],
+                enriched[DEAD_LETTER_TAG], in_time[DEAD_LETTER_TAG], stats_failures, alert_failures]
+    if opts.alerts_topic:  # every pane of an alert; subscribers dedup on the alert_id attribute
+        failures.append(alerts | "PublishAlerts" >> PublishMessages(
+            opts.alerts_topic, PIPELINE, ("alert_id", "device_id", "severity"), schema=SENSOR_ALERTS))
+    tuple(failures) | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
 
 
 def main() -> None:

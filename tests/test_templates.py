@@ -42,6 +42,12 @@ EXAMPLES = {
     "primary_keys": ("customers:customer_id,orders:store_id+order_id",
                      ["customers", "customers:id,", "cust-omers:id", "orders:store_id+"]),
     "apply_batch_size": ("500", ["0", "-1", "many"]),
+    "input_subscription": ("projects/acme/subscriptions/clicks", ["clicks", "projects/acme/topics/clicks"]),
+    "timestamp_attribute": ("event_time", []),
+    "pubsub_id_label": ("event_id", []),
+    "alerts_topic": ("projects/acme/topics/alerts", ["alerts", "projects/acme/subscriptions/alerts"]),
+    "bigquery_endpoint": ("127.0.0.1:9050", []),
+    "bigquery_method": ("FILE_LOADS", ["file_loads", "FAST"]),
 }
 
 

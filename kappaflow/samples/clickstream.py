@@ -15,6 +15,7 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
+from io_connectors.sql_sink import create_engine
 from kappaflow.samples import write_lines
 
 START = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.timezone.utc).timestamp()
@@ -120,7 +121,7 @@ def generate(config: SampleConfig) -> Iterator[str]:
 
 def build_reference_db(url: str, config: SampleConfig) -> None:
     rng = random.Random(config.seed + 1)
-    engine = sa.create_engine(url)
+    engine = create_engine(url)  # postgresql:// means the driver we ship
     meta = sa.MetaData()
     users = sa.Table("users", meta, sa.Column("user_id", sa.Text, primary_key=True),
                      sa.Column("country", sa.Text), sa.Column("segment", sa.Text))

@@ -1,0 +1,390 @@
+"""BigQuery: write the pipeline's tables into a dataset, read a table as input (backfills).
+
+`--output=bigquery:PROJECT.DATASET` writes each table under its SQL name. Tables are created from
+the schema declaration: column and table descriptions, `DATE(partition_field)` partitioning,
+clustering on the cluster fields. Rows are appended; a `<table>_latest` view keeps the latest pane
+per key (highest `pane_index`, then newest `updated_at`), so reruns and later panes converge for
+consumers exactly as the SQL upsert does.
+
+Write methods, chosen from the run's options:
+- batch: load jobs of newline-delimited JSON files staged under `--temp_location`;
+- streaming: streaming inserts with insertId = row key + pane index (BigQuery drops a retried
+  insert it has seen; correctness does not rely on it: the view dedups by key);
+- `--bigquery_method=STORAGE_WRITE_API`: Beam's Storage Write API sink (needs Beam's Java
+  expansion service).
+A failed request is retried with backoff, then its rows are sent one by one; a row BigQuery still
+rejects goes to the dead letters with BigQuery's error.
+
+`--bigquery_endpoint` or `BIGQUERY_EMULATOR_HOST` (host:port) points at a local BigQuery API
+server, with anonymous credentials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from typing import Any, Iterator, Optional
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms import metrics
+from transforms.enrich_database import RetryPolicy
+from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
+from transforms.schema import Field, FieldType, Schema, format_timestamp
+
+__all__ = [
+    "BigQueryLocation", "is_bigquery_url", "bigquery_client", "table_definition", "latest_view_query",
+    "to_bigquery_row", "insert_id", "WriteToBigQueryTable", "WriteRowsToBigQueryFn", "ReadBigQueryRows",
+    "check_bigquery",
+]
+
+_LOG = logging.getLogger(__name__)
+PREFIX = "bigquery:"
+_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+METHODS = ("AUTO", "FILE_LOADS", "STREAMING_INSERTS", "STORAGE_WRITE_API")
+
+
+def is_bigquery_url(url: Optional[str]) -> bool:
+    return bool(url) and url.startswith(PREFIX)
+
+
+@dataclasses.dataclass(frozen=True)
+class BigQueryLocation:
+    """`bigquery:PROJECT.DATASET` (an output) or `bigquery:PROJECT.DATASET.TABLE` (an input)."""
+
+    project: str
+    dataset: str
+    table: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for part in filter(None, (self.project, self.dataset, self.table)):
+            if not _NAME.match(part):
+                raise ValueError(f"bad BigQuery name {part!r}")
+
+    @classmethod
+    def parse(cls, url: str, with_table: bool) -> "BigQueryLocation":
+        parts = url[len(PREFIX):].split(".") if is_bigquery_url(url) else []
+        if len(parts) != (3 if with_table else 2):
+            form = "PROJECT.DATASET.TABLE" if with_table else "PROJECT.DATASET"
+            raise ValueError(f"{url!r}: expected bigquery:{form}")
+        return cls(*parts)
+
+    def table_id(self, table: Optional[str] = None) -> str:
+        return f"{self.project}.{self.dataset}.{table or self.table}"
+
+
+def bigquery_client(project: str, endpoint: Optional[str]) -> Any:
+    from google.cloud import bigquery
+
+    if not endpoint:
+        return bigquery.Client(project=project)
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+
+    url = endpoint if "://" in endpoint else f"http://{endpoint}"
+    return bigquery.Client(project=project, credentials=AnonymousCredentials(),
+                           client_options=ClientOptions(api_endpoint=url))
+
+
+def table_definition(schema: Schema, table_id: str) -> Any:
+    from google.cloud import bigquery
+
+    table = bigquery.Table(table_id, schema=[bigquery.SchemaField.from_api_repr(f) for f in schema.bigquery_schema()])
+    table.description = schema.description or None
+    if schema.partition_field:
+        table.time_partitioning = bigquery.TimePartitioning(type_="DAY", field=schema.partition_field)
+    if schema.cluster_fields:
+        table.clustering_fields = list(schema.cluster_fields)
+    return table
+
+
+def latest_view_query(schema: Schema, table_id: str) -> str:
+    """One row per key: the latest pane (then the newest write) wins."""
+    order = [f"{name} DESC" for name in ("pane_index", "updated_at") if name in schema.field_names]
+    if not order and schema.partition_field:
+        order = [f"{schema.partition_field} DESC"]
+    keys = ", ".join(schema.key)
+    return (f"SELECT * EXCEPT (_latest_rank) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} "
+            f"ORDER BY {', '.join(order) or keys}) AS _latest_rank FROM `{table_id}`) WHERE _latest_rank = 1")
+
+
+def ensure_table_and_view(client: Any, schema: Schema, table_id: str) -> None:
+    from google.cloud import bigquery
+
+    client.create_table(table_definition(schema, table_id), exists_ok=True)
+    view = bigquery.Table(f"{table_id}_latest")
+    view.view_query = latest_view_query(schema, table_id)
+    view.description = f"Latest pane per key of {table_id.rsplit('.', 1)[-1]}."
+    client.create_table(view, exists_ok=True)
+
+
+def _json_value(f: Field, value: Any) -> Any:
+    if value is None:
+        return None
+    if f.type is FieldType.TIMESTAMP:
+        return format_timestamp(value)
+    if f.type is FieldType.JSON:
+        return json.dumps(value, sort_keys=True, default=str)
+    if f.type is FieldType.RECORD:
+        return {sub.name: _json_value(sub, value.get(sub.name)) for sub in f.fields}
+    return value
+
+
+def to_bigquery_row(schema: Schema, row: dict) -> dict:
+    """Row → BigQuery JSON row (timestamps as RFC 3339 text); extra keys are dropped."""
+    return {f.name: _json_value(f, row.get(f.name)) for f in schema.fields}
+
+
+def insert_id(schema: Schema, row: dict) -> str:
+    """Row key + pane index: a retried insert of the same pane has the same id."""
+    key = "|".join(str(to_bigquery_row(schema, row)[k]) for k in schema.key)
+    return f"{key}#{row.get('pane_index', 0)}"
+
+
+class _Rejected(Exception):
+    """BigQuery rejected these rows (index → error); the others of the request were written."""
+
+    def __init__(self, errors: dict[int, str]) -> None:
+        super().__init__(f"{len(errors)} rows rejected")
+        self.errors = errors
+
+
+class WriteRowsToBigQueryFn(beam.DoFn):
+    """Buffers rows; sends them by load job (batch) or streaming insert; dead-letters rejects."""
+
+    def __init__(
+        self, location: BigQueryLocation, schema: Schema, table: str, pipeline: str, streaming: bool,
+        endpoint: Optional[str], temp_location: Optional[str], batch_size: int, retry: RetryPolicy, counter: str,
+    ) -> None:
+        self._location = location
+        self._schema = schema
+        self._table_id = location.table_id(table)
+        self._pipeline = pipeline
+        self._streaming = streaming
+        self._endpoint = endpoint
+        self._temp_location = temp_location
+        self._batch_size = batch_size
+        self._retry = retry
+        self._written = Metrics.counter(metrics.NAMESPACE, counter)
+        self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
+        self._retries = Metrics.counter(metrics.NAMESPACE, "sink_retries")
+
+    def setup(self) -> None:
+        self._client = bigquery_client(self._location.project, self._endpoint)
+        self._ready = False  # table and view are created on first write: the server may be down now
+
+    def teardown(self) -> None:
+        self._client.close()
+
+    def start_bundle(self) -> None:
+        self._buffer: list[dict] = []
+
+    def process(self, row: dict) -> Iterator[Any]:
+        self._buffer.append(row)
+        if len(self._buffer) >= self._batch_size:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for letter in self._flush():
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(letter.value, time.time(), [GlobalWindow()]))
+
+    def _flush(self) -> Iterator[Any]:
+        rows, self._buffer = self._buffer, []
+        if not rows:
+            return
+        try:
+            self._send_with_retry(rows)
+            self._written.inc(len(rows))
+            return
+        except _Rejected as rejected:
+            failed = {i: rows[i] for i in rejected.errors}
+            self._written.inc(len(rows) - len(failed))
+            errors = rejected.errors
+        except Exception:  # noqa: BLE001 - the whole request failed: find the rows at fault
+            failed, errors = {}, {}
+            for i, row in enumerate(rows):
+                try:
+                    self._send_with_retry([row])
+                    self._written.inc()
+                except _Rejected as rejected:
+                    failed[i], errors[i] = row, next(iter(rejected.errors.values()))
+                except Exception as err:  # noqa: BLE001
+                    failed[i], errors[i] = row, _brief(err)
+        for i, row in failed.items():
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+                self._pipeline, "sink", f"{self._table_id}: {errors[i]}", to_bigquery_row(self._schema, row)))
+
+    def _send_with_retry(self, rows: list[dict]) -> None:
+        backoffs = self._retry.backoffs()
+        while True:
+            try:
+                return self._send(rows)
+            except _Rejected:
+                raise
+            except Exception as err:  # noqa: BLE001 - transport and server errors are retried
+                delay = next(backoffs, None)
+                if delay is None:
+                    _LOG.error("writing to %s failed: %s", self._table_id, _brief(err))
+                    raise
+                _LOG.warning("writing to %s failed, retrying in %.1fs: %s", self._table_id, delay, _brief(err))
+                self._retries.inc()
+                time.sleep(delay)
+
+    def _send(self, rows: list[dict]) -> None:
+        if not self._ready:
+            ensure_table_and_view(self._client, self._schema, self._table_id)
+            self._ready = True
+        payload = [to_bigquery_row(self._schema, r) for r in rows]
+        if self._streaming:
+            errors = self._client.insert_rows_json(
+                self._table_id, payload, row_ids=[insert_id(self._schema, r) for r in rows], retry=None, timeout=60)
+            if errors:
+                raise _Rejected({e["index"]: json.dumps(e.get("errors"), sort_keys=True)[:300] for e in errors})
+            return
+        self._load(payload)
+
+    def _load(self, payload: list[dict]) -> None:
+        from apache_beam.io.filesystems import FileSystems
+        from google.cloud import bigquery
+
+        data = b"".join(json.dumps(r, sort_keys=True).encode("utf-8") + b"\n" for r in payload)
+        config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", write_disposition="WRITE_APPEND")
+        path = FileSystems.join(self._temp_location, "kappaflow-bq-loads", f"{uuid.uuid4().hex}.jsonl")
+        with FileSystems.create(path) as handle:  # staged under --temp_location
+            handle.write(data)
+        try:
+            if path.startswith("gs://"):
+                job = self._client.load_table_from_uri(path, self._table_id, job_config=config)
+            else:
+                job = self._client.load_table_from_file(io.BytesIO(data), self._table_id, job_config=config)
+            job.result(timeout=300)
+        finally:
+            FileSystems.delete([path])
+
+
+def _brief(err: Exception) -> str:
+    return str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+
+
+class WriteToBigQueryTable(beam.PTransform):
+    """Rows → appended to PROJECT.DATASET.table (with its `_latest` view); returns dead letters."""
+
+    def __init__(
+        self, url: str, schema: Schema, pipeline: str, table: Optional[str] = None,
+        counter: str = metrics.ROWS_WRITTEN, batch_size: int = 500, load_batch_size: int = 20_000,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        super().__init__()
+        if not schema.key:
+            raise ValueError(f"schema {schema.name} has no key: the BigQuery sink needs one for its view")
+        self._location = BigQueryLocation.parse(url, with_table=False)
+        self._schema = schema
+        self._table = table or schema.name
+        self._pipeline = pipeline
+        self._counter = counter
+        self._batch_size = batch_size  # rows per streaming insert request
+        self._load_batch_size = load_batch_size  # rows per load job: load jobs have a daily quota
+        self._retry = retry
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions
+
+        from kappaflow.options import KappaflowOptions
+
+        options = rows.pipeline.options
+        own = options.view_as(KappaflowOptions)
+        streaming = bool(options.view_as(StandardOptions).streaming)
+        if own.bigquery_method == "STORAGE_WRITE_API":
+            return rows | "StorageWriteApi" >> _StorageWriteApi(self._location, self._schema, self._table, self._pipeline)
+        if own.bigquery_method != "AUTO":
+            streaming = own.bigquery_method == "STREAMING_INSERTS"
+        temp_location = options.view_as(GoogleCloudOptions).temp_location
+        if not streaming and not temp_location:
+            raise ValueError("BigQuery load jobs stage files under --temp_location: set it")
+        fn = WriteRowsToBigQueryFn(self._location, self._schema, self._table, self._pipeline, streaming,
+                                   own.bigquery_endpoint, temp_location,
+                                   self._batch_size if streaming else self._load_batch_size, self._retry, self._counter)
+        outputs = rows | "WriteRows" >> beam.ParDo(fn).with_outputs(DEAD_LETTER_TAG, main="written")
+        return outputs[DEAD_LETTER_TAG]
+
+
+class _StorageWriteApi(beam.PTransform):
+    """Beam's Storage Write API sink (a cross-language transform); its failed rows → dead letters."""
+
+    def __init__(self, location: BigQueryLocation, schema: Schema, table: str, pipeline: str) -> None:
+        super().__init__()
+        self._location, self._schema, self._table, self._pipeline = location, schema, table, pipeline
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        schema, pipeline, table_id = self._schema, self._pipeline, self._location.table_id(self._table)
+        result = (
+            rows
+            | "ToBigQueryRows" >> beam.Map(lambda r: to_bigquery_row(schema, r))
+            | "Write" >> beam.io.WriteToBigQuery(
+                f"{self._location.project}:{self._location.dataset}.{self._table}",
+                schema={"fields": schema.bigquery_schema()}, method="STORAGE_WRITE_API",
+                create_disposition="CREATE_IF_NEEDED", write_disposition="WRITE_APPEND")
+        )
+        return result.failed_rows_with_errors | "ToDeadLetters" >> beam.Map(
+            lambda failed: dead_letter(pipeline, "sink", f"{table_id}: {str(failed)[:300]}", str(failed)))
+
+
+def _read_table(location: BigQueryLocation, endpoint: Optional[str]) -> Iterator[RawRecord]:
+    client = bigquery_client(location.project, endpoint)
+    try:
+        for number, row in enumerate(client.list_rows(location.table_id(), page_size=10_000), start=1):
+            yield RawRecord(dict(row.items()), f"bigquery:{location.table_id()}#{number}")
+    finally:
+        client.close()
+
+
+class ReadBigQueryRows(beam.PTransform):
+    """A BigQuery table → bounded PCollection of RawRecords (rows as dicts), for backfills.
+
+    Pages through the table with the tabledata API: one reader, no export bucket needed.
+    """
+
+    def __init__(self, url: str, endpoint: Optional[str]) -> None:
+        super().__init__()
+        self._location = BigQueryLocation.parse(url, with_table=True)
+        self._endpoint = endpoint
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        endpoint = self._endpoint
+        return (
+            pbegin
+            | "Table" >> beam.Create([self._location])
+            | "ReadRows" >> beam.FlatMap(lambda location: _read_table(location, endpoint))
+            | "Spread" >> beam.Reshuffle()
+        )
+
+
+def check_bigquery(url: str, endpoint: Optional[str]) -> None:
+    """The dataset (of an output) or table (of an input) must answer; ConnectionError otherwise."""
+    from google.api_core import exceptions
+
+    location = BigQueryLocation.parse(url, with_table=url.count(".") == 2)
+    where = endpoint or os.environ.get("BIGQUERY_EMULATOR_HOST") or "the BigQuery service"
+    client = bigquery_client(location.project, endpoint)
+    try:
+        if location.table:
+            client.get_table(location.table_id(), retry=None, timeout=10)
+        else:
+            client.get_dataset(f"{location.project}.{location.dataset}", retry=None, timeout=10)
+    except exceptions.NotFound:
+        raise ConnectionError(f"BigQuery {url[len(PREFIX):]} does not exist (at {where})") from None
+    except Exception as err:  # noqa: BLE001 - transport errors come in several types
+        raise ConnectionError(f"BigQuery at {where} is not reachable ({url}): {_brief(err)}") from None
+    finally:
+        client.close()

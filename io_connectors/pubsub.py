@@ -1,0 +1,247 @@
+"""Pub/Sub: a streaming source of RawRecords and a sink that publishes messages with attributes.
+
+Source: Beam's ReadFromPubSub (every runner has it), then each message becomes a RawRecord whose
+payload is the message data (JSON), whose origin is the message id and whose ingest time is the
+publish time (the IoT clock-skew rule compares event time with it). With `timestamp_attribute`
+the attribute's time overrides the payload's time field (a replay publisher sets it to the
+original event time); an `event_id` attribute fills a payload that lacks one. Re-deliveries are
+caught downstream by our own dedup transform, on every runner; `id_label` additionally asks
+Dataflow for Pub/Sub's native dedup (the DirectRunner raises NotImplementedError for it).
+
+Sink: `PublishMessages` publishes dicts as JSON with chosen fields as attributes, in batches,
+retries failed messages with backoff and dead-letters what still fails, with Pub/Sub's error.
+`PUBSUB_EMULATOR_HOST` (host:port) points both at a local emulator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import time
+from typing import Any, Iterator, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms import metrics
+from transforms.enrich_database import RetryPolicy
+from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
+from transforms.schema import FieldType, Schema, format_timestamp
+
+__all__ = [
+    "PubSubReadConfig", "ReadPubSubRecords", "MessageToRecordFn", "PublishMessages", "PublishMessagesFn",
+    "check_subscription", "check_topic",
+]
+
+_LOG = logging.getLogger(__name__)
+_SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
+_TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
+
+PUBLISHED = "messages_published"
+PUBLISH_FAILED = "messages_publish_failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class PubSubReadConfig:
+    subscription: str
+    time_field: str  # payload field that holds event time (overridden by timestamp_attribute)
+    id_field: Optional[str] = None  # payload field filled from the attribute of the same name
+    timestamp_attribute: Optional[str] = None
+    id_label: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not _SUBSCRIPTION.match(self.subscription):
+            raise ValueError(f"{self.subscription!r}: expected projects/PROJECT/subscriptions/NAME")
+
+
+class MessageToRecordFn(beam.DoFn):
+    """PubsubMessage → RawRecord(payload, origin=message id, ingest_time=publish time)."""
+
+    def __init__(self, config: PubSubReadConfig) -> None:
+        self._config = config
+
+    def process(self, message: Any) -> Iterator[RawRecord]:
+        attributes = dict(message.attributes or {})
+        payload: Any = message.data
+        overrides = {}
+        if self._config.timestamp_attribute and self._config.timestamp_attribute in attributes:
+            overrides[self._config.time_field] = attributes[self._config.timestamp_attribute]
+        id_field = self._config.id_field
+        if overrides or (id_field and id_field in attributes):
+            try:
+                decoded = json.loads(payload)
+            except ValueError:
+                decoded = None  # left as it came: the parser dead-letters it with the reason
+            if isinstance(decoded, dict):
+                if id_field and id_field in attributes and not decoded.get(id_field):
+                    decoded[id_field] = attributes[id_field]
+                decoded.update(overrides)
+                payload = decoded
+        publish_time = message.publish_time.timestamp() if message.publish_time else None
+        yield RawRecord(payload, f"pubsub:{self._config.subscription}#{message.message_id}", publish_time)
+
+
+class ReadPubSubRecords(beam.PTransform):
+    """A Pub/Sub subscription → unbounded PCollection of RawRecords."""
+
+    def __init__(self, config: PubSubReadConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        from apache_beam.io.gcp.pubsub import ReadFromPubSub
+
+        return (
+            pbegin
+            | "ReadMessages" >> ReadFromPubSub(
+                subscription=self._config.subscription, with_attributes=True,
+                timestamp_attribute=self._config.timestamp_attribute, id_label=self._config.id_label)
+            | "ToRawRecords" >> beam.ParDo(MessageToRecordFn(self._config))
+        )
+
+
+class PublishMessagesFn(beam.DoFn):
+    """Buffers dicts, publishes them as a batch, retries the failed ones, dead-letters the rest."""
+
+    def __init__(
+        self, topic: str, pipeline: str, attributes: Sequence[str], batch_size: int,
+        retry: RetryPolicy, timeout_seconds: float, schema: Optional[Schema] = None,
+    ) -> None:
+        self._topic = topic
+        # Top-level TIMESTAMP fields of `schema` are published as RFC 3339 text, not epoch floats.
+        self._timestamps = tuple(f.name for f in schema.fields if f.type is FieldType.TIMESTAMP) if schema else ()
+        self._pipeline = pipeline
+        self._attributes = tuple(attributes)
+        self._batch_size = batch_size
+        self._retry = retry
+        self._timeout = timeout_seconds
+        self._published = Metrics.counter(metrics.NAMESPACE, PUBLISHED)
+        self._failed = Metrics.counter(metrics.NAMESPACE, PUBLISH_FAILED)
+
+    def setup(self) -> None:
+        from google.cloud import pubsub_v1
+
+        self._client = pubsub_v1.PublisherClient(
+            batch_settings=pubsub_v1.types.BatchSettings(max_messages=self._batch_size, max_latency=0.05))
+
+    def teardown(self) -> None:
+        self._client.stop()
+
+    def start_bundle(self) -> None:
+        self._buffer: list[dict] = []
+
+    def process(self, element: dict) -> Iterator[Any]:
+        self._buffer.append(element)
+        if len(self._buffer) >= self._batch_size:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for letter in self._flush():
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG, WindowedValue(letter.value, time.time(), [GlobalWindow()]))
+
+    def _message(self, element: dict) -> tuple[bytes, dict[str, str]]:
+        body = {k: format_timestamp(v) if k in self._timestamps and v is not None else v for k, v in element.items()}
+        data = json.dumps(body, sort_keys=True, default=str).encode("utf-8")
+        return data, {a: str(body[a]) for a in self._attributes if body.get(a) is not None}
+
+    def _flush(self) -> Iterator[Any]:
+        pending, self._buffer = self._buffer, []
+        backoffs = self._retry.backoffs()
+        errors: dict[int, str] = {}
+        while pending:
+            futures = []
+            for element in pending:
+                data, attributes = self._message(element)
+                # Our loop retries: the client's own retry would hide a lost server for minutes.
+                futures.append(self._client.publish(self._topic, data, retry=None, timeout=self._timeout,
+                                                    **attributes))
+            failed = []
+            for element, future in zip(pending, futures):
+                try:
+                    future.result(timeout=self._timeout + 5)
+                    self._published.inc()
+                except Exception as err:  # noqa: BLE001 - any publish error: retry, then dead-letter
+                    errors[id(element)] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                    failed.append(element)
+            pending = failed
+            delay = next(backoffs, None)
+            if not pending or delay is None:
+                break
+            _LOG.warning("publishing %d messages to %s failed, retrying in %.1fs", len(pending), self._topic, delay)
+            time.sleep(delay)
+        for element in pending:
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+                self._pipeline, "publish", f"{self._topic}: {errors[id(element)]}", element,
+                event_id=next((str(element[a]) for a in self._attributes if element.get(a) is not None), None),
+            ))
+
+
+class PublishMessages(beam.PTransform):
+    """Dicts → JSON messages on `topic` with `attributes` (field names) as message attributes;
+    returns the dead letters of messages that could not be published.
+
+    Name the element's id first in `attributes` (e.g. `alert_id`): consumers dedup on it, and it
+    becomes the dead letter's `event_id`. With `schema`, its TIMESTAMP fields are sent as RFC 3339.
+    """
+
+    def __init__(
+        self, topic: str, pipeline: str, attributes: Sequence[str] = (), batch_size: int = 100,
+        retry: RetryPolicy = RetryPolicy(), timeout_seconds: float = 30.0, schema: Optional[Schema] = None,
+    ) -> None:
+        super().__init__()
+        if not _TOPIC.match(topic):
+            raise ValueError(f"{topic!r}: expected projects/PROJECT/topics/NAME")
+        if batch_size < 1 or timeout_seconds <= 0:
+            raise ValueError("batch_size must be >= 1 and timeout_seconds > 0")
+        self._fn = PublishMessagesFn(topic, pipeline, attributes, batch_size, retry, timeout_seconds, schema)
+
+    def expand(self, elements: beam.PCollection) -> beam.PCollection:
+        outputs = elements | "Publish" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="published")
+        return outputs[DEAD_LETTER_TAG]
+
+
+def _check(kind: str, name: str, get) -> None:
+    from google.api_core import exceptions
+
+    try:
+        get(name, timeout=10)
+    except exceptions.NotFound:
+        raise ConnectionError(f"Pub/Sub {kind} {name} does not exist") from None
+    except exceptions.GoogleAPICallError as err:
+        endpoint = _endpoint()
+        raise ConnectionError(f"Pub/Sub at {endpoint} is not reachable ({kind} {name}): "
+                              f"{str(err).splitlines()[0][:200]}") from None
+
+
+def _endpoint() -> str:
+    import os
+
+    return os.environ.get("PUBSUB_EMULATOR_HOST") or "the Pub/Sub service"
+
+
+def check_subscription(subscription: str) -> None:
+    from google.cloud import pubsub_v1
+
+    client = pubsub_v1.SubscriberClient()
+    try:
+        _check("subscription", subscription, lambda n, timeout: client.get_subscription(
+            subscription=n, timeout=timeout, retry=None))
+    finally:
+        client.close()
+
+
+def check_topic(topic: str) -> None:
+    from google.cloud import pubsub_v1
+
+    client = pubsub_v1.PublisherClient()
+    try:
+        _check("topic", topic, lambda n, timeout: client.get_topic(topic=n, timeout=timeout, retry=None))
+    finally:
+        client.stop()

@@ -1,0 +1,178 @@
+"""The BigQuery sink, its `_latest` views and the BigQuery input, against bqemulator."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import BeamAssertException, assert_that
+
+from fixtures_bigquery import PROJECT
+from fixtures_servers import free_port
+from io_connectors.bigquery import (BigQueryLocation, WriteToBigQueryTable, insert_id, latest_view_query,
+                                    table_definition, to_bigquery_row)
+from kappaflow import beam_workarounds
+from kappaflow.launcher import run
+from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
+from kappaflow.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
+from kappaflow.tables import read_rows
+from pipelines import clickstream
+from transforms.enrich_database import RetryPolicy
+from transforms.schema import Field, FieldType, Schema
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+T0 = 1704067200.0
+PAGES = Schema(
+    name="page_metrics", key=("window_start", "page"), partition_field="window_start", cluster_fields=("page",),
+    description="Pages.",
+    fields=(Field("window_start", FieldType.TIMESTAMP, required=True), Field("page", FieldType.STRING, required=True),
+            Field("events", FieldType.INT64, required=True), Field("pane_index", FieldType.INT64, required=True)),
+)
+
+
+def test_table_definition_comes_from_the_schema_declaration():
+    table = table_definition(CLICKSTREAM_METRICS, "p1.d1.clickstream_metrics")
+    assert table.time_partitioning.field == "window_start" and table.time_partitioning.type_ == "DAY"
+    assert table.clustering_fields == ["event_type", "country"]
+    assert table.description == CLICKSTREAM_METRICS.description
+    events = next(f for f in table.schema if f.name == "events")
+    assert (events.field_type, events.mode, events.description) == ("INT64", "REQUIRED", "Unique events.")
+
+
+def test_latest_view_insert_id_and_rows():
+    sql = latest_view_query(PAGES, "p1.d1.page_metrics")
+    assert "PARTITION BY window_start, page ORDER BY pane_index DESC" in sql and "`p1.d1.page_metrics`" in sql
+    row = {"window_start": T0, "page": "home", "events": 3, "pane_index": 2, "extra": 1}
+    assert insert_id(PAGES, row) == "2024-01-01T00:00:00.000000Z|home#2"
+    assert to_bigquery_row(PAGES, row) == {"window_start": "2024-01-01T00:00:00.000000Z", "page": "home",
+                                           "events": 3, "pane_index": 2}
+    assert BigQueryLocation.parse("bigquery:p1.d1.t1", with_table=True).table_id() == "p1.d1.t1"
+    for bad in ("bigquery:p1", "bigquery:p1.d1.t1", "sqlite:///x"):
+        with pytest.raises(ValueError):
+            BigQueryLocation.parse(bad, with_table=False)
+
+
+def _query(emulator, sql: str) -> list[tuple]:
+    client = emulator.client()
+    try:
+        return sorted(tuple(r) for r in client.query(sql).result())
+    finally:
+        client.close()
+
+
+def _rejected(table_id: str, pages: list[str]):
+    def check(actual):
+        if sorted(json.loads(d["payload"])["page"] for d in actual) != pages:
+            raise BeamAssertException(f"dead letters {actual}")
+        if not all(d["stage"] == "sink" and d["reason"].startswith(f"{table_id}: ") for d in actual):
+            raise BeamAssertException(f"reason does not name the table: {actual}")
+    return check
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("streaming", [False, True], ids=["load_jobs", "streaming_inserts"])
+def test_write_rows_views_and_rejects(bigquery_emulator, tmp_path, monkeypatch, streaming):
+    dataset = f"pages_{'stream' if streaming else 'batch'}"
+    url = bigquery_emulator.dataset(dataset)
+    table_id = f"{PROJECT}.{dataset}.page_metrics"
+    # The google-cloud-bigquery convention: no --bigquery_endpoint, no credentials.
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bigquery_emulator.host)
+    rows = [{"window_start": T0, "page": "home", "events": 3, "pane_index": 0},
+            {"window_start": T0, "page": "home", "events": 5, "pane_index": 1},
+            {"window_start": T0 + 60, "page": "cart", "events": 1, "pane_index": 0},
+            {"window_start": T0, "page": "bad", "events": "many", "pane_index": 0}]
+    if streaming:
+        beam_workarounds.keep_streaming_metrics()
+        p = TestPipeline(runner=BundleBasedDirectRunner(), options=PipelineOptions(["--streaming"]))
+    else:
+        p = TestPipeline(runner=fn_runner.FnApiRunner(), options=PipelineOptions([f"--temp_location={tmp_path}"]))
+    dead = p | beam.Create(rows) | WriteToBigQueryTable(
+        url, PAGES, "test", retry=RetryPolicy(attempts=2, initial_backoff_seconds=0.05))
+    assert_that(dead, _rejected(table_id, ["bad"]))
+    p.run().wait_until_finish()
+
+    assert _query(bigquery_emulator, f"SELECT page, events, pane_index FROM `{table_id}`") == [
+        ("cart", 1, 0), ("home", 3, 0), ("home", 5, 1)]
+    assert _query(bigquery_emulator, f"SELECT page, events FROM `{table_id}_latest`") == [("cart", 1), ("home", 5)]
+    assert not list(tmp_path.glob("kappaflow-bq-loads/*"))  # staged load files are cleaned up
+    client = bigquery_emulator.client()
+    table = client.get_table(table_id)
+    client.close()
+    assert table.time_partitioning.field == "window_start" and table.clustering_fields == ["page"]
+
+
+@pytest.mark.slow
+def test_clickstream_to_bigquery_and_rerun_keeps_the_latest_view(bigquery_emulator, tmp_path):
+    url = bigquery_emulator.dataset("clicks")
+    events, reference = str(tmp_path / "events.jsonl"), f"sqlite:///{tmp_path}/reference.db"
+    config = SampleConfig(events=600)
+    write_sample(events, config)
+    build_reference_db(reference, config)
+    args = [f"--input={events}", f"--output={url}", f"--reference_db={reference}",
+            f"--temp_location={tmp_path}", f"--bigquery_endpoint={bigquery_emulator.host}"]
+    first = run(clickstream.PIPELINE, clickstream.build, args, clickstream.ClickstreamOptions)
+    assert first.balanced and first.rows_written > 0 and first.dead_letters_written == first.invalid
+    metrics = f"`{PROJECT}.clicks.clickstream_metrics_latest`"
+    (total,) = _query(bigquery_emulator, f"SELECT SUM(events), COUNT(*) FROM {metrics}")
+    assert total == (first.aggregated, first.rows_written)
+
+    run(clickstream.PIPELINE, clickstream.build, args, clickstream.ClickstreamOptions)  # a rerun appends...
+    assert _query(bigquery_emulator, f"SELECT COUNT(*) FROM `{PROJECT}.clicks.clickstream_metrics`") == [
+        (2 * first.rows_written,)]
+    # ...and consumers, who read the views, still see one row per key.
+    assert _query(bigquery_emulator, f"SELECT SUM(events), COUNT(*) FROM {metrics}") == [total]
+    assert _query(bigquery_emulator, f"SELECT COUNT(*) FROM `{PROJECT}.clicks.dead_letters_latest`") == [
+        (first.invalid,)]
+
+
+@pytest.mark.slow
+def test_backfill_reads_the_input_from_a_bigquery_table(bigquery_emulator, tmp_path):
+    from google.cloud import bigquery
+
+    bigquery_emulator.dataset("raw")
+    table_id = f"{PROJECT}.raw.events"
+    client = bigquery_emulator.client()
+    client.create_table(table_definition(CLICKSTREAM_EVENT, table_id), exists_ok=True)
+    events = [{"event_id": f"e{i}", "user_id": f"u{i % 4:06d}", "event_type": "purchase" if i % 2 else "click",
+               "timestamp": f"2024-01-01T00:{i:02d}:00Z", "properties": {"product_id": "p0001", "price": 1.5},
+               "context": {"ip": "203.0.113.1"}} for i in range(30)]
+    data = "".join(json.dumps(e) + "\n" for e in events + events[:5]).encode()  # 5 duplicates
+    job = client.load_table_from_file(io.BytesIO(data), table_id, job_config=bigquery.LoadJobConfig(
+        source_format="NEWLINE_DELIMITED_JSON"))
+    job.result(timeout=60)
+    client.close()
+    reference, output = f"sqlite:///{tmp_path}/reference.db", f"sqlite:///{tmp_path}/out.db"
+    build_reference_db(reference, SampleConfig(users=10, products=5))
+
+    acc = run(clickstream.PIPELINE, clickstream.build,
+              [f"--input=bigquery:{table_id}", f"--output={output}", f"--reference_db={reference}",
+               f"--bigquery_endpoint={bigquery_emulator.host}"], clickstream.ClickstreamOptions)
+    assert (acc.read, acc.invalid, acc.duplicates, acc.aggregated) == (35, 0, 5, 30) and acc.balanced
+    rows = read_rows(output, CLICKSTREAM_METRICS)
+    assert sum(r["events"] for r in rows.values()) == 30
+    assert sum(r["revenue"] for r in rows.values()) == pytest.approx(15 * 1.5)
+
+
+@pytest.mark.slow
+def test_bigquery_down_at_start_is_one_clear_error(tmp_path):
+    endpoint = f"127.0.0.1:{free_port()}"  # nothing listens there
+    events = tmp_path / "events.jsonl"
+    write_sample(str(events), SampleConfig(events=10))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.clickstream", f"--input={events}", "--output=bigquery:p1.d1",
+         f"--reference_db=sqlite:///{tmp_path}/r.db", f"--bigquery_endpoint={endpoint}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"clickstream: BigQuery at {endpoint} is not reachable (bigquery:p1.d1)"), last
