@@ -160,3 +160,26 @@ def test_dataflow_dry_run_batch_backfill_graph_is_stable():
     # The GroupByKey keeps window state for the allowed lateness plus the default margin (600 + 600 s).
     lateness = {w.allowed_lateness for w in first.components.windowing_strategies.values()}
     assert 1_200_000 in lateness
+
+
+@pytest.mark.slow
+def test_dataflow_dry_run_streaming_graph_reads_pubsub_natively_and_writes_bigquery():
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    subscription = "projects/acme-analytics-prod/subscriptions/clickstream"
+    argv = ["--streaming", f"--input_subscription={subscription}", "--timestamp_attribute=event_time",
+            "--pubsub_id_label=event_id", "--output=bigquery:acme-analytics-prod.kappaflow",
+            "--reference_db=postgresql://etl@10.1.2.3/ref"]
+    first, second = _dry_run_graph(argv), _dry_run_graph(argv)
+    assert sorted(t.unique_name for t in first.components.transforms.values()) == sorted(
+        t.unique_name for t in second.components.transforms.values())
+    reads = [t for t in first.components.transforms.values() if t.spec.urn == "beam:transform:pubsub_read:v1"]
+    assert len(reads) == 1
+    payload = beam_runner_api_pb2.PubSubReadPayload.FromString(reads[0].spec.payload)
+    # Dataflow dedups on the id attribute and takes event time from the attribute, natively.
+    assert (payload.subscription, payload.timestamp_attribute, payload.id_attribute) == (
+        subscription, "event_time", "event_id")
+    names = {t.unique_name for t in first.components.transforms.values()}
+    assert {"WriteMetrics/WriteToBigQueryTable", "WriteDeadLetters/Write/WriteToBigQueryTable"} <= names
+    lateness = {w.allowed_lateness for w in first.components.windowing_strategies.values()}
+    assert 1_800_000 in lateness  # 900 s allowed lateness + 900 s margin
