@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EVENTS ?= 100000
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench bench-runners clean runners setup-prism setup-flink flink-cluster-start flink-cluster-stop
 
 $(VENV)/.installed: setup.py requirements.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,31 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) -m kappaflow.demo --events $(EVENTS) --workdir demo-out
 
-test: venv
+# Runner binaries for the conformance tests, cached in $$KAPPAFLOW_CACHE (default .cache/):
+# quick when already there, and CI (a fresh clone) installs them rather than skipping the tests.
+runners: setup-prism setup-flink
+
+setup-prism:
+	bash scripts/setup-prism.sh
+
+setup-flink: venv
+	PYTHON=$(PY) bash scripts/setup-flink.sh
+
+# A local standalone Flink cluster: FLINK_REST_PORT (8081) and FLINK_RPC_PORT (6123) on 127.0.0.1.
+flink-cluster-start: setup-flink
+	bash scripts/flink-cluster.sh start
+
+flink-cluster-stop:
+	bash scripts/flink-cluster.sh stop
+
+test: venv runners
 	$(PY) -m pytest -q tests
 
 bench: venv
 	$(PY) benchmarks/clickstream_bench.py
+
+bench-runners: venv runners
+	$(PY) benchmarks/runners_bench.py
 
 clean:
 	rm -rf demo-out .pytest_cache build *.egg-info
