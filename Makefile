@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EVENTS ?= 100000
 
-.PHONY: venv servers demo test bench bench-iot bench-cdc clean
+.PHONY: venv servers runners setup-prism setup-flink flink-cluster-start flink-cluster-stop demo test bench bench-iot bench-cdc bench-runners clean
 
 $(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,24 @@ servers:
 demo: venv
 	$(PY) -m kappaflow.demo --events $(EVENTS) --workdir demo-out
 
-test: venv servers
+# Runner binaries for the conformance tests, cached in $$KAPPAFLOW_CACHE (default .cache/):
+# quick when already there, and CI (a fresh clone) installs them rather than skipping the tests.
+runners: setup-prism setup-flink
+
+setup-prism:
+	bash scripts/setup-prism.sh
+
+setup-flink: venv
+	PYTHON=$(PY) bash scripts/setup-flink.sh
+
+# A local standalone Flink cluster: FLINK_REST_PORT (8081) and FLINK_RPC_PORT (6123) on 127.0.0.1.
+flink-cluster-start: setup-flink
+	bash scripts/flink-cluster.sh start
+
+flink-cluster-stop:
+	bash scripts/flink-cluster.sh stop
+
+test: venv servers runners
 	$(PY) -m pytest -q tests
 
 bench: venv
@@ -36,6 +53,9 @@ bench-iot: venv
 
 bench-cdc: venv
 	$(PY) benchmarks/cdc_bench.py
+
+bench-runners: venv runners
+	$(PY) benchmarks/runners_bench.py
 
 clean:
 	rm -rf demo-out .pytest_cache build *.egg-info

@@ -29,3 +29,62 @@ def report(rows: list[tuple[str, float, float]], lines: int) -> None:
     (_, a_s, a_mb), (_, b_s, b_mb) = rows[0], rows[1]
     print(f"ratio (a)/(b): throughput {b_s / a_s:.3f}x, peak RSS {a_mb / b_mb:.2f}x "
           f"({lines:,} input lines; wall time includes interpreter start-up)")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A live process's peak RSS (VmHWM) in MiB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def measure_tree(argv: list[str], poll_seconds: float = 0.2) -> tuple[float, dict[str, float], str]:
+    """Run a command; return wall seconds, peak RSS in MiB of it and of each kind of descendant
+    (e.g. the Flink job server JVM it starts), and its last output line."""
+    import threading
+
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peaks: dict[int, tuple[str, float]] = {}
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            stack = [proc.pid]
+            while stack:
+                pid = stack.pop()
+                stack.extend(_children(pid))
+                try:
+                    with open(f"/proc/{pid}/comm", encoding="utf-8") as handle:
+                        name = "python" if pid == proc.pid else handle.read().strip()
+                except OSError:
+                    continue
+                peaks[pid] = (name, max(peaks.get(pid, (name, 0.0))[1], peak_rss_mib(pid)))
+            done.wait(poll_seconds)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    out = proc.stdout.read()
+    proc.wait()
+    done.set()
+    poller.join()
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv} failed")
+    by_kind: dict[str, float] = {}
+    for name, mib in peaks.values():
+        by_kind[name] = max(by_kind.get(name, 0.0), mib)
+    return seconds, by_kind, out.strip().splitlines()[-1] if out.strip() else ""

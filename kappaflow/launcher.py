@@ -2,7 +2,9 @@
 
 `--runner=DirectRunner` (the default) is resolved here, visibly: Beam's DirectRunner would first
 try to download and start Prism, then silently fall back. We pick what it falls back to: the
-FnApiRunner for batch, the BundleBasedDirectRunner for streaming.
+FnApiRunner for batch, the BundleBasedDirectRunner for streaming. `--runner=PrismRunner` and
+`--runner=FlinkRunner` get the binaries the set-up scripts cached (kappaflow/prism.py,
+kappaflow/flink.py); the label printed with the accounting says what really ran.
 """
 
 from __future__ import annotations
@@ -89,6 +91,14 @@ def resolve_runner(options: PipelineOptions) -> tuple[object, str]:
 
         beam_workarounds.disable_embedded_state_cache()
         return fn_runner.FnApiRunner(), "DirectRunner (FnApiRunner, batch)"
+    if name in ("PrismRunner", "prism"):
+        from kappaflow import prism
+
+        return prism.resolve(options)
+    if name in ("FlinkRunner", "flink"):
+        from kappaflow import flink
+
+        return flink.resolve(options)
     return name, name
 
 

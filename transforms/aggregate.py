@@ -89,9 +89,13 @@ class AggregateCombineFn(beam.CombineFn):
                 acc[i].append(value)
         return acc
 
-    def merge_accumulators(self, accumulators: Any) -> list:
+    def merge_accumulators(self, accumulators: Any) -> Optional[list]:
         accumulators = iter(accumulators)
-        merged = next(accumulators)
+        merged = next(accumulators, None)
+        if merged is None:
+            # An empty pane: Flink's GroupByKey fires some (e.g. an on-time pane of a window
+            # whose records all came as late firings). It carries no records: see extract_output.
+            return None
         for acc in accumulators:
             for i, m in enumerate(self._metrics):
                 kind = m.kind
@@ -109,7 +113,9 @@ class AggregateCombineFn(beam.CombineFn):
                     merged[i] = merged[i] + acc[i]
         return merged
 
-    def extract_output(self, acc: list) -> dict:
+    def extract_output(self, acc: Optional[list]) -> Optional[dict]:
+        if acc is None:
+            return None  # an empty pane: nothing to write (it would overwrite a row with zeros)
         out = {}
         for i, m in enumerate(self._metrics):
             value = acc[i]
@@ -142,13 +148,15 @@ class FormatWindowRowFn(beam.DoFn):
         self, element: tuple[tuple, dict], window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam
     ) -> Iterator[dict]:
         key, values = element
+        if values is None:
+            return []  # an empty pane (see AggregateCombineFn.extract_output)
         row = {"window_start": window.start.micros / 1e6, "window_end": window.end.micros / 1e6}
         row.update(zip(self._key_fields, key))
         row.update(values)
         row["pane_timing"] = self._TIMING[pane.timing]
         row["pane_index"] = pane.index
         row["updated_at"] = time.time()
-        yield row
+        return [row]
 
 
 class AggregatePerWindow(beam.PTransform):
