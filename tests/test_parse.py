@@ -139,8 +139,13 @@ def test_ip_never_leaks_from_valid_json_of_the_wrong_shape(payload):
     assert "10.66.77.88" not in json.dumps(dead)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_IP_PATTERN in transforms/parse.py misses compressed IPv6 ('::'): it stays in bad-JSON payloads"))
 def test_compressed_ipv6_is_redacted_in_bad_json():
     _, [letter] = run_fn(RawRecord(b'{"ip": "2001:db8::1"', "f:1"))
     assert "2001:db8" not in letter["payload"]
+
+
+def test_times_and_versions_in_bad_json_are_not_mistaken_for_ips():
+    raw = b'{"ts": "2026-01-05T08:00:00.702Z", "v": "1.2.3", "ip": "::1", "ip4": "10.1.2.3"'
+    _, [letter] = run_fn(RawRecord(raw, "f:2"))
+    assert "08:00:00.702" in letter["payload"] and "1.2.3" in letter["payload"]
+    assert "::1" not in letter["payload"] and "10.1.2.3" not in letter["payload"]

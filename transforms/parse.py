@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 from typing import Any, Iterable, Optional
@@ -18,7 +19,9 @@ from transforms.schema import Schema, ValidationError
 __all__ = ["ParseEvents", "ParseEventFn", "PiiHasher"]
 
 # IPv4 and (loosely) IPv6 literals: redacted from payloads we could not even decode.
-_IP_PATTERN = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\b(?:[0-9a-fA-F]{1,4}:){2,7}[0-9a-fA-F]{1,4}\b")
+# Candidates for IP literals in payloads we could not decode; `ipaddress` decides, so "::1" and
+# "2001:db8::1" are caught while a time such as "08:00:00" is not.
+_IP_CANDIDATE = re.compile(r"(?<![\w.:])[0-9A-Fa-f.:]*[.:][0-9A-Fa-f.:]*[.:][0-9A-Fa-f.:]*(?![\w.:])")
 
 
 class PiiHasher:
@@ -107,7 +110,15 @@ def _decode(payload: Any) -> Any:
 
 def _redact_text(payload: Any) -> str:
     text = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else str(payload)
-    return _IP_PATTERN.sub("<redacted>", text)
+    return _IP_CANDIDATE.sub(_redact_if_ip, text)
+
+
+def _redact_if_ip(match: re.Match) -> str:
+    try:
+        ipaddress.ip_address(match.group(0))
+    except ValueError:
+        return match.group(0)
+    return "<redacted>"
 
 
 class ParseEvents(beam.PTransform):
