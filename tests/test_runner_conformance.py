@@ -177,6 +177,16 @@ def flink_cluster():
         subprocess.run(["bash", script, "stop"], env=env, check=False, timeout=120)
 
 
+# Seen on Prism streaming only, intermittently (clickstream late sample: 3 of 7 runs; CDC ordered
+# sample: 1 CI run): a few records reach the stages after the dedup twice. Clickstream counted
+# aggregated 3,588 for 3,672 read = 20 invalid + 72 duplicates + 3,580, and its table counted them
+# twice; CDC counted applied + superseded 2 above read - invalid - duplicates (its versioned
+# upsert kept the table right). `read` stays exact. Not understood yet; never seen on the
+# DirectRunner or Flink. Not strict, because it does not happen on every run.
+PRISM_DOUBLE_DELIVERY = pytest.mark.xfail(strict=False, reason=(
+    "Prism streaming sometimes delivers a few records twice past the dedup stage (see comment)"))
+
+
 def _runner_params():
     for case in PIPELINES:
         for runner in RUNNERS:
@@ -205,16 +215,6 @@ def test_same_table_and_accounting(case, runner, samples, tmp_path, request):
     rows = case.read_output(output)
     diff = diff_tables(sample.batch_rows, rows)
     assert diff.identical, diff.summary()
-
-
-# Seen on Prism streaming only, intermittently (clickstream late sample: 3 of 7 runs; CDC ordered
-# sample: 1 CI run): a few records reach the stages after the dedup twice. Clickstream counted
-# aggregated 3,588 for 3,672 read = 20 invalid + 72 duplicates + 3,580, and its table counted them
-# twice; CDC counted applied + superseded 2 above read - invalid - duplicates (its versioned
-# upsert kept the table right). `read` stays exact. Not understood yet; never seen on the
-# DirectRunner or Flink. Not strict, because it does not happen on every run.
-PRISM_DOUBLE_DELIVERY = pytest.mark.xfail(strict=False, reason=(
-    "Prism streaming sometimes delivers a few records twice past the dedup stage (see comment)"))
 
 
 def _streaming_params():
