@@ -32,7 +32,9 @@ DEFAULT_CHECKPOINT_MS = 5000
 # - The replay's Impulse source emits its one element and then waits shutdown_sources_after_idle_ms
 #   (Beam's default with checkpoints: forever, so a replay never ends). Once it finishes, the
 #   downstream stage drains all remaining SDF work inside its finish() (ExecutableStageDoFnOperator
-#   .flushData), where no checkpoint completed; with 0 ms the whole replay ran there, uncheckpointed.
+#   .flushData), and Flink declines to trigger checkpoints meanwhile ("Checkpoint triggering task
+#   [8]{ReadInput, ...} is not being executed at the moment"). With 0 ms a checkpoint completed only
+#   when triggered in the instant before the source finished (0 in one run, 1 in another).
 #   So the source stays up DEFAULT_IDLE_SHUTDOWN_MS and checkpoints are taken meanwhile (a failure
 #   after that should restore from the last of them, the restored source waiting again: not measured).
 # - With finish_bundle_before_checkpointing=false (Beam's default) the SDF stalled after its first
