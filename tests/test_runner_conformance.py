@@ -252,10 +252,6 @@ def _rest(master: str, path: str):
         return json.load(response)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "No checkpoint completes during a replay on Beam 2.70's Flink runner: the Impulse source must "
-    "finish at once (--shutdown_sources_after_idle_ms=0), or the replay's deferred remainder is "
-    "left unread, and Beam takes no checkpoint after a source finished. Strict: passes -> XPASS fails."))
 def test_flink_cluster_survives_a_killed_taskmanager(samples, tmp_path, flink_cluster):
     """Kill -9 the TaskManager after the first completed checkpoint of a streaming replay, start a
     new one: the job restarts from the checkpoint and ends with the batch table (the upsert sinks
