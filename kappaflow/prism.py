@@ -8,12 +8,26 @@ from __future__ import annotations
 
 import os
 
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, PrismRunnerOptions
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    PipelineOptions,
+    PortableOptions,
+    PrismRunnerOptions,
+)
 from apache_beam.runners.portability.prism_runner import PrismRunner
 
 from kappaflow.runner_cache import BEAM_VERSION, cache_dir, require
 
-__all__ = ["binary", "resolve"]
+__all__ = ["DISABLE_SPLITS", "binary", "resolve"]
+
+# Prism 2.70 splits a slow bundle of ANY stage (its "SDF split" switch covers them all). On a
+# stateful stage a bundle can hold fired timers of some keys and data of others; the SDK answers
+# with an index into the data channel, and Prism applies it to the mixed data+timer list, so it
+# re-queues data and timers the SDK already processed (apache/beam#35771, "Unexpected split on a
+# bundle with timers"). Records then pass our dedup/router twice. Splitting only buys parallelism
+# inside a bundle, which a local runner does not need: turn it off.
+# tests/test_prism_splits.py shows both the bug and that this switch removes it.
+DISABLE_SPLITS = "prism_disable_sdf_split"
 
 
 def binary() -> str:
@@ -28,4 +42,5 @@ def resolve(options: PipelineOptions) -> tuple[PrismRunner, str]:
     # The SDK harness runs in this process: local paths (SQLite files) mean the same thing there.
     portable = options.view_as(PortableOptions)
     portable.environment_type = portable.environment_type or "LOOPBACK"
+    options.view_as(DebugOptions).add_experiment(DISABLE_SPLITS)
     return PrismRunner(), f"PrismRunner (prism {BEAM_VERSION}, {portable.environment_type})"

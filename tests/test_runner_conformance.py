@@ -177,21 +177,10 @@ def flink_cluster():
         subprocess.run(["bash", script, "stop"], env=env, check=False, timeout=120)
 
 
-# Seen on Prism streaming only, intermittently (clickstream late sample: 3 of 7 runs; CDC ordered
-# sample: 1 CI run): a few records reach the stages after the dedup twice. Clickstream counted
-# aggregated 3,588 for 3,672 read = 20 invalid + 72 duplicates + 3,580, and its table counted them
-# twice; CDC counted applied + superseded 2 above read - invalid - duplicates (its versioned
-# upsert kept the table right). `read` stays exact. Not understood yet; never seen on the
-# DirectRunner or Flink. Not strict, because it does not happen on every run.
-PRISM_DOUBLE_DELIVERY = pytest.mark.xfail(strict=False, reason=(
-    "Prism streaming sometimes delivers a few records twice past the dedup stage (see comment)"))
-
-
 def _runner_params():
     for case in PIPELINES:
         for runner in RUNNERS:
-            marks = (PRISM_DOUBLE_DELIVERY,) if runner.id == "prism-streaming" else ()
-            yield pytest.param(case, runner, id=f"{case.name}-{runner.id}", marks=marks)
+            yield pytest.param(case, runner, id=f"{case.name}-{runner.id}")
     yield pytest.param(PIPELINES[0], CLUSTER, id=f"{PIPELINES[0].name}-{CLUSTER.id}")
 
 
@@ -223,8 +212,7 @@ def _streaming_params():
             continue
         for runner in RUNNERS:
             if runner.streaming:
-                marks = (PRISM_DOUBLE_DELIVERY,) if runner.id == "prism-streaming" else ()
-                yield pytest.param(case, runner, id=f"{case.name}-{runner.id}", marks=marks)
+                yield pytest.param(case, runner, id=f"{case.name}-{runner.id}")
 
 
 @pytest.mark.parametrize("case,runner", _streaming_params())
