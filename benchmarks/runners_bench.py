@@ -1,6 +1,7 @@
 """Benchmark: each pipeline on each runner, same data, one run each, each in its own process.
 
     python benchmarks/runners_bench.py [--events 20000] [--workdir bench-runners-out] [--cluster]
+        [--only TEXT] [--pipelines clickstream,iot_sensors,cdc]
 
 Prints events/s (input lines / wall time, start-up included: a JVM or Prism start is part of
 what a user waits for), the peak RSS of the Python process (the launcher and, with LOOPBACK, the
@@ -12,11 +13,13 @@ and reports the peak RSS of its JobManager and TaskManager.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import os
 import socket
 import subprocess
 import sys
+from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import ROOT, measure_tree, peak_rss_mib  # noqa: E402
@@ -30,8 +33,70 @@ RUNS = (
     ("Flink embedded batch", ("--runner=FlinkRunner",)),
     ("Flink embedded streaming", ("--runner=FlinkRunner", "--streaming")),
 )
-# pipeline module → (sample generator module, output table schema); one line per pipeline.
-PIPELINES = {"clickstream": ("kappaflow.samples.clickstream", "kappaflow.schemas.clickstream:CLICKSTREAM_METRICS")}
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineBench:
+    """How to make a pipeline's sample and read its output, for the same run on every runner."""
+
+    # (sample path stem, events) → sample generator command, --input value, extra pipeline arguments
+    sample: Callable[[str, int], tuple[list[str], str, tuple[str, ...]]]
+    read_output: Callable[[str], dict]  # output URL → every output row, keyed by (table, *key)
+
+
+def _clickstream_sample(stem: str, events: int) -> tuple[list[str], str, tuple[str, ...]]:
+    reference = f"sqlite:///{stem}-reference.db"
+    return (["kappaflow.samples.clickstream", "--events", str(events), "--out", f"{stem}.jsonl",
+             "--reference_db", reference], f"{stem}.jsonl", (f"--reference_db={reference}",))
+
+
+def _iot_sample(stem: str, events: int) -> tuple[list[str], str, tuple[str, ...]]:
+    reference = f"sqlite:///{stem}-reference.db"
+    return (["kappaflow.samples.iot", "--readings", str(events), "--out", f"{stem}.jsonl",
+             "--reference_db", reference], f"{stem}.jsonl",
+            (f"--reference_db={reference}", "--ingest_time_field=ingest_time"))
+
+
+def _cdc_sample(stem: str, events: int) -> tuple[list[str], str, tuple[str, ...]]:
+    from kappaflow.samples.cdc import PRIMARY_KEYS
+
+    return (["kappaflow.samples.cdc", "--changes", str(events), "--out", stem], f"{stem}/*.jsonl",
+            (f"--primary_keys={PRIMARY_KEYS}",))
+
+
+def _iot_output(url: str) -> dict:
+    from kappaflow.schemas.iot import SENSOR_ALERTS, SENSOR_STATS
+    from kappaflow.tables import read_rows
+
+    alerts = {k: {c: v for c, v in row.items() if c != "created_at"}  # when the run raised it
+              for k, row in read_rows(url, SENSOR_ALERTS).items()}
+    return {**{("stats", *k): v for k, v in read_rows(url, SENSOR_STATS).items()},
+            **{("alert", *k): v for k, v in alerts.items()}}
+
+
+def _cdc_output(url: str) -> dict:
+    from kappaflow.tables import read_change_tables
+
+    return {(table, *key): row for table, rows in read_change_tables(url).items() for key, row in rows.items()}
+
+
+def _clickstream_output(url: str) -> dict:
+    from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
+    from kappaflow.tables import read_rows
+
+    return {("metrics", *k): v for k, v in read_rows(url, CLICKSTREAM_METRICS).items()}
+
+
+PIPELINES = {
+    "clickstream": PipelineBench(_clickstream_sample, _clickstream_output),
+    "iot_sensors": PipelineBench(_iot_sample, _iot_output),
+    "cdc": PipelineBench(_cdc_sample, _cdc_output),
+}
+
+
+def _count_lines(path: str) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for _ in handle)
 
 
 def _free_port() -> int:
@@ -45,11 +110,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--workdir", default="bench-runners-out")
     parser.add_argument("--cluster", action="store_true", help="also run on a local standalone Flink cluster")
+    parser.add_argument("--only", default="", help="run only the runners whose label contains this text "
+                        "(e.g. 'cluster'), besides the DirectRunner batch reference")
+    parser.add_argument("--pipelines", default=",".join(PIPELINES), help="comma-separated pipelines to run")
     args = parser.parse_args()
     work = os.path.abspath(args.workdir)
     os.makedirs(work, exist_ok=True)
 
-    from kappaflow.tables import diff_tables, read_rows
+    from kappaflow.tables import diff_tables
 
     cluster_env = None
     runs = list(RUNS)
@@ -59,25 +127,23 @@ def main() -> None:
         runs.append(("Flink cluster streaming",
                      ("--runner=FlinkRunner", "--streaming", f"--flink_master=127.0.0.1:{cluster_env['FLINK_REST_PORT']}")))
     try:
-        for pipeline, (sample_module, table_ref) in PIPELINES.items():
-            module_name, table_name = table_ref.split(":")
-            table = getattr(__import__(module_name, fromlist=[table_name]), table_name)
-            events, reference = f"{work}/{pipeline}-events.jsonl", f"sqlite:///{work}/{pipeline}-reference.db"
+        runs = [runs[0], *(run for run in runs[1:] if args.only.lower() in run[0].lower())]
+        for pipeline in args.pipelines.split(","):
+            bench = PIPELINES[pipeline]
+            command, sample_input, pipeline_args = bench.sample(f"{work}/{pipeline}-sample", args.events)
             print(f"[{pipeline}] generating {args.events:,} events ...", flush=True)
-            subprocess.run([sys.executable, "-m", sample_module, "--events", str(args.events), "--out", events,
-                            "--reference_db", reference], cwd=ROOT, check=True)
-            with open(events, "rb") as handle:
-                lines = sum(1 for _ in handle)
+            subprocess.run([sys.executable, "-m", *command], cwd=ROOT, check=True)
+            lines = sum(_count_lines(path) for path in glob.glob(sample_input))
             rows, reference_rows = [], None
             for index, (label, runner_args) in enumerate(runs):
                 db = f"{work}/{pipeline}-{index}.db"
                 if os.path.exists(db):
                     os.remove(db)
                 seconds, peaks, line = measure_tree([
-                    sys.executable, "-m", f"pipelines.{pipeline}", f"--input={events}",
-                    f"--reference_db={reference}", f"--output=sqlite:///{db}", *runner_args])
+                    sys.executable, "-m", f"pipelines.{pipeline}", f"--input={sample_input}",
+                    f"--output=sqlite:///{db}", *pipeline_args, *runner_args])
                 print(f"  {line}", flush=True)
-                table_rows = read_rows(f"sqlite:///{db}", table)
+                table_rows = bench.read_output(f"sqlite:///{db}")
                 if reference_rows is None:
                     reference_rows = table_rows
                 same = diff_tables(reference_rows, table_rows).summary()
