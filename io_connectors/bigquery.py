@@ -34,6 +34,7 @@ from typing import Any, Iterator, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from io_connectors.batched_write import WriteInBatchesFn
 from transforms import metrics
 from transforms.enrich_database import RetryPolicy
 from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
@@ -156,13 +157,14 @@ class _Rejected(Exception):
         self.errors = errors
 
 
-class WriteRowsToBigQueryFn(beam.DoFn):
+class WriteRowsToBigQueryFn(WriteInBatchesFn):
     """Buffers rows; sends them by load job (batch) or streaming insert; dead-letters rejects."""
 
     def __init__(
         self, location: BigQueryLocation, schema: Schema, table: str, pipeline: str, streaming: bool,
         endpoint: Optional[str], temp_location: Optional[str], batch_size: int, retry: RetryPolicy, counter: str,
     ) -> None:
+        super().__init__(batch_size)
         self._location = location
         self._schema = schema
         self._table_id = location.table_id(table)
@@ -170,7 +172,6 @@ class WriteRowsToBigQueryFn(beam.DoFn):
         self._streaming = streaming
         self._endpoint = endpoint
         self._temp_location = temp_location
-        self._batch_size = batch_size
         self._retry = retry
         self._written = Metrics.counter(metrics.NAMESPACE, counter)
         self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
@@ -183,25 +184,7 @@ class WriteRowsToBigQueryFn(beam.DoFn):
     def teardown(self) -> None:
         self._client.close()
 
-    def start_bundle(self) -> None:
-        self._buffer: list[dict] = []
-
-    def process(self, row: dict) -> Iterator[Any]:
-        self._buffer.append(row)
-        if len(self._buffer) >= self._batch_size:
-            yield from self._flush()
-
-    def finish_bundle(self) -> Iterator[Any]:
-        from apache_beam.transforms.window import GlobalWindow
-        from apache_beam.utils.windowed_value import WindowedValue
-
-        for letter in self._flush():
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, WindowedValue(letter.value, time.time(), [GlobalWindow()]))
-
-    def _flush(self) -> Iterator[Any]:
-        rows, self._buffer = self._buffer, []
-        if not rows:
-            return
+    def write_batch(self, rows: list[dict]) -> Iterator[Any]:
         try:
             self._send_with_retry(rows)
             self._written.inc(len(rows))

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Optional, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from io_connectors.batched_write import WriteInBatchesFn
 from transforms import metrics
 from transforms.enrich_database import RetryPolicy
 from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
@@ -102,19 +103,19 @@ class ReadPubSubRecords(beam.PTransform):
         )
 
 
-class PublishMessagesFn(beam.DoFn):
+class PublishMessagesFn(WriteInBatchesFn):
     """Buffers dicts, publishes them as a batch, retries the failed ones, dead-letters the rest."""
 
     def __init__(
         self, topic: str, pipeline: str, attributes: Sequence[str], batch_size: int,
         retry: RetryPolicy, timeout_seconds: float, schema: Optional[Schema] = None,
     ) -> None:
+        super().__init__(batch_size)
         self._topic = topic
         # Top-level TIMESTAMP fields of `schema` are published as RFC 3339 text, not epoch floats.
         self._timestamps = tuple(f.name for f in schema.fields if f.type is FieldType.TIMESTAMP) if schema else ()
         self._pipeline = pipeline
         self._attributes = tuple(attributes)
-        self._batch_size = batch_size
         self._retry = retry
         self._timeout = timeout_seconds
         self._published = Metrics.counter(metrics.NAMESPACE, PUBLISHED)
@@ -129,29 +130,12 @@ class PublishMessagesFn(beam.DoFn):
     def teardown(self) -> None:
         self._client.stop()
 
-    def start_bundle(self) -> None:
-        self._buffer: list[dict] = []
-
-    def process(self, element: dict) -> Iterator[Any]:
-        self._buffer.append(element)
-        if len(self._buffer) >= self._batch_size:
-            yield from self._flush()
-
-    def finish_bundle(self) -> Iterator[Any]:
-        from apache_beam.transforms.window import GlobalWindow
-        from apache_beam.utils.windowed_value import WindowedValue
-
-        for letter in self._flush():
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG, WindowedValue(letter.value, time.time(), [GlobalWindow()]))
-
     def _message(self, element: dict) -> tuple[bytes, dict[str, str]]:
         body = {k: format_timestamp(v) if k in self._timestamps and v is not None else v for k, v in element.items()}
         data = json.dumps(body, sort_keys=True, default=str).encode("utf-8")
         return data, {a: str(body[a]) for a in self._attributes if body.get(a) is not None}
 
-    def _flush(self) -> Iterator[Any]:
-        pending, self._buffer = self._buffer, []
+    def write_batch(self, pending: list[dict]) -> Iterator[Any]:
         backoffs = self._retry.backoffs()
         errors: dict[int, str] = {}
         while pending:

@@ -17,6 +17,7 @@ import apache_beam as beam
 import sqlalchemy as sa
 from apache_beam.metrics import Metrics
 
+from io_connectors.batched_write import WriteInBatchesFn
 from transforms import metrics
 from transforms.enrich_database import RetryPolicy
 from transforms.records import DEAD_LETTER_TAG, dead_letter
@@ -146,17 +147,17 @@ def _with_kept_values(conn: Any, table: sa.Table, key: Sequence[str], keep: Sequ
     return out
 
 
-class UpsertRowsFn(beam.DoFn):
+class UpsertRowsFn(WriteInBatchesFn):
     def __init__(
         self, url: str, schema: Schema, table: Optional[str], pipeline: str,
         batch_size: int, retry: RetryPolicy, counter: str, keep_on_update: Sequence[str] = (),
     ) -> None:
+        super().__init__(batch_size)
         self._url = url
         self._keep = tuple(keep_on_update)
         self._schema = schema
         self._table_name = table
         self._pipeline = pipeline
-        self._batch_size = batch_size
         self._retry = retry
         self._written = Metrics.counter(metrics.NAMESPACE, counter)
         self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
@@ -171,33 +172,21 @@ class UpsertRowsFn(beam.DoFn):
     def teardown(self) -> None:
         self._engine.dispose()
 
-    def start_bundle(self) -> None:
-        self._buffer: dict[tuple, dict] = {}
+    def _one_row_per_key(self, batch: list[dict]) -> list[dict]:
+        # One statement may not update a row twice: within a batch the later pane wins, and the
+        # first value of an insert-only column stays.
+        by_key: dict[tuple, dict] = {}
+        for row in batch:
+            key = tuple(row[k] for k in self._schema.key)
+            previous = by_key.get(key)
+            if previous is None or row.get("pane_index", 0) >= previous.get("pane_index", 0):
+                by_key[key] = {c: row.get(c) for c in self._columns}
+                if previous is not None:
+                    by_key[key].update({c: previous[c] for c in self._keep})
+        return list(by_key.values())
 
-    def process(self, row: dict) -> Iterator[Any]:
-        key = tuple(row[k] for k in self._schema.key)
-        previous = self._buffer.get(key)
-        # Within a batch the later pane wins: one statement may not update a row twice.
-        if previous is None or row.get("pane_index", 0) >= previous.get("pane_index", 0):
-            self._buffer[key] = {c: row.get(c) for c in self._columns}
-            if previous is not None:  # the first value of an insert-only column stays
-                self._buffer[key].update({c: previous[c] for c in self._keep})
-        if len(self._buffer) >= self._batch_size:
-            yield from self._flush()
-
-    def finish_bundle(self) -> Iterator[Any]:
-        from apache_beam.transforms.window import GlobalWindow
-        from apache_beam.utils.windowed_value import WindowedValue
-
-        for letter in self._flush():
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG, WindowedValue(letter.value, time.time(), [GlobalWindow()])
-            )
-
-    def _flush(self) -> Iterator[Any]:
-        rows, self._buffer = list(self._buffer.values()), {}
-        if not rows:
-            return
+    def write_batch(self, batch: list[dict]) -> Iterator[Any]:
+        rows = self._one_row_per_key(batch)
         if self._write_with_retry(rows):
             self._written.inc(len(rows))
             return
