@@ -7,12 +7,10 @@ skips the DuckDB spatial extension that its start-up would download (GEOGRAPHY i
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 
 import pytest
 
-from fixtures_servers import free_port, wait_for_port
+from fixtures_servers import ServerProcess, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROJECT = "kappaflow-test"
@@ -25,14 +23,11 @@ class BigQueryEmulator:
             raise RuntimeError("bqemulator is not installed: run scripts/setup-bqemulator.sh")
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
-        self._log = tempfile.NamedTemporaryFile(prefix="kappaflow-bqemulator-", suffix=".log", delete=False)
-        self._proc = subprocess.Popen(
+        self._server = ServerProcess(
             [python, os.path.join(ROOT, "scripts", "bqemulator_offline.py"), "start",
              f"--rest-port={self.port}", f"--grpc-port={free_port()}", f"--project={PROJECT}",
              "--log-level=warning"],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, 90, "bqemulator")
+            self.port, 90, "bqemulator")
 
     def client(self):
         from io_connectors.bigquery import bigquery_client
@@ -47,13 +42,7 @@ class BigQueryEmulator:
         return f"bigquery:{PROJECT}.{name}"
 
     def stop(self) -> None:
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-        self._log.close()
-        os.unlink(self._log.name)
+        self._server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
-import tempfile
 import uuid
 
 import pytest
 
-from fixtures_servers import free_port, wait_for_port
+from fixtures_servers import ServerProcess, free_port
 
 PROJECT = "kappaflow-test"
 
@@ -22,12 +20,8 @@ class PubSubEmulator:
             raise RuntimeError("no Pub/Sub emulator: run scripts/setup-pubsub-emulator.sh")
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
-        self._log = tempfile.NamedTemporaryFile(prefix="kappaflow-pubsub-", suffix=".log", delete=False)
-        self._proc = subprocess.Popen(
-            ["java", "-jar", jars[-1], "--host=127.0.0.1", f"--port={self.port}"],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, 60, "the Pub/Sub emulator")
+        self._server = ServerProcess(["java", "-jar", jars[-1], "--host=127.0.0.1", f"--port={self.port}"],
+                                     self.port, 60, "the Pub/Sub emulator")
 
     def topic(self) -> str:
         """A new topic with one subscription; returns the topic path (subscription: `subscription_of`)."""
@@ -75,13 +69,7 @@ class PubSubEmulator:
         return messages
 
     def stop(self) -> None:
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-        self._log.close()
-        os.unlink(self._log.name)
+        self._server.stop()
 
 
 @pytest.fixture(scope="session")

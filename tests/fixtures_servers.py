@@ -1,8 +1,12 @@
-"""Helpers shared by the real-server fixtures: free loopback ports and waiting for a server."""
+"""Helpers shared by the real-server fixtures: free loopback ports, starting a server process
+with its output in a log file, waiting for it to listen, and stopping it."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import tempfile
 import time
 
 
@@ -21,3 +25,21 @@ def wait_for_port(port: int, timeout: float, what: str) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+class ServerProcess:
+    """A server started with `argv`, its output in a temporary log, listening on `port` within `timeout`."""
+
+    def __init__(self, argv: list[str], port: int, timeout: float, what: str) -> None:
+        self._log = tempfile.NamedTemporaryFile(prefix=f"kappaflow-{what.split()[-1]}-", suffix=".log", delete=False)
+        self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_for_port(port, timeout, what)
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        self._log.close()
+        os.unlink(self._log.name)
