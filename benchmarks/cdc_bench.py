@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, measure, report  # noqa: E402
+from harness import ROOT, beam_against_baseline, count_lines  # noqa: E402
 
 
 def main() -> None:
@@ -31,25 +31,15 @@ def main() -> None:
     print(f"generating {args.changes:,} changes ...", flush=True)
     subprocess.run([sys.executable, "-m", "kappaflow.samples.cdc", "--changes", str(args.changes),
                     "--out", f"{work}/in"], cwd=ROOT, check=True)
-    lines = 0
-    for name in sorted(os.listdir(f"{work}/in")):
-        with open(f"{work}/in/{name}", "rb") as handle:
-            lines += sum(1 for _ in handle)
-
-    print("running the Beam pipeline (batch, DirectRunner) ...", flush=True)
-    beam_s, beam_mb, beam_line = measure([
-        sys.executable, "-m", "pipelines.cdc", f"--input={inputs}", f"--output=sqlite:///{work}/beam.db",
-        f"--primary_keys={PRIMARY_KEYS}"])
-    print(f"  {beam_line}")
-    print("running the plain-Python baseline ...", flush=True)
-    base_s, base_mb, _ = measure([
-        sys.executable, "benchmarks/baseline_cdc.py", inputs, f"sqlite:///{work}/baseline.db", PRIMARY_KEYS])
+    beam_against_baseline(
+        [sys.executable, "-m", "pipelines.cdc", f"--input={inputs}", f"--output=sqlite:///{work}/beam.db",
+         f"--primary_keys={PRIMARY_KEYS}"],
+        [sys.executable, "benchmarks/baseline_cdc.py", inputs, f"sqlite:///{work}/baseline.db", PRIMARY_KEYS],
+        count_lines(inputs))
 
     from kappaflow.tables import read_change_tables
 
     same = read_change_tables(f"sqlite:///{work}/beam.db") == read_change_tables(f"sqlite:///{work}/baseline.db")
-    report([("(a) Beam batch, DirectRunner", beam_s, beam_mb), ("(b) plain Python baseline", base_s, base_mb)],
-           lines)
     print(f"same target tables (every column, tombstones included) from both: {'yes' if same else 'NO'}")
 
 

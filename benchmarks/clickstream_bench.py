@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, measure, report  # noqa: E402
+from harness import ROOT, beam_against_baseline, count_lines  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,17 +29,11 @@ def main() -> None:
     print(f"generating {args.events:,} events ...", flush=True)
     subprocess.run([sys.executable, "-m", "kappaflow.samples.clickstream", "--events", str(args.events),
                     "--out", events, "--reference_db", reference], cwd=ROOT, check=True)
-    with open(events, "rb") as handle:
-        lines = sum(1 for _ in handle)
-
-    print("running the Beam pipeline (batch, DirectRunner) ...", flush=True)
-    beam_s, beam_mb, beam_line = measure([
-        sys.executable, "-m", "pipelines.clickstream", f"--input={events}", f"--reference_db={reference}",
-        f"--output=sqlite:///{work}/beam.db"])
-    print(f"  {beam_line}")
-    print("running the plain-Python baseline ...", flush=True)
-    base_s, base_mb, _ = measure([
-        sys.executable, "benchmarks/baseline_clickstream.py", events, reference, f"sqlite:///{work}/baseline.db"])
+    beam_against_baseline(
+        [sys.executable, "-m", "pipelines.clickstream", f"--input={events}", f"--reference_db={reference}",
+         f"--output=sqlite:///{work}/beam.db"],
+        [sys.executable, "benchmarks/baseline_clickstream.py", events, reference, f"sqlite:///{work}/baseline.db"],
+        count_lines(events))
 
     from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
     from kappaflow.tables import diff_tables, read_rows
@@ -49,8 +43,6 @@ def main() -> None:
         return {k: {**v, "revenue": round(v["revenue"], 6)} for k, v in read_rows(url, CLICKSTREAM_METRICS).items()}
 
     same = diff_tables(rounded(f"sqlite:///{work}/beam.db"), rounded(f"sqlite:///{work}/baseline.db"))
-    report([("(a) Beam batch, DirectRunner", beam_s, beam_mb), ("(b) plain Python baseline", base_s, base_mb)],
-           lines)
     print(f"same clickstream_metrics table from both: {same.summary()}")
 
 

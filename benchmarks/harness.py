@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import time
@@ -29,6 +30,27 @@ def report(rows: list[tuple[str, float, float]], lines: int) -> None:
     (_, a_s, a_mb), (_, b_s, b_mb) = rows[0], rows[1]
     print(f"ratio (a)/(b): throughput {b_s / a_s:.3f}x, peak RSS {a_mb / b_mb:.2f}x "
           f"({lines:,} input lines; wall time includes interpreter start-up)")
+
+
+def count_lines(pattern: str) -> int:
+    """Input lines in the files matching `pattern` (a path or a glob)."""
+    total = 0
+    for path in glob.glob(pattern):
+        with open(path, "rb") as handle:
+            total += sum(1 for _ in handle)
+    return total
+
+
+def beam_against_baseline(beam_argv: list[str], baseline_argv: list[str], lines: int) -> None:
+    """Run the Beam pipeline (batch, DirectRunner) and the plain-Python baseline, each in its own
+    process, and print their events/s, peak RSS and ratios."""
+    print("running the Beam pipeline (batch, DirectRunner) ...", flush=True)
+    beam_s, beam_mb, beam_line = measure(beam_argv)
+    print(f"  {beam_line}")
+    print("running the plain-Python baseline ...", flush=True)
+    base_s, base_mb, _ = measure(baseline_argv)
+    report([("(a) Beam batch, DirectRunner", beam_s, beam_mb), ("(b) plain Python baseline", base_s, base_mb)],
+           lines)
 
 
 def _children(pid: int) -> list[int]:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, measure, report  # noqa: E402
+from harness import ROOT, beam_against_baseline, count_lines  # noqa: E402
 
 
 def main() -> None:
@@ -30,17 +30,11 @@ def main() -> None:
     print(f"generating {args.readings:,} readings ...", flush=True)
     subprocess.run([sys.executable, "-m", "kappaflow.samples.iot", "--readings", str(args.readings),
                     "--out", readings, "--reference_db", reference], cwd=ROOT, check=True)
-    with open(readings, "rb") as handle:
-        lines = sum(1 for _ in handle)
-
-    print("running the Beam pipeline (batch, DirectRunner) ...", flush=True)
-    beam_s, beam_mb, beam_line = measure([
-        sys.executable, "-m", "pipelines.iot_sensors", f"--input={readings}", f"--reference_db={reference}",
-        "--ingest_time_field=ingest_time", f"--output=sqlite:///{work}/beam.db"])
-    print(f"  {beam_line}")
-    print("running the plain-Python baseline ...", flush=True)
-    base_s, base_mb, _ = measure([
-        sys.executable, "benchmarks/baseline_iot.py", readings, reference, f"sqlite:///{work}/baseline.db"])
+    beam_against_baseline(
+        [sys.executable, "-m", "pipelines.iot_sensors", f"--input={readings}", f"--reference_db={reference}",
+         "--ingest_time_field=ingest_time", f"--output=sqlite:///{work}/beam.db"],
+        [sys.executable, "benchmarks/baseline_iot.py", readings, reference, f"sqlite:///{work}/baseline.db"],
+        count_lines(readings))
 
     from kappaflow.schemas.iot import SENSOR_ALERTS, SENSOR_STATS
     from kappaflow.tables import diff_tables, read_rows
@@ -54,8 +48,6 @@ def main() -> None:
         return {k: {c: x for c, x in v.items() if c != "created_at"} for k, v in rows.items()}
 
     beam_db, base_db = f"sqlite:///{work}/beam.db", f"sqlite:///{work}/baseline.db"
-    report([("(a) Beam batch, DirectRunner", beam_s, beam_mb), ("(b) plain Python baseline", base_s, base_mb)],
-           lines)
     print(f"same sensor_stats from both: {diff_tables(stats(beam_db), stats(base_db)).summary()}; "
           f"same sensor_alerts: {diff_tables(alerts(beam_db), alerts(base_db)).summary()}")
 

@@ -22,7 +22,7 @@ import sys
 from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, measure_tree, peak_rss_mib  # noqa: E402
+from harness import ROOT, count_lines, measure_tree, peak_rss_mib  # noqa: E402
 
 # (label, runner arguments); the first is the reference table.
 RUNS = (
@@ -94,11 +94,6 @@ PIPELINES = {
 }
 
 
-def _count_lines(path: str) -> int:
-    with open(path, "rb") as handle:
-        return sum(1 for _ in handle)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -133,7 +128,7 @@ def main() -> None:
             command, sample_input, pipeline_args = bench.sample(f"{work}/{pipeline}-sample", args.events)
             print(f"[{pipeline}] generating {args.events:,} events ...", flush=True)
             subprocess.run([sys.executable, "-m", *command], cwd=ROOT, check=True)
-            lines = sum(_count_lines(path) for path in glob.glob(sample_input))
+            lines = count_lines(sample_input)
             rows, reference_rows = [], None
             for index, (label, runner_args) in enumerate(runs):
                 db = f"{work}/{pipeline}-{index}.db"
