@@ -1,8 +1,10 @@
 """Run a pipeline built by `build(pipeline, options)`, then print and report its accounting.
 
 `--runner=DirectRunner` (the default) is resolved here, visibly: Beam's DirectRunner would first
-try to download and start Prism, then silently fall back. We pick what it falls back to: the
-FnApiRunner for batch, the BundleBasedDirectRunner for streaming. `--runner=PrismRunner` and
+try to download and start Prism, then silently fall back. We pick: the FnApiRunner for batch, and
+for streaming Prism from the binary the set-up built (the Python streaming DirectRunner cannot
+replay files: it holds a splittable DoFn's watermark until the file is done, and it runs stateful
+stages at a few hundred records a second). `--runner=PrismRunner` and
 `--runner=FlinkRunner` get the binaries the set-up scripts cached (kappaflow/prism.py,
 kappaflow/flink.py); the label printed with the accounting says what really ran.
 """
@@ -83,10 +85,10 @@ def resolve_runner(options: PipelineOptions) -> tuple[object, str]:
     name = standard.runner or "DirectRunner"
     if name in ("DirectRunner", "direct"):
         if standard.streaming:
-            from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+            from kappaflow import prism
 
-            beam_workarounds.keep_streaming_metrics()
-            return BundleBasedDirectRunner(), "DirectRunner (BundleBasedDirectRunner, streaming)"
+            runner, label = prism.resolve(options)
+            return runner, f"{label}, the local streaming runner"
         from apache_beam.runners.portability.fn_api_runner import fn_runner
 
         beam_workarounds.disable_embedded_state_cache()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from io_connectors.replay import ReplayConfig
+from transforms.dedup import DedupConfig
 from transforms.windowing import WindowConfig
 
 __all__ = ["KappaflowOptions"]
@@ -39,6 +41,7 @@ class KappaflowOptions(PipelineOptions):
         "dedup_horizon_seconds": _NUMBER,
         "max_out_of_orderness_seconds": _NUMBER,
         "replay_chunk_size": _WHOLE,
+        "replay_speed": _NUMBER,
         "input_subscription": r"^projects/[^/]+/subscriptions/[^/]+$",
         "alerts_topic": r"^projects/[^/]+/topics/[^/]+$",
         "bigquery_method": r"^(AUTO|FILE_LOADS|STREAMING_INSERTS|STORAGE_WRITE_API)$",
@@ -66,11 +69,15 @@ class KappaflowOptions(PipelineOptions):
         parser.add_argument("--early_firing_seconds", type=float, default=30.0,
                             help="Early panes every N seconds of processing time (streaming only); 0: none.")
         parser.add_argument("--dedup_horizon_seconds", type=float, default=3600.0,
-                            help="How long (event time) after the last copy a duplicate is still recognised.")
+                            help="Copies of an id whose event times fall in the same bucket of this many seconds "
+                                 "(aligned to the epoch) are duplicates.")
         parser.add_argument("--max_out_of_orderness_seconds", type=float, default=60.0,
                             help="Streaming replay: the watermark trails the largest event time by this much.")
         parser.add_argument("--replay_chunk_size", type=int, default=2000,
-                            help="Streaming replay: records between watermark advances.")
+                            help="Streaming replay: records between watermark advances (checkpoints).")
+        parser.add_argument("--replay_speed", type=float, default=None,
+                            help="Streaming replay: replay event time at N x real time (a paced load test); "
+                                 "default: as fast as possible.")
         parser.add_argument("--input_subscription", default=None,
                             help="Read from Pub/Sub instead of --input: projects/P/subscriptions/S (with --streaming).")
         parser.add_argument("--timestamp_attribute", default=None,
@@ -102,8 +109,14 @@ class KappaflowOptions(PipelineOptions):
             early_firing_seconds=self.early_firing_seconds or None,
         )
 
+    def dedup_config(self, windows: Optional[WindowConfig] = None) -> DedupConfig:
+        """Buckets stay open as long as the windows after them can still take a record."""
+        lateness = self.dedup_horizon_seconds if windows is None else (
+            windows.size_seconds + windows.state_retention_seconds)
+        return DedupConfig(self.dedup_horizon_seconds, lateness)
+
     def replay_config(self) -> ReplayConfig:
-        return ReplayConfig(self.max_out_of_orderness_seconds, self.replay_chunk_size)
+        return ReplayConfig(self.max_out_of_orderness_seconds, self.replay_chunk_size, self.replay_speed)
 
     @property
     def hash_salt(self) -> str:

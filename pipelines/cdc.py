@@ -20,14 +20,20 @@ from io_connectors.sources import ReadInput
 from kappaflow.launcher import run_main
 from kappaflow.options import KappaflowOptions
 from transforms.debezium import ParseChanges, PrimaryKeys
-from transforms.dedup import DedupConfig, DeduplicateEvents
+from transforms.dedup import DeduplicateEvents
 from transforms.event_time import EventTimeOf, WithEventTime
 from transforms.records import DEAD_LETTER_TAG
+from transforms.windowing import WindowConfig
 
 PIPELINE = "cdc"
 # When the change was made (source.ts_ms), else when the connector saw it; wrapped or bare.
 CHANGE_TIME = EventTimeOf("payload.source.ts_ms", "source.ts_ms", "payload.ts_ms", "ts_ms")
 
+
+# CDC has no windows; a re-delivery is recognised for a week after its bucket (Kafka's default
+# retention), and one later than that is dropped by the runner with its expired bucket.
+REDELIVERY_WINDOWS = WindowConfig(size_seconds=1.0, allowed_lateness_seconds=7 * 86400.0,
+                                  early_firing_seconds=None, late_margin_seconds=0.0)
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _TABLE_KEY = rf"{_IDENTIFIER}:{_IDENTIFIER}(\+{_IDENTIFIER})*"
@@ -63,8 +69,7 @@ def build(p: beam.Pipeline, opts: CdcOptions) -> None:
     unique = (
         parsed.changes
         | "EventTime" >> WithEventTime("event_time")
-        | "DropRedeliveries" >> DeduplicateEvents(
-            lambda c: c["change_id"], DedupConfig(opts.dedup_horizon_seconds))
+        | "DropRedeliveries" >> DeduplicateEvents(lambda c: c["change_id"], opts.dedup_config(REDELIVERY_WINDOWS))
     )
     apply_failures = unique | "ApplyChanges" >> ApplyChanges(
         opts.output, keys, PIPELINE, opts.apply_batch_size)

@@ -1,4 +1,4 @@
-"""Shared helpers: explicit runners (never Prism), counter lookup, small event factories."""
+"""Shared helpers: explicit runners, counter lookup, small event factories."""
 
 from __future__ import annotations
 
@@ -32,6 +32,15 @@ def streaming_pipeline() -> TestPipeline:
     return TestPipeline(runner=BundleBasedDirectRunner(), options=PipelineOptions(["--streaming"]))
 
 
+def prism_pipeline() -> TestPipeline:
+    """Prism, the local streaming runner, as the launcher resolves it (cached binary, LOOPBACK)."""
+    from kappaflow import prism
+
+    options = PipelineOptions(["--streaming"])
+    runner, _ = prism.resolve(options)
+    return TestPipeline(runner=runner, options=options)
+
+
 def counter(result, name: str, namespace: str = metrics.NAMESPACE) -> int:
     query = result.metrics().query(MetricsFilter().with_namespace(namespace).with_name(name))
     total = 0
@@ -62,6 +71,11 @@ def run_batch():
 @pytest.fixture
 def run_streaming():
     return _runner(streaming_pipeline)
+
+
+@pytest.fixture
+def run_prism():
+    return _runner(prism_pipeline)
 
 
 @pytest.fixture
