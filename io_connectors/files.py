@@ -9,14 +9,14 @@ import csv
 import gzip
 import io
 import json
-from typing import Generator, Iterator, Optional
+from typing import Generator, Iterable, Iterator, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.records import RawRecord
 from transforms.schema import parse_timestamp
 
-__all__ = ["expand_pattern", "read_records", "file_format", "open_positioned", "position_kind"]
+__all__ = ["expand_pattern", "read_all", "read_records", "file_format", "open_positioned", "position_kind"]
 
 FORMATS = ("jsonl", "csv", "avro", "parquet")
 
@@ -60,6 +60,12 @@ def read_records(path: str, ingest_time_field: Optional[str] = None) -> Iterator
     if ingest_time_field is None:
         return records
     return (lift_ingest_time(record, ingest_time_field) for record in records)
+
+
+def read_all(paths: Iterable[str], ingest_time_field: Optional[str] = None) -> Iterator[RawRecord]:
+    """The files as one log, in the given order."""
+    for path in paths:
+        yield from read_records(path, ingest_time_field)
 
 
 def lift_ingest_time(record: RawRecord, field: str) -> RawRecord:

@@ -56,9 +56,9 @@ class DeduplicateFn(beam.DoFn):
     def process(self, element: beam.typehints.Tuple[str, Any], seen=beam.DoFn.StateParam(SEEN)) -> Iterator[dict]:
         if seen.read():
             self._duplicates.inc()
-            return
-        seen.write(True)
-        yield element[1]
+        else:
+            seen.write(True)
+            yield element[1]
 
 
 class DeduplicateEvents(beam.PTransform):
@@ -70,6 +70,7 @@ class DeduplicateEvents(beam.PTransform):
         self._config = config
 
     def expand(self, events: beam.PCollection) -> beam.PCollection:
+        original = events.windowing
         return (
             events
             | "KeyByDedupKey" >> beam.Map(lambda e, key=self._key: (key(e), e))
@@ -78,4 +79,8 @@ class DeduplicateEvents(beam.PTransform):
                 window.FixedWindows(self._config.horizon_seconds),
                 allowed_lateness=Duration.of(self._config.allowed_lateness_seconds))
             | "DropDuplicates" >> beam.ParDo(DeduplicateFn())
+            # The buckets are this step's business: later steps see the windows they were given.
+            | "RestoreWindows" >> beam.WindowInto(
+                original.windowfn, trigger=original.triggerfn, accumulation_mode=original.accumulation_mode,
+                timestamp_combiner=original.timestamp_combiner, allowed_lateness=original.allowed_lateness)
         )
