@@ -178,7 +178,8 @@ def run(
         build(pipeline, own)
     except (ValueError, FileNotFoundError) as err:  # the graph refused an option: nothing has run
         raise ConfigurationError(str(err)) from err
-    progress = ProgressMonitor(pipeline_name, own.progress, own.progress_seconds, estimate_records(own.input))
+    progress = ProgressMonitor(pipeline_name, own.progress, own.progress_seconds, estimate_records(own.input),
+                               replay=streaming)
     with progress as monitor:
         result = pipeline.run()
         monitor.follow(result)

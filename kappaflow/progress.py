@@ -93,7 +93,7 @@ class ProgressMonitor:
     """
 
     def __init__(self, label: str, mode: str = "auto", interval: float = 10.0,
-                 total: Optional[int] = None, stream: Optional[TextIO] = None) -> None:
+                 total: Optional[int] = None, stream: Optional[TextIO] = None, replay: bool = False) -> None:
         if mode not in ("auto", "bar", "plain", "off"):
             raise ValueError(f"progress mode must be auto, bar, plain or off, not {mode!r}")
         if interval <= 0:
@@ -105,6 +105,8 @@ class ProgressMonitor:
         self._label = label
         self._interval = interval
         self._total = total
+        self._replay = replay  # event time advances with the run (a streaming replay): show where it is
+        self._position: Optional[float] = None
         self._result: Any = None
         self._started = time.monotonic()
         self._done = threading.Event()
@@ -162,12 +164,14 @@ class ProgressMonitor:
 
     def _show(self, snapshot: Optional[Snapshot], elapsed: float, final: bool = False) -> None:
         position = ""
-        if snapshot is not None and snapshot.event_time:
-            stamp = dt.datetime.fromtimestamp(snapshot.event_time, dt.timezone.utc)
+        if self._replay and snapshot is not None and snapshot.event_time:
+            # Bundles finish out of order: the newest event time seen so far is the position.
+            self._position = max(self._position or 0.0, snapshot.event_time)
+            stamp = dt.datetime.fromtimestamp(self._position, dt.timezone.utc)
             position = f" | event time {stamp:%Y-%m-%d %H:%M:%S}Z"
         if self._bar is not None:
             if snapshot is None:
-                self._bar.set_postfix_str("counters when the runner reports them", refresh=False)
+                self._bar.set_postfix_str(self._waiting(), refresh=False)
                 self._bar.refresh()
                 return
             self._bar.n = snapshot.read
@@ -175,11 +179,16 @@ class ProgressMonitor:
             self._bar.refresh()
             return
         if snapshot is None:
-            line = f"{self._label}: running {elapsed:.0f}s (the runner reports counters at the end)"
+            line = f"{self._label}: running {elapsed:.0f}s ({self._waiting()})"
         else:
             rate = snapshot.read / elapsed if elapsed else 0.0
-            line = (f"{self._label}: read {snapshot.read:,} ({rate:,.0f}/s) | dead letters "
+            line = (f"{self._label}: read {snapshot.read:,} ({rate:,.0f} records/s) | dead letters "
                     f"{snapshot.dead_letters:,}{position} | {elapsed:.0f}s")
             if self._total and rate and not final and snapshot.read < self._total:
                 line += f" | ~{(self._total - snapshot.read) / rate:.0f}s to go"
         print(line, file=self._stream, flush=True)
+
+    def _waiting(self) -> str:
+        if self._result is None:
+            return "no counters yet: the runner has not handed over the running job"
+        return "this runner gives no counters while it runs"
