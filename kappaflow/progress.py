@@ -22,7 +22,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from transforms import metrics
 
-__all__ = ["Snapshot", "ProgressMonitor", "estimate_records", "read_snapshot"]
+__all__ = ["Snapshot", "ProgressMonitor", "estimate_records", "fresh_metrics", "read_snapshot"]
 
 # The accounting categories a record leaves through into the dead letters.
 DEAD_LETTER_COUNTERS = (metrics.INVALID, metrics.TOO_LATE, metrics.ENRICH_FAILED, metrics.REJECTED)
@@ -42,7 +42,7 @@ class Snapshot:
 
 def read_snapshot(result: Any, elapsed: float) -> Snapshot:
     """Snapshot of a (running or finished) PipelineResult; raises what the runner raises."""
-    found = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+    found = fresh_metrics(result).query(MetricsFilter().with_namespace(metrics.NAMESPACE))
     totals: dict[str, int] = {}
     for counter in found["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
@@ -55,6 +55,19 @@ def read_snapshot(result: Any, elapsed: float) -> Snapshot:
                 event_time = max(event_time or 0, value.value)
     return Snapshot(elapsed, totals.get(metrics.READ, 0),
                     sum(totals.get(name, 0) for name in DEAD_LETTER_COUNTERS), event_time)
+
+
+def fresh_metrics(result: Any) -> Any:
+    """`result.metrics()` as the job stands now. Beam's portable PipelineResult (Prism, Flink) keeps
+    its first answer for good (portable_runner.PipelineResult.metrics): one poll while the job runs
+    would freeze the launcher's final accounting at that moment. So the cache is dropped around it."""
+    if hasattr(result, "_metrics") and hasattr(result, "_job_service"):
+        result._metrics = None
+        try:
+            return result.metrics()
+        finally:
+            result._metrics = None
+    return result.metrics()
 
 
 def estimate_records(pattern: Optional[str]) -> Optional[int]:
@@ -123,7 +136,7 @@ class ProgressMonitor:
             from tqdm import tqdm
 
             known = self._total is not None
-            self._bar = tqdm(total=self._total, desc=self._label, unit=" rec", unit_scale=True,
+            self._bar = tqdm(total=self._total, desc=self._label, unit=" records",
                              file=self._stream, dynamic_ncols=True, leave=True,
                              bar_format="{desc}: {n_fmt}" + ("/{total_fmt}" if known else "")
                                         + " read | {rate_fmt}{postfix} | {elapsed}"
@@ -163,6 +176,8 @@ class ProgressMonitor:
         self._show(snapshot, elapsed, final)
 
     def _show(self, snapshot: Optional[Snapshot], elapsed: float, final: bool = False) -> None:
+        if self.mode == "off":
+            return  # the final snapshot is still kept for the report
         position = ""
         if self._replay and snapshot is not None and snapshot.event_time:
             # Bundles finish out of order: the newest event time seen so far is the position.

@@ -28,7 +28,7 @@ from kappaflow.progress import Snapshot
 from transforms.records import DEAD_LETTER_SCHEMA
 from transforms.schema import Schema
 
-__all__ = ["ReportData", "gather", "render", "render_report", "redact"]
+__all__ = ["ReportData", "gather", "render", "render_report", "redact", "reason_kind"]
 
 EXAMPLES_PER_REASON = 3
 MAX_REASONS = 25
@@ -94,6 +94,15 @@ def _window_table(pipeline: str) -> Optional[tuple[Schema, str]]:
     return None
 
 
+def reason_kind(reason: str) -> str:
+    """A reason without its values, so that one kind of fault is one group: "field user_id: expected
+    a string, got int 709653" and "... got int 98109" are the same kind."""
+    text = re.sub(r"'[^']*'", "'…'", reason)
+    text = re.sub(r"\[[^\])]*\)", "[…)", text)  # a window [start, end)
+    text = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+(Z|[+-]\d\d:\d\d)?", "<time>", text)
+    return re.sub(r"(?<![\w.])-?\d+(\.\d+)?(?![\w.])", "N", text)
+
+
 def _read_dead_letters(url: str, pipeline: str, since: float) -> tuple[DeadLetterGroup, ...]:
     engine = create_engine(url)
     table = DEAD_LETTER_SCHEMA.sqlalchemy_table(sa.MetaData())
@@ -103,14 +112,21 @@ def _read_dead_letters(url: str, pipeline: str, since: float) -> tuple[DeadLette
         mine = sa.and_(table.c.pipeline == pipeline, table.c.rejected_at >= since)
         with engine.connect() as conn:
             counts = conn.execute(
-                sa.select(table.c.stage, table.c.reason, sa.func.count().label("n")).where(mine)
-                .group_by(table.c.stage, table.c.reason).order_by(sa.desc("n")).limit(MAX_REASONS)).all()
-            groups = []
+                sa.select(table.c.stage, table.c.reason, sa.func.count()).where(mine)
+                .group_by(table.c.stage, table.c.reason)).all()
+            kinds: dict[tuple[str, str], list] = {}
             for stage, reason, count in counts:
+                kind = kinds.setdefault((stage, reason_kind(reason)), [0, []])
+                kind[0] += count
+                kind[1].append(reason)
+            biggest = sorted(kinds.items(), key=lambda item: (-item[1][0], item[0]))[:MAX_REASONS]
+            groups = []
+            for (stage, kind), (count, reasons) in biggest:
                 payloads = conn.execute(
-                    sa.select(table.c.payload).where(mine, table.c.stage == stage, table.c.reason == reason)
+                    sa.select(table.c.payload).where(mine, table.c.stage == stage,
+                                                     table.c.reason.in_(sorted(reasons)[:EXAMPLES_PER_REASON]))
                     .order_by(table.c.origin).limit(EXAMPLES_PER_REASON)).scalars().all()
-                groups.append(DeadLetterGroup(stage, reason, count, tuple(redact(p) for p in payloads)))
+                groups.append(DeadLetterGroup(stage, kind, count, tuple(redact(p) for p in payloads)))
     finally:
         engine.dispose()
     return tuple(groups)
@@ -189,17 +205,19 @@ def _flow_figure(acc: dict[str, Any]):
              "dropped": "dropped on purpose"}
     used = [k for k in ("table", "dead", "dropped") if any(kind == k for _, kind, _ in outcomes)]
     labels += [sinks[k] for k in used]
-    source, target, value = [], [], []
+    colors = {"table": "#2e7d32", "dead": "#c62828", "dropped": "#9e9e9e"}
+    faint = {"table": "rgba(46,125,50,0.25)", "dead": "rgba(198,40,40,0.35)", "dropped": "rgba(158,158,158,0.35)"}
+    source, target, value, link_colors = [], [], [], []
     for i, (_, kind, count) in enumerate(outcomes, start=1):
         source += [0, i]
         target += [i, 1 + len(outcomes) + used.index(kind)]
         value += [count, count]
-    colors = {"table": "#2e7d32", "dead": "#c62828", "dropped": "#9e9e9e"}
+        link_colors += [faint[kind], faint[kind]]
     node_colors = ["#1565c0"] + [colors[kind] for _, kind, _ in outcomes] + [colors[k] for k in used]
     figure = go.Figure(go.Sankey(
         arrangement="snap", valueformat=",d", valuesuffix=" records",
         node=dict(label=labels, color=node_colors, pad=18, thickness=18),
-        link=dict(source=source, target=target, value=value, color="rgba(120,120,120,0.25)")))
+        link=dict(source=source, target=target, value=value, color=link_colors)))
     figure.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10), font_size=13)
     return figure
 
@@ -293,7 +311,7 @@ def render(data: ReportData) -> str:
         f"{html.escape(acc['runner'])} · report written {written}</p>",
         "<h2>Where every record went</h2>", _chart(_flow_figure(acc), "flow"),
         _table([(k.replace("_", " "), v) for k, v in acc.items()
-                if isinstance(v, int) and not isinstance(v, bool)]),
+                if isinstance(v, int) and not isinstance(v, bool) and (v or k == "read")]),
         "<h2>Dead letters by stage and reason</h2>",
     ]
     if data.dead_letters:

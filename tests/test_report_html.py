@@ -5,20 +5,16 @@ log nothing to the console and draw every chart with data in it."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 
-import apache_beam as beam
 import pytest
 
 from kappaflow import cli
-from kappaflow.progress import ProgressMonitor, estimate_records
-from kappaflow.report_html import redact
+from kappaflow.report_html import reason_kind, redact
 from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
 from pipelines import clickstream
-from transforms import metrics
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0",
@@ -104,39 +100,18 @@ def test_chromium_catches_a_console_error(tmp_path):
     assert any(":CONSOLE" in line and "Plotly is not defined" in line for line in proc.stderr.splitlines())
 
 
-def test_live_bar_on_a_terminal(tmp_path):
-    """On a terminal the monitor draws one tqdm line from the job's counters."""
-    import pty
-
-    from apache_beam.metrics import Metrics
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-
-    read = Metrics.counter(metrics.NAMESPACE, metrics.READ)
-    master, slave = pty.openpty()
-    with open(slave, "w", encoding="utf-8", closefd=True) as terminal:
-        with ProgressMonitor("demo", total=50, stream=terminal) as monitor:
-            assert monitor.mode == "bar"
-            p = beam.Pipeline(runner=fn_runner.FnApiRunner())
-            _ = p | beam.Create(range(42)) | beam.Map(lambda x: read.inc())
-            result = p.run()
-            monitor.follow(result)
-            result.wait_until_finish()
-    shown = os.read(master, 65536).decode("utf-8", errors="replace")
-    os.close(master)
-    assert "demo: 42/50 read" in shown and "dead letters 0" in shown, shown
-    assert monitor.samples[-1].read == 42
-
-
-def test_estimate_records_of_local_files(tmp_path):
-    path = tmp_path / "events.jsonl"
-    lines = write_sample(str(path), SampleConfig(events=2000, seed=3))
-    estimate = estimate_records(str(path))
-    assert abs(estimate - lines) <= lines * 0.05
-    assert estimate_records("gs://bucket/*.jsonl") is None and estimate_records(None) is None
-
-
 def test_redact_masks_what_looks_personal():
     text = redact('{"email": "ann@example.com", "ip": "203.0.113.9", "card": "4111111111111111", '
                   '"db": "postgresql://etl:hunter2@10.0.0.1/x"}' + "x" * 400)
     assert "ann@example.com" not in text and "203.0.113.9" not in text and "4111111111111111" not in text
     assert "hunter2" not in text and text.endswith(" …") and len(text) < 320
+
+
+def test_reasons_group_by_kind_not_by_value():
+    assert reason_kind("field user_id: expected a string, got int 709653") == reason_kind(
+        "field user_id: expected a string, got int 98109")
+    assert reason_kind("field timestamp: unparseable timestamp '2026-13-45T99:00:00Z'") == (
+        "field timestamp: unparseable timestamp '…'")
+    late = reason_kind("event time 2026-01-05T08:00:13.637000Z is too late for window [2026-01-05T08:00:00Z, "
+                       "2026-01-05T08:01:00Z): the watermark passed its end + allowed lateness (900s)")
+    assert late == "event time <time> is too late for window […): the watermark passed its end + allowed lateness (900s)"
