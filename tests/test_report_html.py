@@ -64,7 +64,7 @@ def test_report_renders_in_headless_chromium_with_every_chart_drawn(replay_run, 
     work, status, _, _ = replay_run
     assert status == 0
     page = (work / "run.html").read_text(encoding="utf-8")
-    assert "cdn." not in page and "src=\"http" not in page  # nothing to fetch at view time
+    assert not re.search(r"<(script|link|img)\b[^>]*\s(src|href)=", page)  # nothing to fetch at view time
     accounting = json.loads(re.search(r'<script type="application/json" id="accounting">(.*?)</script>',
                                       page).group(1))
     assert accounting["balanced"] and accounting["read"] > 3000
@@ -86,10 +86,12 @@ def test_report_renders_in_headless_chromium_with_every_chart_drawn(replay_run, 
 
 
 def chart_marks(chart_dom: str) -> int:
-    """Drawn data marks: bars and markers are `point` paths with a non-empty shape, lines `js-line`."""
-    points = re.findall(r'<path class="point"[^>]*\sd="M[^"]+"', chart_dom)
+    """Drawn data marks: markers are `point` paths, bars paths in `point` groups, lines `js-line` paths,
+    each with a shape (an empty trace draws none)."""
+    markers = re.findall(r'<path class="point"[^>]*\sd="M[^"]+"', chart_dom)
+    bars = re.findall(r'<g class="point"><path d="M[^"]+"', chart_dom)
     lines = re.findall(r'<path class="js-line"[^>]*\sd="M[^"]+"', chart_dom)
-    return len(points) + len(lines)
+    return len(markers) + len(bars) + len(lines)
 
 
 def test_chromium_catches_a_console_error(tmp_path):
