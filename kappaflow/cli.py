@@ -259,11 +259,30 @@ def _check_ratio(name: str, accounting: Any, limit: Optional[float]) -> Optional
             f"letters, more than --max_invalid_ratio={limit:g}")
 
 
+def _check_servers_and_reference(name: str, own: KappaflowOptions) -> None:
+    """A reference server that does not answer or lacks a table is a configuration error (exit 2);
+    another server that is down stops the run with exit 1 (launcher.run would too, later)."""
+    from io_connectors.preflight import EndpointUnavailable, check_endpoints
+    from kappaflow.checks import check_reference_db
+
+    lookups = getattr(_pipeline_module(name), "reference_lookups", None)
+    reference = lookups(own) if lookups is not None and own.reference_db else None
+    embedded = bool(own.reference_db) and own.reference_db.startswith("sqlite")
+    if reference and not embedded:
+        check_reference_db(own.reference_db, reference)
+    try:
+        check_endpoints(own)
+    except EndpointUnavailable as err:
+        raise SystemExit(f"{name}: {err}") from None  # one line, exit status 1
+    if reference and embedded:
+        check_reference_db(own.reference_db, reference)
+
+
 def run_pipeline_command(name: str, build: Callable, cls: type[KappaflowOptions],
                          argv: Optional[Sequence[str]] = None) -> int:
     """The whole command for one pipeline; returns the exit status."""
     from kappaflow import launcher
-    from kappaflow.checks import check_input, check_reference_db
+    from kappaflow.checks import check_input
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -284,9 +303,7 @@ def run_pipeline_command(name: str, build: Callable, cls: type[KappaflowOptions]
         check_input(own.input)
         if values.dry_run.lower() == "true":
             return _dry_run(name, build, options, own)
-        lookups = getattr(_pipeline_module(name), "reference_lookups", None)
-        if lookups is not None and own.reference_db:
-            check_reference_db(own.reference_db, lookups(own))
+        _check_servers_and_reference(name, own)
         accounting = launcher.run(name, build, beam_argv, options_class=cls)
     except ConfigurationError as err:
         if debug:
