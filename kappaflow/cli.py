@@ -97,6 +97,12 @@ def _pipeline_module(name: str):
     return importlib.import_module(f"pipelines.{name}")
 
 
+def _module_of(cls: type) -> Any:
+    """The module that defines a pipeline's options. Under `python -m pipelines.cdc` that is
+    `__main__`: importing `pipelines.cdc` again would register its flags with Beam a second time."""
+    return sys.modules[cls.__module__]
+
+
 def _default(cls: type[KappaflowOptions], action: argparse.Action) -> Any:
     return getattr(cls, f"DEFAULT_{action.dest.upper()}", action.default)
 
@@ -137,7 +143,7 @@ def pipeline_parser(name: str, cls: Optional[type[KappaflowOptions]] = None) -> 
     from kappaflow.flex_template import _actions, options_class
 
     cls = cls or options_class(name)
-    module = _pipeline_module(name)
+    module = _module_of(cls)
     # The module's summary and data flow; its `python -m` examples would repeat the usage line.
     paragraphs = [p for p in (module.__doc__ or "").strip().split("\n\n") if "python -m" not in p]
     parser = _RaisingParser(prog=f"{PROG} {name}", usage=f"{PROG} {name} --input=FILES [options]",
@@ -259,13 +265,13 @@ def _check_ratio(name: str, accounting: Any, limit: Optional[float]) -> Optional
             f"letters, more than --max_invalid_ratio={limit:g}")
 
 
-def _check_servers_and_reference(name: str, own: KappaflowOptions) -> None:
+def _check_servers_and_reference(name: str, cls: type[KappaflowOptions], own: KappaflowOptions) -> None:
     """A reference server that does not answer or lacks a table is a configuration error (exit 2);
     another server that is down stops the run with exit 1 (launcher.run would too, later)."""
     from io_connectors.preflight import EndpointUnavailable, check_endpoints
     from kappaflow.checks import check_reference_db
 
-    lookups = getattr(_pipeline_module(name), "reference_lookups", None)
+    lookups = getattr(_module_of(cls), "reference_lookups", None)
     reference = lookups(own) if lookups is not None and own.reference_db else None
     embedded = bool(own.reference_db) and own.reference_db.startswith("sqlite")
     if reference and not embedded:
@@ -303,7 +309,7 @@ def run_pipeline_command(name: str, build: Callable, cls: type[KappaflowOptions]
         check_input(own.input)
         if values.dry_run.lower() == "true":
             return _dry_run(name, build, options, own)
-        _check_servers_and_reference(name, own)
+        _check_servers_and_reference(name, cls, own)
         accounting = launcher.run(name, build, beam_argv, options_class=cls)
     except ConfigurationError as err:
         if debug:

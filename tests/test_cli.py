@@ -9,8 +9,8 @@ import pytest
 
 from kappaflow import cli
 from kappaflow.flex_template import _actions, options_class, pipeline_names
-from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
 from pipelines import cdc, clickstream
+from conftest import clickstream_sample
 from fixtures_servers import free_port
 
 
@@ -18,9 +18,7 @@ from fixtures_servers import free_port
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     work = tmp_path_factory.mktemp("cli")
-    config = SampleConfig(events=400, seed=7)
-    write_sample(str(work / "events.jsonl"), config)
-    build_reference_db(f"sqlite:///{work}/ref.db", config)
+    clickstream_sample(work, events=400, seed=7)
     return work
 
 

@@ -4,6 +4,8 @@ log nothing to the console and draw every chart with data in it."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -13,7 +15,7 @@ import pytest
 
 from kappaflow import cli
 from kappaflow.report_html import reason_kind, redact
-from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
+from conftest import clickstream_sample
 from pipelines import clickstream
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -33,11 +35,7 @@ def chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
 def replay_run(tmp_path_factory):
     """A streaming replay of 3,000 events through `kappaflow clickstream`, with plain progress lines."""
     work = tmp_path_factory.mktemp("report")
-    config = SampleConfig(events=3000, seed=11)
-    write_sample(str(work / "events.jsonl"), config)
-    build_reference_db(f"sqlite:///{work}/ref.db", config)
-    import contextlib
-    import io
+    clickstream_sample(work, events=3000, seed=11)
 
     err, out = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
