@@ -24,6 +24,7 @@ import argparse
 import difflib
 import importlib
 import logging
+import os
 import re
 import sys
 from typing import Any, Callable, Optional, Sequence
@@ -230,6 +231,10 @@ def parse_command_line(name: str, cls: type[KappaflowOptions], argv: Sequence[st
     if not values.input and not values.input_subscription:
         raise ConfigurationError("--input is required: files (e.g. --input='events/*.jsonl'), or "
                                  "bigquery:PROJECT.DATASET.TABLE; or --input_subscription with --streaming")
+    folder = os.path.dirname(os.path.abspath(values.report)) if values.report else None
+    if folder and not os.path.isdir(folder):
+        raise ConfigurationError(f"--report={values.report}: the folder {folder} does not exist; create it "
+                                 "or write the report elsewhere")
     # Beam's --dry_run is a string, so "False" would be true: pass it only when it is meant.
     argv = [a for a in argv if not re.fullmatch(r"--dry_run=(False|false)", a) and a not in ("--debug",)]
     return argv, values

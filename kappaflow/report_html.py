@@ -297,6 +297,10 @@ def _chart(figure: Any, div_id: str) -> str:
             + "</div>")
 
 
+def _utc(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def render(data: ReportData) -> str:
     import plotly.offline
 
@@ -304,7 +308,7 @@ def render(data: ReportData) -> str:
     rate = acc["read"] / acc["seconds"] if acc["seconds"] else 0.0
     verdict = ('<span class="ok">accounting balanced</span>' if acc["balanced"]
                else '<span class="bad">accounting UNBALANCED</span>')
-    written = dt.datetime.fromtimestamp(data.written_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    written = _utc(data.written_at)
     parts = [
         f"<h1>kappaflow {html.escape(acc['pipeline'])}: {acc['mode']} run</h1>",
         f"<p>{verdict} · {acc['read']:,} records read in {acc['seconds']:.1f} s ({rate:,.0f} records/s) on "
@@ -333,8 +337,9 @@ def render(data: ReportData) -> str:
     if len(data.progress) >= 2:
         parts += ["<h2>Progress while it ran</h2>", _chart(_progress_figure(data.progress), "progress")]
     parts += ["<h2>Runner, durations and options</h2>",
-              _table([("runner", acc["runner"]), ("mode", acc["mode"]), ("run time (s)", round(acc["seconds"], 2)),
-                      ("records/s", round(rate))]),
+              _table([("runner", acc["runner"]), ("mode", acc["mode"]),
+                      ("started", _utc(data.written_at - acc["seconds"])), ("finished", _utc(data.written_at)),
+                      ("run time (s)", round(acc["seconds"], 2)), ("records/s", round(rate))]),
               "<h3>Options given</h3>", _table(list(data.options.items()))]
     parts += [f'<p class="note">{html.escape(n)}</p>' for n in data.notes]
     accounting_json = json.dumps(acc, sort_keys=True).replace("</", "<\\/")

@@ -74,6 +74,7 @@ def test_help_beam_shows_beams_options_only(capsys):
     (["--max_invalid_ratio=2"], "--max_invalid_ratio=2: must be a share between 0 and 1"),
     (["--input=/no/such/dir/*.jsonl"], "--input: no input file matches '/no/such/dir/*.jsonl'"),
     (["stray"], "unexpected argument 'stray'"),
+    (["--report=/no/such/dir/run.html"], "--report=/no/such/dir/run.html: the folder /no/such/dir does not exist"),
 ])
 def test_a_wrong_command_line_is_one_line_and_exit_2(capsys, sample, argv, expected):
     status, out, err = _clickstream(capsys, sample, *argv)
