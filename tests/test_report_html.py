@@ -42,7 +42,7 @@ def replay_run(tmp_path_factory):
         status = cli.run_pipeline_command(
             "clickstream", clickstream.build, clickstream.ClickstreamOptions,
             [f"--input={work}/events.jsonl", f"--reference_db=sqlite:///{work}/ref.db",
-             f"--output=sqlite:///{work}/out.db", "--streaming", "--progress=plain", "--progress_seconds=0.5",
+             f"--output=sqlite:///{work}/out.db", "--streaming", "--progress=plain", "--progress_seconds=0.2",
              "--pii_salt=test-salt", f"--report={work}/run.html"])
     return work, status, out.getvalue(), err.getvalue()
 
