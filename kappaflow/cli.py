@@ -50,7 +50,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                               "max_clock_skew_seconds")),
     ("dedup", ("dedup_horizon_seconds",)),
     ("enrichment", ("reference_db", "default_max_temp_c")),
-    ("replay", ("max_out_of_orderness_seconds", "replay_chunk_size")),
+    ("replay", ("max_out_of_orderness_seconds", "replay_chunk_size", "replay_speed")),
     ("runner", ("runner", "streaming", "dry_run", "report", "max_invalid_ratio", "progress", "progress_seconds",
                 "debug")),
 )
@@ -74,6 +74,7 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "dedup_horizon_seconds": (lambda v: v > 0, "must be > 0 seconds"),
     "max_out_of_orderness_seconds": (lambda v: v >= 0, "must be >= 0 seconds"),
     "replay_chunk_size": (lambda v: v >= 1, "must be >= 1 record"),
+    "replay_speed": (lambda v: v > 0, "must be > 0 (times real time)"),
     "apply_batch_size": (lambda v: v >= 1, "must be >= 1 change"),
     "max_clock_skew_seconds": (lambda v: v >= 0, "must be >= 0 seconds"),
     "archive_window_seconds": (lambda v: v > 0, "must be > 0 seconds"),

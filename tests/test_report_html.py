@@ -33,9 +33,9 @@ def chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def replay_run(tmp_path_factory):
-    """A streaming replay of 3,000 events through `kappaflow clickstream`, with plain progress lines."""
+    """A streaming replay of 1,000 events through `kappaflow clickstream`, with plain progress lines."""
     work = tmp_path_factory.mktemp("report")
-    clickstream_sample(work, events=3000, seed=11)
+    clickstream_sample(work, events=1000, seed=11)
 
     err, out = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
@@ -65,7 +65,7 @@ def test_report_renders_in_headless_chromium_with_every_chart_drawn(replay_run, 
     assert not re.search(r"<(script|link|img)\b[^>]*\s(src|href)=", page)  # nothing to fetch at view time
     accounting = json.loads(re.search(r'<script type="application/json" id="accounting">(.*?)</script>',
                                       page).group(1))
-    assert accounting["balanced"] and accounting["read"] > 3000
+    assert accounting["balanced"] and accounting["read"] > 1000
     proc = chromium(tmp_path, "--dump-dom", f"file://{work}/run.html")
     assert proc.returncode == 0, proc.stderr[-2000:]
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]

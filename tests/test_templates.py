@@ -31,6 +31,7 @@ EXAMPLES = {
     "dedup_horizon_seconds": ("3600", ["1h"]),
     "max_out_of_orderness_seconds": ("60.5", ["x"]),
     "replay_chunk_size": ("500", ["0", "-5"]),
+    "replay_speed": ("60", ["fast", "-1"]),
     "report": ("/tmp/run.json", []),
     "pii_salt": ("s3cr3t-salt", []),
     "streaming": ("true", ["yes", "1"]),
