@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from io_connectors.replay import ReplayConfig
 from transforms.dedup import DedupConfig
@@ -14,6 +15,25 @@ from transforms.windowing import WindowConfig
 __all__ = ["KappaflowOptions"]
 
 DEFAULT_OUTPUT = "sqlite:///kappaflow.db"
+# Public (it is in this file): hashes salted with it can be reversed by anyone with a dictionary.
+DEFAULT_PII_SALT = "kappaflow-default-salt"
+# Runners whose workers are this machine: the built-in salt is fine for trying things out there.
+_LOCAL_RUNNERS = {None, "", "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner",
+                  "PrismRunner", "prism"}
+_LOG = logging.getLogger(__name__)
+_warned_default_salt = False
+
+
+def _is_local_runner(runner: object) -> bool:
+    return (runner if isinstance(runner, str) or runner is None else type(runner).__name__) in _LOCAL_RUNNERS
+
+
+def _warn_default_salt_once() -> None:
+    global _warned_default_salt
+    if not _warned_default_salt:
+        _warned_default_salt = True
+        _LOG.warning("the PII hashes use kappaflow's built-in salt, which is public: set --pii_salt or "
+                     "$KAPPAFLOW_PII_SALT to a secret of your own for this non-local run")
 
 
 _NUMBER = r"^[0-9]+(\.[0-9]+)?$"
@@ -45,6 +65,9 @@ class KappaflowOptions(PipelineOptions):
         "input_subscription": r"^projects/[^/]+/subscriptions/[^/]+$",
         "alerts_topic": r"^projects/[^/]+/topics/[^/]+$",
         "bigquery_method": r"^(AUTO|FILE_LOADS|STREAMING_INSERTS|STORAGE_WRITE_API)$",
+        "max_invalid_ratio": r"^(0(\.[0-9]+)?|1(\.0+)?)$",
+        "progress": r"^(auto|bar|plain|off)$",
+        "progress_seconds": _NUMBER,
     }
 
     @classmethod
@@ -95,7 +118,17 @@ class KappaflowOptions(PipelineOptions):
                             choices=("AUTO", "FILE_LOADS", "STREAMING_INSERTS", "STORAGE_WRITE_API"),
                             help="BigQuery output: AUTO = load jobs in batch, streaming inserts when streaming; "
                                  "STORAGE_WRITE_API needs Beam's Java expansion service.")
-        parser.add_argument("--report", default=None, help="Write the run's accounting as JSON here.")
+        parser.add_argument("--report", default=None,
+                            help="Write a run report here: .html (a page with charts, opens without a server) "
+                                 "or .json (the accounting).")
+        parser.add_argument("--max_invalid_ratio", type=float, default=None,
+                            help="Fail the run (exit 1) when more than this share of the records read (0-1) "
+                                 "ends in the dead letters; default: off.")
+        parser.add_argument("--progress", default="auto", choices=("auto", "bar", "plain", "off"),
+                            help="Progress while the run works: a live line on a terminal (bar), a plain "
+                                 "line every --progress_seconds (plain, the auto choice for logs), or off.")
+        parser.add_argument("--progress_seconds", type=float, default=10.0,
+                            help="Seconds between two plain progress lines.")
         parser.add_argument("--pii_salt", default=None,
                             help="Salt of the PII hashes; default: $KAPPAFLOW_PII_SALT, else a built-in salt. "
                                  "Set your own in production.")
@@ -120,7 +153,12 @@ class KappaflowOptions(PipelineOptions):
 
     @property
     def hash_salt(self) -> str:
-        return self.pii_salt or os.environ.get("KAPPAFLOW_PII_SALT") or "kappaflow-default-salt"
+        salt = self.pii_salt or os.environ.get("KAPPAFLOW_PII_SALT")
+        if salt:
+            return salt
+        if not _is_local_runner(self.view_as(StandardOptions).runner):
+            _warn_default_salt_once()
+        return DEFAULT_PII_SALT
 
     @property
     def dead_letters_url(self) -> str:

@@ -12,6 +12,7 @@ Every rejected event goes to the `dead_letters` table with its reason.
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from io_connectors.cdc_sink import ApplyChanges
 from io_connectors.dead_letter_sink import WriteDeadLetters
@@ -39,12 +40,9 @@ _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _TABLE_KEY = rf"{_IDENTIFIER}:{_IDENTIFIER}(\+{_IDENTIFIER})*"
 
 
-class CdcOptions(KappaflowOptions):
-    TEMPLATE_REGEXES = {
-        **KappaflowOptions.TEMPLATE_REGEXES,
-        "primary_keys": rf"^{_TABLE_KEY}(,{_TABLE_KEY})*$",
-        "apply_batch_size": r"^[1-9][0-9]*$",
-    }
+class CdcFlags(PipelineOptions):
+    """The CDC flags: a direct PipelineOptions subclass, so Beam's own parser knows them too (Beam
+    registers only direct subclasses; otherwise it warns "Unparseable argument" on every run)."""
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
@@ -53,6 +51,14 @@ class CdcOptions(KappaflowOptions):
                                  "(+ joins a composite key). Events of other tables are dead letters.")
         parser.add_argument("--apply_batch_size", type=int, default=500,
                             help="Changes per transaction when applying to --output.")
+
+
+class CdcOptions(KappaflowOptions, CdcFlags):
+    TEMPLATE_REGEXES = {
+        **KappaflowOptions.TEMPLATE_REGEXES,
+        "primary_keys": rf"^{_TABLE_KEY}(,{_TABLE_KEY})*$",
+        "apply_batch_size": r"^[1-9][0-9]*$",
+    }
 
 
 def build(p: beam.Pipeline, opts: CdcOptions) -> None:

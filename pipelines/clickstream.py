@@ -46,6 +46,11 @@ class ClickstreamOptions(KappaflowOptions):
     pass
 
 
+def reference_lookups(opts: ClickstreamOptions) -> tuple[LookupSpec, ...]:
+    """What the run looks up in --reference_db (checked before the run starts)."""
+    return LOOKUPS
+
+
 def to_metric_input(event: dict) -> dict:
     """The fields the metrics need; the rest (and the hashed IP) stops here."""
     properties = event.get("properties") or {}
@@ -74,7 +79,8 @@ def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
     )
     unique = in_time.events | "DedupByEventId" >> DeduplicateEvents(
         lambda e: e["event_id"], opts.dedup_config(windows))
-    enriched = unique | "Enrich" >> EnrichFromDatabase(opts.reference_db, LOOKUPS, PIPELINE, "event_id")
+    enriched = unique | "Enrich" >> EnrichFromDatabase(
+        opts.reference_db, reference_lookups(opts), PIPELINE, "event_id")
     rows = enriched.events | "AggregatePerWindow" >> AggregatePerWindow(
         ("event_type", "country"), METRICS, windows)
     sink_failures = rows | "WriteMetrics" >> WriteTable(opts.output, CLICKSTREAM_METRICS, PIPELINE)

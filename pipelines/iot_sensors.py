@@ -92,6 +92,11 @@ def device_lookup(default_max_temp_c: float) -> LookupSpec:
     )
 
 
+def reference_lookups(opts: IotSensorsOptions) -> tuple[LookupSpec, ...]:
+    """What the run looks up in --reference_db (checked before the run starts)."""
+    return (device_lookup(opts.default_max_temp_c),)
+
+
 def to_reading(event: dict) -> dict:
     """Flatten the location: the registry fills the same fields."""
     location = event.get("location") or {}
@@ -131,7 +136,7 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     )
     unique = in_time.events | "DedupByDeviceAndTime" >> DeduplicateEvents(dedup_key, opts.dedup_config(windows))
     enriched = unique | "EnrichFromRegistry" >> EnrichFromDatabase(
-        opts.reference_db, (device_lookup(opts.default_max_temp_c),), PIPELINE, "device_id")
+        opts.reference_db, reference_lookups(opts), PIPELINE, "device_id")
     if opts.archive:
         archive_windows = WindowConfig(
             size_seconds=opts.archive_window_seconds, allowed_lateness_seconds=windows.allowed_lateness_seconds,

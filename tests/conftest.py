@@ -81,3 +81,15 @@ def run_prism():
 @pytest.fixture
 def count_of():
     return counter
+
+
+def clickstream_sample(directory, **config) -> tuple[str, str]:
+    """The sample generator's events (directory/events.jsonl) and its reference database (ref.db)."""
+    from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
+
+    sample = SampleConfig(**config)
+    events, reference = f"{directory}/events.jsonl", f"sqlite:///{directory}/ref.db"
+    write_sample(events, sample)
+    build_reference_db(reference, sample)
+    return events, reference
+
