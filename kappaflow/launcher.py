@@ -86,6 +86,12 @@ def resolve_runner(options: PipelineOptions) -> tuple[object, str]:
     standard = options.view_as(StandardOptions)
     name = standard.runner or "DirectRunner"
     if name in ("DirectRunner", "direct"):
+        if standard.streaming and options.view_as(KappaflowOptions).input_subscription:
+            # Beam's Python Pub/Sub source runs only on the Python DirectRunner (and Dataflow).
+            from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+
+            beam_workarounds.keep_streaming_metrics()
+            return BundleBasedDirectRunner(), "DirectRunner (BundleBasedDirectRunner, streaming from Pub/Sub)"
         if standard.streaming:
             from kappaflow import prism
 

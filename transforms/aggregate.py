@@ -189,7 +189,10 @@ class MergePartialsFn(beam.CombineFn):
         return None
 
     def add_input(self, accumulator: Optional[list], partial: list) -> list:
-        return partial if accumulator is None else self._combine_fn.merge_accumulators([accumulator, partial])
+        # Merging mutates its first argument: never the partial, an input a runner may still hold.
+        if accumulator is None:
+            accumulator = self._combine_fn.create_accumulator()
+        return self._combine_fn.merge_accumulators([accumulator, partial])
 
     def merge_accumulators(self, accumulators: Any) -> Optional[list]:
         present = [acc for acc in accumulators if acc is not None]
