@@ -26,7 +26,7 @@ servers:
 browser:
 	bash scripts/setup-chromium.sh
 
-demo: venv
+demo: venv setup-prism
 	$(PY) -m kappaflow.demo --events $(EVENTS) --workdir demo-out
 
 # Runner binaries for the conformance tests, cached in $$KAPPAFLOW_CACHE (default .cache/):
@@ -49,7 +49,7 @@ flink-cluster-stop:
 test: venv servers browser runners
 	$(PY) -m pytest -q tests
 
-bench: venv
+bench: venv setup-prism
 	$(PY) benchmarks/clickstream_bench.py
 
 bench-iot: venv
