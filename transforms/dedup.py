@@ -7,26 +7,25 @@ answer does not depend on how far apart the copies arrived, so batch, a replay a
 on copies farther apart than the horizon (they are distinct events, unless they share a bucket).
 Re-deliveries, the usual source of duplicates, carry the same event time and always share one.
 
-The first copy to reach the dedup is kept; the others are counted as duplicates. Records must be
-routed for lateness before this step (RouteTooLateRecords): a record whose bucket has expired
-would be dropped here silently.
+Records must be routed for lateness before this step (RouteTooLateRecords): a record whose bucket
+has expired would be dropped here silently.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator
+import json
+from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
-from apache_beam.coders import BooleanCoder
 from apache_beam.metrics import Metrics
-from apache_beam.transforms import window
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-from apache_beam.utils.timestamp import Duration
+from apache_beam.transforms import trigger, window
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms import metrics
 
-__all__ = ["DedupConfig", "DeduplicateEvents", "DeduplicateFn"]
+__all__ = ["DedupConfig", "DeduplicateEvents", "KeepFirstCopyFn"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,24 +44,42 @@ class DedupConfig:
             raise ValueError("dedup allowed_lateness_seconds must be >= 0")
 
 
-class DeduplicateFn(beam.DoFn):
-    """(key, event) in a bucket window → the key's first event; later ones are counted."""
+class KeepFirstCopyFn(beam.DoFn):
+    """(key, [(event time, event), ...]) per pane → the key's winner in its first pane; every other
+    copy is counted as a duplicate.
 
-    SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
+    The winner of a pane is its copy with the earliest event time, then the smallest content: in
+    batch the one pane holds every copy, so the winner does not depend on arrival order or runner.
+    A live job emits at once: its first pane holds the copies that had arrived by then.
+    """
 
     def __init__(self) -> None:
         self._duplicates = Metrics.counter(metrics.NAMESPACE, metrics.DUPLICATES)
 
-    def process(self, element: beam.typehints.Tuple[str, Any], seen=beam.DoFn.StateParam(SEEN)) -> Iterator[dict]:
-        if seen.read():
-            self._duplicates.inc()
-        else:
-            seen.write(True)
-            yield element[1]
+    def process(self, element: tuple[str, Iterable[tuple[int, Any]]], pane=beam.DoFn.PaneInfoParam) -> Iterator[Any]:
+        _, copies = element
+        copies = list(copies)
+        if pane.index > 0:
+            self._duplicates.inc(len(copies))
+            return
+        if len(copies) > 1:
+            self._duplicates.inc(len(copies) - 1)
+        micros, event = min(copies, key=_copy_order) if len(copies) > 1 else copies[0]
+        yield TimestampedValue(event, Timestamp(micros=micros))
+
+
+def _copy_order(copy: tuple[int, Any]) -> tuple[int, str]:
+    micros, event = copy
+    return micros, json.dumps(event, sort_keys=True, default=str)
 
 
 class DeduplicateEvents(beam.PTransform):
-    """Events → events with duplicates (same key, same horizon bucket) removed and counted."""
+    """Events → events with duplicates (same key, same horizon bucket) removed and counted.
+
+    The copies meet in the runner's own GroupByKey, which fires a pane per arrival: no user state
+    per key (a portable runner answers each state read with a round trip), and the runner drops a
+    bucket's keys with the bucket.
+    """
 
     def __init__(self, key: Callable[[dict], str], config: DedupConfig = DedupConfig()) -> None:
         super().__init__()
@@ -71,14 +88,19 @@ class DeduplicateEvents(beam.PTransform):
 
     def expand(self, events: beam.PCollection) -> beam.PCollection:
         original = events.windowing
+        key = self._key
         return (
             events
-            | "KeyByDedupKey" >> beam.Map(lambda e, key=self._key: (key(e), e))
-            .with_output_types(beam.typehints.Tuple[str, Any])
+            | "KeyByDedupKey" >> beam.Map(
+                lambda e, ts=beam.DoFn.TimestampParam: (key(e), (ts.micros, e)))
             | "HorizonBuckets" >> beam.WindowInto(
                 window.FixedWindows(self._config.horizon_seconds),
+                trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+                accumulation_mode=trigger.AccumulationMode.DISCARDING,
+                timestamp_combiner=window.TimestampCombiner.OUTPUT_AT_EARLIEST,
                 allowed_lateness=Duration.of(self._config.allowed_lateness_seconds))
-            | "DropDuplicates" >> beam.ParDo(DeduplicateFn())
+            | "GroupCopies" >> beam.GroupByKey()
+            | "KeepFirstCopy" >> beam.ParDo(KeepFirstCopyFn())
             # The buckets are this step's business: later steps see the windows they were given.
             | "RestoreWindows" >> beam.WindowInto(
                 original.windowfn, trigger=original.triggerfn, accumulation_mode=original.accumulation_mode,

@@ -73,6 +73,19 @@ class RouteTooLateFn(beam.DoFn):
     def start_bundle(self) -> None:
         # Setting a timer is an output to the runner: set each (shard, deadline) once per bundle.
         self._timers_set: set[tuple[int, float]] = set()
+        # Within a bundle only this DoFn changes a shard's state: keep what it read or wrote, so a
+        # portable runner is asked once per shard and bundle, not once per record.
+        self._known: dict[int, tuple[float, float]] = {}
+
+    def _read(self, shard: int, known) -> tuple[float, float]:
+        value = self._known.get(shard)
+        if value is None:
+            value = self._known[shard] = known.read() or (_NEG_INF, _NEG_INF)
+        return value
+
+    def _write(self, shard: int, known, value: tuple[float, float]) -> None:
+        self._known[shard] = value
+        known.write(value)
 
     def process(
         self,
@@ -84,7 +97,7 @@ class RouteTooLateFn(beam.DoFn):
         shard, event = element
         event_time = timestamp.micros / 1e6
         windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
-        passed, ladder_base = known.read() or (_NEG_INF, _NEG_INF)
+        passed, ladder_base = self._read(shard, known)
         open_deadlines = [
             deadline for deadline in (w.max_timestamp().micros / 1e6 + self._lateness for w in windows)
             if deadline > passed
@@ -109,7 +122,7 @@ class RouteTooLateFn(beam.DoFn):
             # a long replay sets a few timers per shard per dozen margins, not per half margin.
             for rung, offset in enumerate(self._offsets):
                 timers.set(Timestamp.of(min(event_time + offset, self._horizon)), dynamic_timer_tag=f"probe{rung}")
-            known.write((passed, event_time))
+            self._write(shard, known, (passed, event_time))
 
     def _dead_letter(self, event: dict, timestamp: Timestamp, windows: list) -> dict:
         missed = max(windows, key=lambda w: w.start)
@@ -123,11 +136,13 @@ class RouteTooLateFn(beam.DoFn):
         )
 
     @on_timer(TIMERS)
-    def watermark_passed(self, fired=beam.DoFn.TimestampParam, known=beam.DoFn.StateParam(KNOWN)) -> None:
-        passed, ladder_base = known.read() or (_NEG_INF, _NEG_INF)
+    def watermark_passed(
+        self, shard=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam, known=beam.DoFn.StateParam(KNOWN)
+    ) -> None:
+        passed, ladder_base = self._read(shard, known)
         fired_seconds = fired.micros / 1e6
         if fired_seconds > passed:
-            known.write((fired_seconds, ladder_base))
+            self._write(shard, known, (fired_seconds, ladder_base))
 
 
 class RouteTooLateRecords(beam.PTransform):
