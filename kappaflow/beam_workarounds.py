@@ -1,4 +1,4 @@
-"""Workarounds for two defects of Beam's local runners, applied by the launcher for those runners.
+"""Workarounds for three defects of Beam's local runners, applied by the launcher for those runners.
 
 1. Lost metrics in the BundleBasedDirectRunner (the streaming DirectRunner). Each executor thread keeps one StateSampler, whose `scoped_state` caches the ScopedState per step
 together with the MetricsContainer of the FIRST bundle it saw. Later bundles pass a new container
@@ -11,11 +11,23 @@ the cached state whenever a bundle brings its own container.
 object traversal (apache_beam/runners/worker/statecache.py, get_deep_size) that walks far beyond
 the value: in a 10k-event clickstream profile it took 27 of 31 seconds. The cache only saves
 in-process state reads, so the batch runner runs without it (6x faster end to end).
+
+3. The FnApiRunner groups a batch GroupByKey in windows other than the global one through the
+streaming trigger machinery (apache_beam/transforms/trigger.py, create_trigger_driver: only the
+global window has a batch driver), replaying every trigger element by element: a windowed
+GroupByKey with a key per event ran at a tenth of the speed of the rest of the pipeline. In batch
+every value of a key is there at once, and Beam's Java batch runners emit each window's values as
+its one ON_TIME pane; for non-merging windows, so do we (tests/test_beam_workarounds.py).
 """
 
 from __future__ import annotations
 
+import apache_beam
 from apache_beam.runners.worker import statesampler
+from apache_beam.transforms import trigger
+from apache_beam.transforms.window import NonMergingWindowFn, TimestampCombiner
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 _PATCHED = False
 
@@ -24,6 +36,57 @@ def disable_embedded_state_cache() -> None:
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
     worker_handlers.STATE_CACHE_SIZE_MB = 0
+
+
+# Written for this Beam: a newer one may have a batch driver of its own (check the canary test).
+ONE_PANE_PER_WINDOW_FOR = "2.70.0"
+_original_create_trigger_driver = trigger.create_trigger_driver
+
+
+class OnePanePerWindowDriver(trigger.TriggerDriver):
+    """Batch: a key's values grouped by window, one ON_TIME pane each, at the timestamp the
+    windowing's timestamp combiner gives."""
+
+    def __init__(self, windowing) -> None:
+        self._combiner = windowing.timestamp_combiner
+
+    def process_elements(self, state, windowed_values, output_watermark, input_watermark=MIN_TIMESTAMP):
+        panes: dict = {}
+        for wv in windowed_values:
+            for window in wv.windows:
+                pane = panes.get(window)
+                if pane is None:
+                    panes[window] = [[wv.value], wv.timestamp, wv.timestamp]
+                else:
+                    pane[0].append(wv.value)
+                    pane[1] = min(pane[1], wv.timestamp)
+                    pane[2] = max(pane[2], wv.timestamp)
+        for window, (values, earliest, latest) in panes.items():
+            if self._combiner == TimestampCombiner.OUTPUT_AT_EARLIEST:
+                timestamp = earliest
+            elif self._combiner == TimestampCombiner.OUTPUT_AT_LATEST:
+                timestamp = latest
+            else:
+                timestamp = window.max_timestamp()
+            yield WindowedValue(values, timestamp, (window,), trigger.BatchGlobalTriggerDriver.ONLY_FIRING)
+
+    def process_timer(self, window_id, name, time_domain, timestamp, state, input_watermark=None):
+        raise TypeError("a batch pane per window sets no timers")
+
+
+def one_pane_per_window_in_batch() -> None:
+    """Patch the FnApiRunner's (batch-only) grouping; every other runner is left as it is."""
+    if apache_beam.__version__ != ONE_PANE_PER_WINDOW_FOR or trigger.create_trigger_driver is not _original_create_trigger_driver:
+        return
+    original = _original_create_trigger_driver
+
+    def create_trigger_driver(windowing, is_batch=False, phased_combine_fn=None, clock=None):
+        if is_batch and isinstance(windowing.windowfn, NonMergingWindowFn) and not windowing.is_default():
+            driver = OnePanePerWindowDriver(windowing)
+            return trigger.CombiningTriggerDriver(phased_combine_fn, driver) if phased_combine_fn else driver
+        return original(windowing, is_batch, phased_combine_fn, clock)
+
+    trigger.create_trigger_driver = create_trigger_driver
 
 
 def keep_streaming_metrics() -> None:

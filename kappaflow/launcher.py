@@ -100,6 +100,7 @@ def resolve_runner(options: PipelineOptions) -> tuple[object, str]:
         from apache_beam.runners.portability.fn_api_runner import fn_runner
 
         beam_workarounds.disable_embedded_state_cache()
+        beam_workarounds.one_pane_per_window_in_batch()
         return fn_runner.FnApiRunner(), "DirectRunner (FnApiRunner, batch)"
     if name in ("PrismRunner", "prism"):
         from kappaflow import prism
