@@ -1,0 +1,43 @@
+"""The accounting is exact: a record lost between the read and the rows makes the run UNBALANCED."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import pytest
+
+from kappaflow.launcher import run
+from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
+from pipelines import clickstream
+from transforms.aggregate import PartiallyAggregateFn
+
+
+def _sample(tmp_path):
+    config = SampleConfig(events=400, seed=7)
+    events, reference = str(tmp_path / "events.jsonl"), f"sqlite:///{tmp_path}/reference.db"
+    write_sample(events, config)
+    build_reference_db(reference, config)
+    return events, reference
+
+
+@pytest.mark.parametrize("mode", [(), ("--streaming",)], ids=["batch", "replay"])
+def test_a_record_dropped_before_the_aggregation_makes_the_run_unbalanced(tmp_path, monkeypatch, mode):
+    events, reference = _sample(tmp_path)
+    args = [f"--input={events}", f"--reference_db={reference}", f"--output=sqlite:///{tmp_path}/out.db",
+            "--progress=off", *mode]
+    honest = run(clickstream.PIPELINE, clickstream.build, args, clickstream.ClickstreamOptions)
+    assert honest.balanced, honest
+
+    real = PartiallyAggregateFn.process
+
+    def lose_one(self, event, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        if event["event_id"] == "e000000100":  # a stage that silently loses a record
+            return iter(())
+        return real(self, event, window, timestamp)
+
+    monkeypatch.setattr(PartiallyAggregateFn, "process", lose_one)
+    lossy = run(clickstream.PIPELINE, clickstream.build,
+                [*args[:2], f"--output=sqlite:///{tmp_path}/lossy.db", *args[3:]], clickstream.ClickstreamOptions)
+    assert not lossy.balanced and "UNBALANCED" in lossy.summary()
+    assert lossy.aggregated == honest.aggregated - 1
+    assert (lossy.read, lossy.invalid, lossy.duplicates, lossy.too_late) == (
+        honest.read, honest.invalid, honest.duplicates, honest.too_late)
