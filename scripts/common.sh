@@ -7,5 +7,7 @@ BEAM_VERSION="$(sed -n 's/^apache-beam\(\[[a-z,]*\]\)\?==\([0-9.]*\)$/\2/p' "$RE
 # Beam's Flink runner is built per Flink minor version; the cluster must run the same one.
 FLINK_MINOR=1.19
 FLINK_VERSION=1.19.3
+# The Kafka broker of the tests and the client library of the Java expansion service.
+KAFKA_VERSION=3.9.1
 [ -n "$BEAM_VERSION" ] || { echo "cannot read the apache-beam pin from requirements.txt" >&2; exit 1; }
 mkdir -p "$KAPPAFLOW_CACHE"
