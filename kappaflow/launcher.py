@@ -20,7 +20,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from kappaflow import beam_workarounds
+from kappaflow import beam_workarounds, java_services
 from kappaflow.options import KappaflowOptions
 from transforms import metrics
 
@@ -170,9 +170,12 @@ def run(
     streaming = bool(options.view_as(StandardOptions).streaming)
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
-    build(pipeline, own)
-    result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        build(pipeline, own)
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        java_services.stop()  # the Java expansion service and workers, if a Java transform started them
     accounting = Accounting(
         pipeline=pipeline_name,
         runner=runner_label,
