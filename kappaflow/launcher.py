@@ -161,6 +161,12 @@ def run(
         # the FnApiRunner has no clock for processing-time triggers).
         own.early_firing_seconds = 0
     from io_connectors.preflight import EndpointUnavailable, check_endpoints
+    from kappaflow.runner_support import UnsupportedOnRunner, check_runner_support
+
+    try:
+        check_runner_support(options, own)
+    except UnsupportedOnRunner as err:
+        raise SystemExit(f"{pipeline_name}: {err}") from None  # one line, before any job starts
 
     try:
         check_endpoints(own)
