@@ -1,5 +1,6 @@
 """Kafka: the source's configuration and record conversion, and live jobs on Prism and embedded
-Flink reading a real KRaft broker through Beam's Java KafkaIO that end with the batch run's table.
+Flink reading a real KRaft broker through Beam's Java KafkaIO that end with the batch run's table
+(clickstream; CDC from Debezium topics, wrapped and bare envelopes, with tombstones after deletes).
 
 The live jobs read with `--kafka_max_records` (KafkaIO's bound for tests and demos): the read stops
 after the records produced, so the job ends by itself and its table can be compared.
@@ -7,9 +8,12 @@ after the records produced, so the job ends by itself and its table can be compa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from pathlib import Path
+from types import ModuleType
+from typing import Callable, Optional
 
 import apache_beam as beam
 import pytest
@@ -20,10 +24,11 @@ from io_connectors.kafka import (
 from io_connectors.sources import ReadInput
 from kappaflow import java_services
 from kappaflow.launcher import run
+from kappaflow.samples import cdc as cdc_samples
 from kappaflow.samples import clickstream as clickstream_samples
 from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
-from kappaflow.tables import diff_tables, read_rows
-from pipelines import clickstream
+from kappaflow.tables import diff_tables, read_change_tables, read_rows
+from pipelines import cdc, clickstream
 from transforms.event_time import EventTimeOf
 from transforms.records import RawRecord
 from transforms.schema import parse_timestamp
@@ -87,55 +92,126 @@ def test_records_become_raw_records_and_tombstones_are_counted(run_batch):
 
 # --- live jobs on a real broker ------------------------------------------------------------------
 
-def _produce_clickstream(kafka_broker, directory: Path) -> tuple[str, str, int, tuple[str, ...]]:
-    """The sample's lines as records keyed by user, each stamped with its event time (what the
-    web collector in front of the topic does); malformed lines go too. → (file, topic, count, args)."""
+def _event_record(line: str) -> tuple[Optional[bytes], bytes, Optional[int]]:
+    """A clickstream line as the web collector sends it: keyed by user, stamped with its event time;
+    a malformed line goes as it is (the parser dead-letters it, as in the batch run)."""
+    try:
+        event = json.loads(line)
+        return str(event["user_id"]).encode(), line.encode(), int(parse_timestamp(event["timestamp"]) * 1000)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None, line.encode(), None
+
+
+def _produce_clickstream(broker, directory: Path) -> tuple[str, str, int, tuple[str, ...]]:
     config = clickstream_samples.SampleConfig(events=600, too_late_share=0.0)
     events = str(directory / "events.jsonl")
     reference = f"sqlite:///{directory}/reference.db"
     clickstream_samples.write_sample(events, config)
     clickstream_samples.build_reference_db(reference, config)
-    records = []
-    for line in Path(events).read_text(encoding="utf-8").splitlines():
-        try:
-            event = json.loads(line)
-            key, stamp = str(event.get("user_id")).encode(), int(parse_timestamp(event["timestamp"]) * 1000)
-        except (ValueError, TypeError, KeyError, AttributeError):
-            key, stamp = None, None  # malformed: the parser dead-letters it, as in the batch run
-        records.append((key, line.encode("utf-8"), stamp))
-    topic = kafka_broker.topic()
-    return events, topic, kafka_broker.produce(topic, records), (f"--reference_db={reference}",)
+    topic = broker.topic()
+    produced = broker.produce(topic, map(_event_record, Path(events).read_text(encoding="utf-8").splitlines()))
+    return events, f"kafka://{broker.bootstrap}/{topic}", produced, (f"--reference_db={reference}",)
+
+
+def _change_records(line: str, key_columns: dict[str, list[str]]) -> tuple[str, list]:
+    """A Debezium line as Kafka Connect publishes it: on its table's topic, keyed by the row's
+    primary key, stamped with the change time, and after a delete a tombstone (null value) with the
+    same key. Wrapped (`schema` + `payload`) and bare envelopes go as they are. → (table, records)."""
+    try:
+        decoded = json.loads(line)
+        envelope = decoded["payload"] if isinstance(decoded.get("payload"), dict) else decoded
+        table = envelope["source"]["table"]
+        image = envelope.get("after") or envelope.get("before") or {}
+        key = json.dumps({c: image[c] for c in key_columns[table]}).encode()
+        stamp = int(envelope["source"]["ts_ms"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return "customers", [(None, line.encode(), None)]  # a bad event: the parser dead-letters it
+    records = [(key, line.encode(), stamp)]
+    if envelope.get("op") == "d":
+        records.append((key, None, stamp))
+    return table, records
+
+
+def _produce_cdc(broker, directory: Path) -> tuple[str, str, int, tuple[str, ...]]:
+    cdc_samples.write_sample(str(directory), cdc_samples.CdcSampleConfig(changes=400))
+    key_columns = {table: columns.split("+") for table, columns in
+                   (item.split(":") for item in cdc_samples.PRIMARY_KEYS.split(","))}
+    topics = {table: broker.topic() for table in key_columns}
+    records: dict[str, list] = {topic: [] for topic in topics.values()}
+    for name in cdc_samples.FILES:
+        for line in (directory / name).read_text(encoding="utf-8").splitlines():
+            table, table_records = _change_records(line, key_columns)
+            records[topics.get(table, topics["customers"])].extend(table_records)
+    produced = sum(broker.produce(topic, items) for topic, items in records.items())
+    tombstones = sum(1 for items in records.values() for _, value, _ in items if value is None)
+    assert tombstones > 0
+    url = f"kafka://{broker.bootstrap}/{','.join(topics.values())}"
+    return f"{directory}/*.jsonl", url, produced, (f"--primary_keys={cdc_samples.PRIMARY_KEYS}",)
+
+
+def _cdc_output(url: str) -> dict:
+    return {(table, *key): row for table, rows in read_change_tables(url).items() for key, row in rows.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveCase:
+    module: ModuleType
+    options_class: type
+    produce: Callable[[object, Path], tuple[str, str, int, tuple[str, ...]]]
+    read_output: Callable[[str], dict]
+
+
+CASES = {
+    "clickstream": LiveCase(clickstream, clickstream.ClickstreamOptions, _produce_clickstream,
+                            lambda url: read_rows(url, CLICKSTREAM_METRICS)),
+    "cdc": LiveCase(cdc, cdc.CdcOptions, _produce_cdc, _cdc_output),
+}
+
+
+def _counts(acc):
+    return (acc.read, acc.invalid, acc.duplicates, acc.too_late, acc.enrich_failed, acc.aggregated, acc.applied,
+            acc.rejected)
 
 
 @pytest.fixture(scope="module")
-def clickstream_on_kafka(kafka_broker, tmp_path_factory):
-    """Events on a topic, and the batch run's table over the same events as a file."""
-    directory = tmp_path_factory.mktemp("kafka-clickstream")
-    events, topic, produced, args = _produce_clickstream(kafka_broker, directory)
-    batch_output = f"sqlite:///{directory}/batch.db"
-    batch = run("clickstream", clickstream.build, [f"--input={events}", f"--output={batch_output}", *args],
-                clickstream.ClickstreamOptions)
-    assert batch.balanced and batch.read == produced
-    return {"url": f"kafka://{kafka_broker.bootstrap}/{topic}", "produced": produced, "args": args,
-            "batch": batch, "batch_rows": read_rows(batch_output, CLICKSTREAM_METRICS)}
+def on_kafka(kafka_broker, tmp_path_factory):
+    """pipeline name → its sample produced to Kafka and the batch run over the same events, made once."""
+    made: dict = {}
+
+    def get(name: str) -> dict:
+        if name not in made:
+            case = CASES[name]
+            directory = tmp_path_factory.mktemp(f"kafka-{name}")
+            batch_input, url, produced, args = case.produce(kafka_broker, directory)
+            output = f"sqlite:///{directory}/batch.db"
+            batch = run(name, case.module.build, [f"--input={batch_input}", f"--output={output}", *args],
+                        case.options_class)
+            assert batch.balanced, batch.summary()
+            made[name] = {"url": url, "produced": produced, "args": args, "batch": batch,
+                          "batch_rows": case.read_output(output)}
+        return made[name]
+
+    return get
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("runner,label", [("PrismRunner", "PrismRunner"), ("FlinkRunner", "embedded Flink")])
-def test_live_clickstream_from_kafka_ends_with_the_batch_table(runner, label, clickstream_on_kafka, tmp_path):
-    sample = clickstream_on_kafka
+@pytest.mark.parametrize("name,runner,label", [
+    ("clickstream", "PrismRunner", "PrismRunner"),
+    ("clickstream", "FlinkRunner", "embedded Flink"),
+    ("cdc", "PrismRunner", "PrismRunner"),
+])
+def test_live_job_from_kafka_ends_with_the_batch_table(name, runner, label, on_kafka, tmp_path):
+    sample, case = on_kafka(name), CASES[name]
     output = f"sqlite:///{tmp_path}/live.db"
-    acc = run("clickstream", clickstream.build,
+    acc = run(name, case.module.build,
               [f"--input={sample['url']}", f"--output={output}", *sample["args"], f"--runner={runner}",
                "--streaming", f"--kafka_consumer_group=kappaflow-test-{uuid.uuid4().hex[:8]}",
                f"--kafka_max_records={sample['produced']}"],
-              clickstream.ClickstreamOptions)
+              case.options_class)
 
     assert label in acc.runner and acc.mode == "streaming", acc.runner
     assert not java_services.running()  # the run stopped the expansion service and Java workers
-    batch = sample["batch"]
     assert acc.balanced, acc.summary()
-    assert (acc.read, acc.invalid, acc.duplicates, acc.too_late, acc.aggregated) == (
-        batch.read, batch.invalid, batch.duplicates, batch.too_late, batch.aggregated), acc.summary()
-    diff = diff_tables(sample["batch_rows"], read_rows(output, CLICKSTREAM_METRICS))
-    assert diff.identical, diff
+    assert _counts(acc) == _counts(sample["batch"]), acc.summary()
+    diff = diff_tables(sample["batch_rows"], case.read_output(output))
+    assert diff.identical, diff.summary()
