@@ -123,9 +123,9 @@ class KafkaRecordToRawRecordFn(beam.DoFn):
     def process(self, record: Any) -> Iterator[RawRecord]:
         if record.value is None:
             self._tombstones.inc()
-            return
-        yield RawRecord(record.value, f"kafka:{record.topic}/{record.partition}@{record.offset}",
-                        record.timestamp / 1000.0 if record.timestamp is not None and record.timestamp >= 0 else None)
+        else:
+            stamp = record.timestamp / 1000.0 if record.timestamp is not None and record.timestamp >= 0 else None
+            yield RawRecord(record.value, f"kafka:{record.topic}/{record.partition}@{record.offset}", stamp)
 
 
 class ReadKafkaRecords(beam.PTransform):

@@ -169,8 +169,9 @@ CASES = {
 
 
 def _counts(acc):
-    return (acc.read, acc.invalid, acc.duplicates, acc.too_late, acc.enrich_failed, acc.aggregated, acc.applied,
-            acc.rejected)
+    # CDC's applied/superseded split depends on arrival order (a change older than the applied one
+    # is superseded); the table does not, and is compared below.
+    return (acc.read, acc.invalid, acc.duplicates, acc.too_late, acc.enrich_failed, acc.aggregated)
 
 
 @pytest.fixture(scope="module")
