@@ -15,12 +15,14 @@ Java transforms in Docker containers. Neither is available on many Flink cluster
   and no local pool is started.
 
 Both JVMs start on first use, when a pipeline applies a Java transform (`expansion_service()`), and
-`stop()` ends them when the run ends (kappaflow/launcher.py); an exit of the process ends them too.
+`stop()` ends them when the run ends (kappaflow/launcher.py), or when a `kept()` block that
+shares them between runs ends; an exit of the process ends them too.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -28,13 +30,13 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from typing import Optional
+from typing import Iterator, Optional
 
 import grpc
 
 from kappaflow.runner_cache import BEAM_VERSION, cache_dir, require
 
-__all__ = ["JavaServices", "classpath", "expansion_service", "stop"]
+__all__ = ["JavaServices", "classpath", "expansion_service", "kept", "running", "stop"]
 
 _LOG = logging.getLogger(__name__)
 _EXPANSION_MAIN = "org.apache.beam.sdk.expansion.service.ExpansionService"
@@ -174,17 +176,36 @@ def expansion_service(worker_pool: Optional[str] = None) -> str:
         return _RUNNING.expansion_address
 
 
+_KEPT = 0
+
+
 def running() -> bool:
     return _RUNNING is not None
 
 
 def stop() -> None:
-    """Stop the expansion service and worker pool, if they were started (the end of a run)."""
+    """Stop the expansion service and worker pool, if they were started (the end of a run), unless
+    a `kept()` block is open."""
     global _RUNNING
     with _LOCK:
-        if _RUNNING is not None:
+        if _RUNNING is not None and not _KEPT:
             _RUNNING.stop()
             _RUNNING = None
+
+
+@contextlib.contextmanager
+def kept() -> Iterator[None]:
+    """Runs inside share one expansion service and worker pool (a test session, a demo running
+    several jobs: ~5-30 s of JVM start-up each); they stop when the block ends."""
+    global _KEPT
+    with _LOCK:
+        _KEPT += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _KEPT -= 1
+        stop()
 
 
 atexit.register(stop)

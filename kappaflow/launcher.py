@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
 from kappaflow import beam_workarounds, java_services
 from kappaflow.options import KappaflowOptions
@@ -27,6 +27,7 @@ from transforms import metrics
 __all__ = ["Accounting", "run", "resolve_runner"]
 
 _LOG = logging.getLogger(__name__)
+LIVE_JOB_SERVER_TIMEOUT_SECONDS = 365 * 24 * 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +175,10 @@ def run(
         raise SystemExit(f"{pipeline_name}: {err}") from None  # one line, exit status 1
     runner, runner_label = resolve_runner(options)
     streaming = bool(options.view_as(StandardOptions).streaming)
+    if streaming and "job_server_timeout" not in options.get_all_options(drop_default=True):
+        # Beam puts --job_server_timeout (300 s) as the deadline on a portable job's state stream:
+        # a live job would fail on the client after 5 minutes while it runs on.
+        options.view_as(PortableOptions).job_server_timeout = LIVE_JOB_SERVER_TIMEOUT_SECONDS
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
     try:

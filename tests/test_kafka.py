@@ -175,7 +175,16 @@ def _counts(acc):
 
 
 @pytest.fixture(scope="module")
-def on_kafka(kafka_broker, tmp_path_factory):
+def shared_java_services():
+    """One expansion service and Java worker pool for the module's runs (each run would otherwise
+    start and stop its own: ~5-30 s of JVM start-up); stopped when the module is done."""
+    with java_services.kept():
+        yield
+    assert not java_services.running()
+
+
+@pytest.fixture(scope="module")
+def on_kafka(kafka_broker, tmp_path_factory, shared_java_services):
     """pipeline name → its sample produced to Kafka and the batch run over the same events, made once."""
     made: dict = {}
 
@@ -211,7 +220,7 @@ def test_live_job_from_kafka_ends_with_the_batch_table(name, runner, label, on_k
               case.options_class)
 
     assert label in acc.runner and acc.mode == "streaming", acc.runner
-    assert not java_services.running()  # the run stopped the expansion service and Java workers
+    assert java_services.running()  # kept for the next run by shared_java_services, which stops them
     assert acc.balanced, acc.summary()
     assert _counts(acc) == _counts(sample["batch"]), acc.summary()
     diff = diff_tables(sample["batch_rows"], case.read_output(output))
