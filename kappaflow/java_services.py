@@ -58,6 +58,16 @@ def _staged_jar(cp: str) -> str:
     return os.path.join(os.path.dirname(cp), f"beam-sdks-java-io-kafka-{BEAM_VERSION}.jar")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: a launcher killed by a signal (no atexit) takes its JVMs along (Linux)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _free_port() -> int:
     from apache_beam.utils.subprocess_server import pick_port
 
@@ -73,7 +83,7 @@ class _JavaProcess:
         self._log = tempfile.NamedTemporaryFile(prefix=f"kappaflow-{what.replace(' ', '-')}-", suffix=".log",
                                                 delete=False)
         self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env={**os.environ, **(env or {})})
+                                      env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent)
 
     def wait_ready(self, timeout: float) -> None:
         with grpc.insecure_channel(self.address) as channel:

@@ -27,6 +27,9 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$KAFKA_DIR/data
 num.partitions=$KAFKA_PARTITIONS
 auto.create.topics.enable=true
+# No time-based retention: replays of old events carry their event time as the record timestamp,
+# and the default 7-day retention would delete them within minutes (log.retention.check.interval.ms).
+log.retention.ms=-1
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=4
 transaction.state.log.replication.factor=1

@@ -72,7 +72,8 @@ def test_kafka_needs_streaming():
 def test_unreachable_broker_stops_the_run_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"^clickstream: Kafka at 127.0.0.1:1 is not reachable"):
         run("clickstream", clickstream.build,
-            ["--input=kafka://127.0.0.1:1/clicks", "--streaming", f"--output=sqlite:///{tmp_path}/o.db",
+            ["--input=kafka://127.0.0.1:1/clicks", "--runner=PrismRunner", "--streaming",
+             f"--output=sqlite:///{tmp_path}/o.db",
              f"--reference_db=sqlite:///{tmp_path}/r.db"], clickstream.ClickstreamOptions)
     with pytest.raises(ConnectionError, match="127.0.0.1:1"):
         check_kafka("kafka://127.0.0.1:1/clicks")
