@@ -35,12 +35,13 @@ from typing import Any, Iterator, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms import metrics
 from transforms.records import RawRecord
 
 __all__ = [
-    "KafkaReadConfig", "KafkaRecordToRawRecordFn", "ReadKafkaRecords", "check_kafka", "is_kafka_url",
+    "KafkaOptions", "KafkaReadConfig", "KafkaRecordToRawRecordFn", "ReadKafkaRecords", "check_kafka", "is_kafka_url",
     "kafka_read_config", "parse_kafka_config",
 ]
 
@@ -156,12 +157,36 @@ class ReadKafkaRecords(beam.PTransform):
         )
 
 
-def kafka_read_config(opts: Any) -> Optional[KafkaReadConfig]:
+class KafkaOptions(PipelineOptions):
+    """Kafka's options. Not part of KappaflowOptions: Dataflow flex templates (generated from those)
+    cannot run kappaflow's Kafka read, which needs Java workers in the EXTERNAL environment."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--kafka_consumer_group", default=None,
+                            help="Kafka (--input=kafka://HOST:PORT/TOPIC[,TOPIC]): consumer group id; offsets are "
+                                 "committed when the runner finalizes a checkpoint, and a new job resumes after them.")
+        parser.add_argument("--kafka_config", default=None,
+                            help="Kafka: consumer settings KEY=VALUE,... (security.protocol, sasl.*, ssl.*, "
+                                 "auto.offset.reset (default earliest), ...).")
+        parser.add_argument("--kafka_max_records", type=int, default=None,
+                            help="Kafka, for tests and demos: stop reading after this many records (the job ends).")
+        parser.add_argument("--kafka_max_read_seconds", type=int, default=None,
+                            help="Kafka, for tests and demos: stop reading after this many seconds (the job ends).")
+        parser.add_argument("--java_worker_pool", default=None,
+                            help="Java transforms (Kafka): HOST:PORT of a running Beam Java worker pool "
+                                 "(ExternalWorkerService), e.g. next to each TaskManager of a Flink cluster; "
+                                 "default: one started on this machine for the run.")
+
+
+def kafka_read_config(opts: PipelineOptions) -> Optional[KafkaReadConfig]:
     """The Kafka read the options ask for (`--input=kafka://...`), else None."""
-    if not is_kafka_url(opts.input):
+    url = getattr(opts, "input", None)
+    if not is_kafka_url(url):
         return None
-    return KafkaReadConfig(opts.input, opts.kafka_consumer_group, parse_kafka_config(opts.kafka_config),
-                           opts.kafka_max_records, opts.kafka_max_read_seconds, opts.java_worker_pool)
+    kafka = opts.view_as(KafkaOptions)
+    return KafkaReadConfig(url, kafka.kafka_consumer_group, parse_kafka_config(kafka.kafka_config),
+                           kafka.kafka_max_records, kafka.kafka_max_read_seconds, kafka.java_worker_pool)
 
 
 def check_kafka(url: str) -> None:

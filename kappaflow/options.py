@@ -29,7 +29,7 @@ class KappaflowOptions(PipelineOptions):
     # Validation of each option as a flex-template parameter (kappaflow/flex_template.py); options
     # not listed get one from their argparse type.
     TEMPLATE_REGEXES: dict[str, str] = {
-        "input": r"^(gs://|/|file://|bigquery:|kafka://).+$",
+        "input": r"^(gs://|/|file://|bigquery:).+$",
         "output": _SINK_URL,
         "dead_letter_output": _SINK_URL,
         "reference_db": r"^[a-z][a-z0-9+]*://.+$",
@@ -50,8 +50,7 @@ class KappaflowOptions(PipelineOptions):
         # process; the launcher checks it instead.
         parser.add_argument("--input", default=None,
                             help="Input files: glob(s), comma-separated; .jsonl/.csv/.avro/.parquet (+.gz); or a "
-                                 "BigQuery table, bigquery:PROJECT.DATASET.TABLE (batch); or Kafka topics, "
-                                 "kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC] (with --streaming).")
+                                 "BigQuery table, bigquery:PROJECT.DATASET.TABLE (batch).")
         parser.add_argument("--output", default=DEFAULT_OUTPUT,
                             help="Output: an SQLAlchemy URL (rows are upserted), bigquery:PROJECT.DATASET, or a "
                                  "directory (file://DIR?format=jsonl|parquet|avro).")
@@ -89,20 +88,6 @@ class KappaflowOptions(PipelineOptions):
                             choices=("AUTO", "FILE_LOADS", "STREAMING_INSERTS", "STORAGE_WRITE_API"),
                             help="BigQuery output: AUTO = load jobs in batch, streaming inserts when streaming; "
                                  "STORAGE_WRITE_API needs Beam's Java expansion service.")
-        parser.add_argument("--kafka_consumer_group", default=None,
-                            help="Kafka (--input=kafka://HOST:PORT/TOPIC[,TOPIC]): consumer group id; offsets are "
-                                 "committed when the runner finalizes a checkpoint, and a new job resumes after them.")
-        parser.add_argument("--kafka_config", default=None,
-                            help="Kafka: consumer settings KEY=VALUE,... (security.protocol, sasl.*, ssl.*, "
-                                 "auto.offset.reset (default earliest), ...).")
-        parser.add_argument("--kafka_max_records", type=int, default=None,
-                            help="Kafka, for tests and demos: stop reading after this many records (the job then ends).")
-        parser.add_argument("--kafka_max_read_seconds", type=int, default=None,
-                            help="Kafka, for tests and demos: stop reading after this many seconds (the job then ends).")
-        parser.add_argument("--java_worker_pool", default=None,
-                            help="Java transforms (Kafka): HOST:PORT of a running Beam Java worker pool "
-                                 "(ExternalWorkerService), e.g. next to each TaskManager of a Flink cluster; "
-                                 "default: one started on this machine for the run.")
         parser.add_argument("--report", default=None, help="Write the run's accounting as JSON here.")
         parser.add_argument("--pii_salt", default=None,
                             help="Salt of the PII hashes; default: $KAPPAFLOW_PII_SALT, else a built-in salt. "
