@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EVENTS ?= 100000
 
-.PHONY: venv servers browser runners setup-prism setup-flink flink-cluster-start flink-cluster-stop demo test bench bench-iot bench-cdc bench-runners clean
+.PHONY: venv servers browser runners setup-prism setup-flink setup-expansion-service flink-cluster-start flink-cluster-stop demo test bench bench-iot bench-cdc bench-runners clean
 
 $(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,7 @@ servers:
 	bash scripts/setup-postgres.sh
 	bash scripts/setup-pubsub-emulator.sh
 	bash scripts/setup-bqemulator.sh
+	bash scripts/setup-kafka.sh
 
 # Headless Chromium (Debian's package) for the test that renders a run report.
 browser:
@@ -29,15 +30,19 @@ browser:
 demo: venv setup-prism
 	$(PY) -m kappaflow.demo --events $(EVENTS) --workdir demo-out
 
-# Runner binaries for the conformance tests, cached in $$KAPPAFLOW_CACHE (default .cache/):
+# Runner binaries (and the Java expansion service) for the conformance tests, cached in $$KAPPAFLOW_CACHE (default .cache/):
 # quick when already there, and CI (a fresh clone) installs them rather than skipping the tests.
-runners: setup-prism setup-flink
+runners: setup-prism setup-flink setup-expansion-service
 
 setup-prism:
 	bash scripts/setup-prism.sh
 
 setup-flink: venv
 	PYTHON=$(PY) bash scripts/setup-flink.sh
+
+# Beam's Java expansion service and Java SDK workers (Kafka, GCP IO) for cross-language transforms.
+setup-expansion-service:
+	bash scripts/setup-expansion-service.sh
 
 # A local standalone Flink cluster: FLINK_REST_PORT (8081) and FLINK_RPC_PORT (6123) on 127.0.0.1.
 flink-cluster-start: setup-flink

@@ -8,6 +8,7 @@ from typing import Callable, Iterator
 from functools import partial
 
 from io_connectors.bigquery import check_bigquery, is_bigquery_url
+from io_connectors.kafka import check_kafka, is_kafka_url
 from io_connectors.pubsub import check_subscription, check_topic
 from io_connectors.sinks import is_database_url
 from io_connectors.sql_sink import check_database
@@ -28,6 +29,8 @@ def _checks(opts: KappaflowOptions) -> Iterator[tuple[str, Callable[[str], None]
         seen.add(url)
         if is_bigquery_url(url):
             yield url, partial(check_bigquery, endpoint=opts.bigquery_endpoint)
+        elif is_kafka_url(url):
+            yield url, check_kafka
         elif is_database_url(url) and url != opts.input:
             yield url, check_database
     if opts.input_subscription:

@@ -1,6 +1,7 @@
 """Choose a source from the options: files (batch, or replayed in event time when streaming), a
 Pub/Sub subscription (`--input_subscription`, streaming), a BigQuery table
-(`--input=bigquery:PROJECT.DATASET.TABLE`, batch backfills)."""
+(`--input=bigquery:PROJECT.DATASET.TABLE`, batch backfills), Kafka topics
+(`--input=kafka://HOST:PORT/TOPIC[,TOPIC]`, streaming; io_connectors/kafka.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from apache_beam.io import fileio
 
 from io_connectors.bigquery import ReadBigQueryRows, is_bigquery_url
 from io_connectors.files import expand_pattern, file_format, read_records
+from io_connectors.kafka import KafkaReadConfig, ReadKafkaRecords, is_kafka_url, kafka_read_config
 from io_connectors.pubsub import PubSubReadConfig, ReadPubSubRecords
 from io_connectors.replay import ReplayConfig, ReplayFiles
 from kappaflow.options import KappaflowOptions
@@ -60,8 +62,14 @@ class ReadInput(beam.PTransform):
         ingest_time_field: Optional[str] = None,
         pubsub: Optional[PubSubReadConfig] = None,
         bigquery_endpoint: Optional[str] = None,
+        kafka: Optional[KafkaReadConfig] = None,
     ) -> None:
         super().__init__()
+        if is_kafka_url(url):
+            if not streaming:
+                raise ValueError(f"reading {url} needs --streaming")
+            kafka = kafka or KafkaReadConfig(url)
+        self._kafka = kafka
         if pubsub is not None and not streaming:
             raise ValueError(f"reading {pubsub.subscription} needs --streaming")
         if pubsub is None and not url:
@@ -92,11 +100,13 @@ class ReadInput(beam.PTransform):
                                       opts.timestamp_attribute, opts.pubsub_id_label)
         return cls(opts.input, bool(opts.view_as(StandardOptions).streaming),
                    event_time or EventTimeOf(time_field), opts.replay_config(), ingest_time_field,
-                   pubsub, opts.bigquery_endpoint)
+                   pubsub, opts.bigquery_endpoint, kafka_read_config(opts))
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         if self._pubsub is not None:
             return pbegin | "ReadPubSub" >> ReadPubSubRecords(self._pubsub)
+        if self._kafka is not None:
+            return pbegin | "ReadKafka" >> ReadKafkaRecords(self._kafka)
         if is_bigquery_url(self._url):
             return pbegin | "ReadBigQuery" >> ReadBigQueryRows(self._url, self._bigquery_endpoint)
         if self._streaming:

@@ -20,9 +20,9 @@ from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
-from kappaflow import beam_workarounds
+from kappaflow import beam_workarounds, java_services
 from kappaflow.errors import ConfigurationError
 from kappaflow.options import KappaflowOptions
 from kappaflow.progress import ProgressMonitor, estimate_records
@@ -31,6 +31,7 @@ from transforms import metrics
 __all__ = ["Accounting", "run", "resolve_runner"]
 
 _LOG = logging.getLogger(__name__)
+LIVE_JOB_SERVER_TIMEOUT_SECONDS = 365 * 24 * 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +173,12 @@ def run(
         # the FnApiRunner has no clock for processing-time triggers).
         own.early_firing_seconds = 0
     from io_connectors.preflight import EndpointUnavailable, check_endpoints
+    from kappaflow.runner_support import UnsupportedOnRunner, check_runner_support
+
+    try:
+        check_runner_support(options, own)
+    except UnsupportedOnRunner as err:
+        raise SystemExit(f"{pipeline_name}: {err}") from None  # one line, before any job starts
 
     try:
         check_endpoints(own)
@@ -179,18 +186,25 @@ def run(
         raise SystemExit(f"{pipeline_name}: {err}") from None  # one line, exit status 1
     runner, runner_label = resolve_runner(options)
     streaming = bool(options.view_as(StandardOptions).streaming)
+    if streaming and "job_server_timeout" not in options.get_all_options(drop_default=True):
+        # Beam puts --job_server_timeout (300 s) as the deadline on a portable job's state stream:
+        # a live job would fail on the client after 5 minutes while it runs on.
+        options.view_as(PortableOptions).job_server_timeout = LIVE_JOB_SERVER_TIMEOUT_SECONDS
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
     try:
-        build(pipeline, own)
-    except (ValueError, FileNotFoundError) as err:  # the graph refused an option: nothing has run
-        raise ConfigurationError(str(err)) from err
-    progress = ProgressMonitor(pipeline_name, own.progress, own.progress_seconds, estimate_records(own.input),
-                               replay=streaming)
-    with progress as monitor:
-        result = pipeline.run()
-        monitor.follow(result)
-        result.wait_until_finish()
+        try:
+            build(pipeline, own)
+        except (ValueError, FileNotFoundError) as err:  # the graph refused an option: nothing has run
+            raise ConfigurationError(str(err)) from err
+        progress = ProgressMonitor(pipeline_name, own.progress, own.progress_seconds, estimate_records(own.input),
+                                   replay=streaming)
+        with progress as monitor:
+            result = pipeline.run()
+            monitor.follow(result)
+            result.wait_until_finish()
+    finally:
+        java_services.stop()  # the Java expansion service and workers, if a Java transform started them
     accounting = Accounting(
         pipeline=pipeline_name,
         runner=runner_label,

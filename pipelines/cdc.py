@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from io_connectors.cdc_sink import ApplyChanges
 from io_connectors.dead_letter_sink import WriteDeadLetters
+from io_connectors.kafka import kafka_read_config
 from io_connectors.sinks import WriteTable, is_database_url
 from io_connectors.sources import ReadInput
 from kappaflow.launcher import run_main
@@ -70,7 +71,7 @@ def build(p: beam.Pipeline, opts: CdcOptions) -> None:
     replay = opts.replay_config()
     streaming = bool(opts.view_as(beam.options.pipeline_options.StandardOptions).streaming)
 
-    records = p | "ReadInput" >> ReadInput(opts.input, streaming, CHANGE_TIME, replay)
+    records = p | "ReadInput" >> ReadInput(opts.input, streaming, CHANGE_TIME, replay, kafka=kafka_read_config(opts))
     parsed = records | "ParseChanges" >> ParseChanges(keys, PIPELINE)
     unique = (
         parsed.changes

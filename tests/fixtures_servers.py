@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from typing import Optional
 
 
 def free_port() -> int:
@@ -30,9 +31,11 @@ def wait_for_port(port: int, timeout: float, what: str) -> None:
 class ServerProcess:
     """A server started with `argv`, its output in a temporary log, listening on `port` within `timeout`."""
 
-    def __init__(self, argv: list[str], port: int, timeout: float, what: str) -> None:
+    def __init__(self, argv: list[str], port: int, timeout: float, what: str,
+                 env: Optional[dict[str, str]] = None) -> None:
         self._log = tempfile.NamedTemporaryFile(prefix=f"kappaflow-{what.split()[-1]}-", suffix=".log", delete=False)
-        self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env=env)
         wait_for_port(port, timeout, what)
 
     def stop(self) -> None:

@@ -1,0 +1,84 @@
+"""What each runner can run, checked before a job starts.
+
+Beam does not check this up front: an unsupported source fails inside the runner, minutes later, as
+a stack trace (Beam's Python Pub/Sub read on Flink: apache/beam#27443). The launcher calls
+`check_runner_support` with the run's options before building the graph; an unsupported
+combination stops with one line naming what to use instead.
+
+    python -m kappaflow.runner_support     # prints the table
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+__all__ = ["FEATURES", "RUNNERS", "UnsupportedOnRunner", "check_runner_support", "runner_name", "table"]
+
+RUNNERS = ("DirectRunner", "PrismRunner", "FlinkRunner", "DataflowRunner")
+_ALIASES = {"direct": "DirectRunner", "prism": "PrismRunner", "flink": "FlinkRunner", "dataflow": "DataflowRunner",
+            "BundleBasedDirectRunner": "DirectRunner", "SwitchingDirectRunner": "DirectRunner"}
+
+
+class UnsupportedOnRunner(ValueError):
+    """The options ask for something the runner cannot run; the message names the alternative."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    name: str
+    used: Callable[[object], bool]  # KappaflowOptions → does this run use it?
+    runners: frozenset[str]  # where it runs
+    alternative: str  # what to do on the other runners
+    note: str = ""
+
+
+FEATURES = (
+    Feature("Python Pub/Sub read (--input_subscription)", lambda o: bool(getattr(o, "input_subscription", None)),
+            frozenset({"DirectRunner", "DataflowRunner"}),
+            "run it with --runner=DirectRunner (streaming) or DataflowRunner, or read the events from "
+            "Kafka (--input=kafka://HOST:PORT/TOPIC) on this runner",
+            "a native read that only Dataflow and the Python DirectRunner implement (apache/beam#27443)"),
+    Feature("Pub/Sub id attribute (--pubsub_id_label)", lambda o: bool(getattr(o, "pubsub_id_label", None)),
+            frozenset({"DataflowRunner"}),
+            "drop --pubsub_id_label: the pipelines' own dedup (by event id) removes re-deliveries on every runner"),
+    Feature("Java transforms: Kafka (--input=kafka://...)",
+            lambda o: str(getattr(o, "input", None) or "").startswith("kafka://"),
+            frozenset({"PrismRunner", "FlinkRunner"}),
+            "run it with --runner=PrismRunner (this machine) or --runner=FlinkRunner (embedded or a cluster)",
+            "Beam's Java KafkaIO through kappaflow's expansion service, Java workers in the EXTERNAL "
+            "environment (no Docker); the Python DirectRunner cannot run a Java transform"),
+)
+
+
+def runner_name(options: PipelineOptions) -> str:
+    name = options.view_as(StandardOptions).runner or "DirectRunner"
+    return _ALIASES.get(name, name)
+
+
+def check_runner_support(options: PipelineOptions, own: object) -> None:
+    """Raise UnsupportedOnRunner for the first feature the run uses that its runner lacks."""
+    runner = runner_name(options)
+    if runner not in RUNNERS:
+        return  # a runner we have no table for: Beam decides
+    for feature in FEATURES:
+        if feature.used(own) and runner not in feature.runners:
+            raise UnsupportedOnRunner(f"{feature.name} is not supported on {runner}: {feature.alternative}")
+
+
+def table() -> str:
+    """The table as text: one row per feature, one column per runner."""
+    first = max(len(f.name) for f in FEATURES)
+    lines = [" | ".join([f"{'':<{first}}", *RUNNERS])]
+    for feature in FEATURES:
+        cells = [("yes" if r in feature.runners else "no").center(len(r)) for r in RUNNERS]
+        lines.append(" | ".join([f"{feature.name:<{first}}", *cells]))
+    lines.append("")
+    lines.extend(f"{f.name}: {f.note or f.alternative}" for f in FEATURES)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table())
