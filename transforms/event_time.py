@@ -114,14 +114,11 @@ class EventTimeOf:
         self._paths = tuple(tuple(path.split(".")) for path in paths)
 
     def __call__(self, record: Any) -> Optional[float]:
-        import json
-
+        from transforms.parse import decode_record  # what the parser cannot decode has no time
         from transforms.schema import parse_timestamp
 
-        payload = record.payload
         try:
-            if not isinstance(payload, dict):
-                payload = json.loads(payload)
+            payload = decode_record(record.payload)
             for path in self._paths:
                 value = _lookup(payload, path)
                 if value is not None:

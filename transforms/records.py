@@ -55,6 +55,7 @@ DEAD_LETTER_SCHEMA = Schema(
 _RUN = re.compile(r"[0-9A-Fa-f.:]{3,}+")
 _DOTTED_QUAD = re.compile(r"(?<![0-9])[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?![0-9])")
 _REDACTED = "<redacted>"
+_MAX_IP_CHARS = 45  # the longest IPv6 literal (with an IPv4 tail)
 
 
 def redact_ips(text: str) -> str:
@@ -66,8 +67,14 @@ def _redact_run(match: re.Match) -> str:
     run = match.group(0)
     if run.count(".") + run.count(":") < 2:
         return run
-    if _is_ip(run.strip(".")):  # a whole IPv6 or IPv4 literal, perhaps ending a sentence
-        return run.replace(run.strip("."), _REDACTED)
+    # The run, or (IPv6) a dot-free piece of it: hex letters of the words around glue on. Less
+    # the punctuation or the :port that follows.
+    pieces = [run] + ([p for p in run.split(".") if p.count(":") >= 2] if ":" in run else [])
+    for piece in pieces:
+        for candidate in (piece, piece.strip(".:"), piece.rsplit(":", 1)[0]):
+            if len(candidate) <= _MAX_IP_CHARS and _is_ip(candidate):
+                run = run.replace(candidate, _REDACTED)
+                break
     return _DOTTED_QUAD.sub(lambda quad: _REDACTED if _is_ip(quad.group(0)) else quad.group(0), run)
 
 
@@ -107,7 +114,7 @@ def dead_letter(
     text = redact_ips(printable_text(payload_text(payload)))
     reason = redact_ips(printable_text(reason))
     origin = printable_text(origin)
-    event_id = None if event_id is None else printable_text(event_id)
+    event_id = None if event_id is None else redact_ips(printable_text(event_id))
     identity = "\x1f".join(
         [pipeline, stage, origin, text, "" if window_start is None else format_timestamp(window_start)]
     )
