@@ -146,10 +146,6 @@ def to_change(envelope: Mapping[str, Any], keys: PrimaryKeys, origin: str = "") 
         raise ChangeError(f"op {op} without its image: no {side}")
     if not isinstance(image, dict):
         raise ChangeError(f"{side} is not an object")
-    for column in image:
-        problem = identifier_problem(column)
-        if problem:
-            raise ChangeError(f"field {side}: column {problem}")
     key = []
     for column in key_columns:
         value = image.get(column)
