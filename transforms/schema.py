@@ -51,11 +51,12 @@ class ValidationError(ValueError):
 # Epoch values above this are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
 _EPOCH_MS_THRESHOLD = 1e11
 _EPOCH_US_THRESHOLD = 1e14
-# The instants every part of a run can hold: 1970-01-01 up to the end of 9999-12-31 UTC. Python's
-# datetime (ISO text, SQL) ends there; Beam's Timestamp reaches further, to ~year 294247.
+# The instants every part of a run can hold: 1970-01-01 up to 9999-12-31T23:59:59 UTC. Python's
+# datetime (ISO text, SQL) ends there; Beam's Timestamp reaches further, to ~year 294247. (No
+# fraction of the last second: a float rounds 253402300799.9999 up to year 10000.)
 # Earlier or later is rejected, not clamped: a time that far off is not a time.
 MIN_EPOCH_SECONDS = 0.0
-MAX_EPOCH_SECONDS = 253402300799.999999
+MAX_EPOCH_SECONDS = 253402300799.0
 # An ISO fraction longer than microseconds (nanoseconds, from Go or Java clients) is cut to
 # microseconds, Beam's resolution.
 _LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
