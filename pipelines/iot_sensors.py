@@ -73,7 +73,7 @@ class IotSensorsFlags(PipelineOptions):
         parser.add_argument("--valid_ranges", default=None,
                             help="Plausible value range per quantity in canonical units, overriding the "
                                  "defaults temperature=-273.15..2000 (°C), pressure=0..1000000 (hPa), "
-                                 "humidity=0..100 (%%); readings outside are dead letters (stage range).")
+                                 "humidity=0..100 (percent); readings outside are dead letters (stage range).")
         parser.add_argument("--archive", default=None,
                             help="Directory of the raw archive (Parquet, by event_date and device_type).")
         parser.add_argument("--archive_window_seconds", type=float, default=3600.0,

@@ -29,6 +29,7 @@ from transforms.parse import DEFAULT_MAX_RECORD_BYTES
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "tests", "fixtures", "hostile")
 GENERATED = 300  # records per pipeline and run
+REDELIVERIES = 5  # valid lines sent twice
 PRIMARY_KEYS = "customers:customer_id,orders:store_id+order_id"
 MARKER = re.compile(r"\b(fz|cz)(\d+)-")
 
@@ -42,13 +43,15 @@ def _corpus(pipeline: str) -> list[hostile.Line]:
 
 
 def _dated(line: str) -> str:
-    """Corpus lines say "an hour ago" with placeholders: the accepted window follows the clock."""
+    """Corpus lines say "an hour ago" with placeholders (the accepted window follows the clock),
+    and "a string of --max_record_bytes" (a megabyte need not be in the repository)."""
     hour_ago = time.time() - 3600
     iso = dt.datetime.fromtimestamp(hour_ago, dt.timezone.utc).isoformat(timespec="microseconds")
     offset = dt.datetime.fromtimestamp(hour_ago, dt.timezone(dt.timedelta(hours=2))).isoformat(timespec="microseconds")
     for placeholder, value in (('"%TIME%"', json.dumps(iso)), ('"%TIME_US_OFFSET%"', json.dumps(offset)),
                                ('"%TIME_NS%"', json.dumps(iso.replace("+00:00", "789Z"))),
-                               ('"%TSMS%"', str(int(hour_ago * 1000)))):
+                               ('"%TSMS%"', str(int(hour_ago * 1000))),
+                               ('"%HUGE%"', json.dumps("x" * DEFAULT_MAX_RECORD_BYTES))):
         line = line.replace(placeholder, value)
     return line
 
@@ -97,7 +100,7 @@ def inputs(tmp_path_factory) -> dict[str, FuzzInput]:
     return out
 
 
-def _with_redeliveries(lines: list[hostile.Line], copies: int = 5) -> tuple[list[hostile.Line], list[int]]:
+def _with_redeliveries(lines: list[hostile.Line], copies: int = REDELIVERIES) -> tuple[list[hostile.Line], list[int]]:
     """A copy right after each of the first few valid lines, which the dedup must count (a copy
     shares its original's marker: only the original can be dead-lettered, as too late); and the
     file line (1-based) of each generated line."""
@@ -187,7 +190,12 @@ def test_hostile_records_never_stop_a_run_and_every_rejection_is_a_dead_letter(i
     letters = dead_letters(run.output, pipeline)
     rejected = summary["invalid"] + summary["too_late"] + summary["enrich_failed"] + summary["rejected"]
     traced = [line_of(letter, fuzz) for letter in letters]
-    assert len(letters) == rejected, "a rejected record is missing from the dead letters"
+    # A re-delivery of a record that is too late is too late as well (lateness is judged before
+    # the dedup) and its dead letter is the same row as its original's: the table is keyed so
+    # that re-deliveries and reruns upsert one row.
+    collapsed = rejected - len(letters)
+    assert 0 <= collapsed <= (REDELIVERIES if mode == "streaming" else 0), \
+        f"{collapsed} rejected records are missing from the dead letters"
     assert len(set(traced)) == len(traced), "two dead letters for one line"
     must_reject = {number for number, (_, bad) in enumerate(fuzz.lines, start=1) if bad}
     assert must_reject <= set(traced), f"lines known to be bad were accepted: {sorted(must_reject - set(traced))}"
