@@ -178,7 +178,9 @@ def _clickstream(now: float) -> st.SearchStrategy:
         lambda r: not _ip_in(r.get("event_type")))
     return _mix(base, valid, no_ip_in_outputs, paths, must_reject={
         "timestamp": st.sampled_from([1e20, 1e308, 2**70, math.nan, math.inf, -1, "1969-12-31T23:59:59Z"]),
-        "user_id": with_surrogate, "event_id": huge_text, "properties": too_deep}, outputs=("event_type",))
+        "user_id": with_surrogate, "event_id": huge_text,
+        "properties": st.one_of(too_deep, st.sampled_from([1e308, -1e300, 1e13]).map(lambda v: {"price": v}))},
+        outputs=("event_type",))
 
 
 def _iot(now: float) -> st.SearchStrategy:

@@ -110,6 +110,15 @@ def test_integers_must_fit_in_64_bits_and_reasons_stay_short():
         schema.parse({"x": 10**400})
 
 
+def test_max_abs_bounds_a_float_field():
+    schema = Schema("s", (Field("price", FieldType.FLOAT64, max_abs=1e12),))
+    assert schema.parse({"price": -1e12}) == {"price": -1e12}
+    with pytest.raises(ValidationError, match=r"price: 1e\+308 is beyond ±1e\+12"):
+        schema.parse({"price": 1e308})
+    with pytest.raises(ValueError, match="max_abs"):
+        Field("n", FieldType.INT64, max_abs=1.0)
+
+
 def test_integer_as_text_accepts_an_integer_for_a_string_field():
     schema = Schema("s", (Field("line", FieldType.STRING, integer_as_text=True),))
     assert schema.parse({"line": 1}) == {"line": "1"}

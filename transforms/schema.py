@@ -166,6 +166,9 @@ class Field:
     # STRING fields only: an integer is accepted too and kept as its decimal text (1 → "1"), for
     # names that some senders spell as numbers.
     integer_as_text: bool = False
+    # FLOAT64 fields only: values of a larger magnitude are rejected, for fields that get summed
+    # (two prices of 1e308 overflow any float sum).
+    max_abs: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -174,6 +177,8 @@ class Field:
             raise ValueError(f"field {self.name!r}: RECORD fields, and only they, have sub-fields")
         if self.integer_as_text and self.type is not FieldType.STRING:
             raise ValueError(f"field {self.name!r}: only STRING fields take integer_as_text")
+        if self.max_abs is not None and (self.type is not FieldType.FLOAT64 or not 0 < self.max_abs < math.inf):
+            raise ValueError(f"field {self.name!r}: max_abs is a positive finite bound of a FLOAT64 field")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,7 +335,10 @@ def _parse_value(f: Field, value: Any, path: str, hash_pii: Callable[[str], str]
         if t is FieldType.INT64:
             return _to_int(value)
         if t is FieldType.FLOAT64:
-            return _to_float(value)
+            number = _to_float(value)
+            if f.max_abs is not None and abs(number) > f.max_abs:
+                raise ValueError(f"{short_repr(value)} is beyond ±{f.max_abs:g}")
+            return number
         if t is FieldType.BOOL:
             return _to_bool(value)
         if t is FieldType.TIMESTAMP:
