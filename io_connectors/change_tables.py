@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional
 
 import sqlalchemy as sa
 
-from transforms.debezium import PrimaryKeys, is_plain_identifier
+from transforms.debezium import PrimaryKeys, identifier_problem
 from transforms.schema import FieldType, coerce_value, sql_type
 
 __all__ = ["VERSION", "DELETED", "ChangeTables", "infer_type"]
@@ -90,8 +90,10 @@ class ChangeTables:
             values = dict(change["image"] or {}, **dict(zip(key, change["key"])))
             row, wanted, reason = {}, {}, None
             for name, value in values.items():
-                if not is_plain_identifier(name) or name.startswith(_RESERVED_PREFIX):
-                    reason = f"column name {name!r} is not a plain identifier, or is reserved"
+                problem = identifier_problem(name) or (
+                    f"{name!r} is reserved ({_RESERVED_PREFIX}*)" if name.startswith(_RESERVED_PREFIX) else None)
+                if problem:
+                    reason = f"column {problem}"
                     break
                 if value is None:
                     row[name] = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 from typing import Generator, Iterable, Iterator, Optional
 
 from apache_beam.io.filesystems import FileSystems
@@ -71,16 +70,15 @@ def read_all(paths: Iterable[str], ingest_time_field: Optional[str] = None) -> I
 def lift_ingest_time(record: RawRecord, field: str) -> RawRecord:
     """Move `field` from the payload to `ingest_time`. A payload that is not a JSON object is left
     for the parser to reject; a missing or unreadable field means: ingest time unknown."""
-    payload = record.payload
+    from transforms.parse import decode_record
+
+    try:  # the parser's decoding: what it rejects (too large, too deep, not JSON) stays as it was
+        payload = decode_record(record.payload)
+    except ValueError:
+        return record
     if not isinstance(payload, dict):
-        try:
-            payload = json.loads(payload)
-        except (ValueError, TypeError):
-            return record
-        if not isinstance(payload, dict):
-            return record
-    else:
-        payload = dict(payload)
+        return record
+    payload = dict(payload)
     value = payload.pop(field, None)
     try:
         ingest_time = None if value in (None, "") else parse_timestamp(value)

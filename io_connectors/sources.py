@@ -98,8 +98,10 @@ class ReadInput(beam.PTransform):
         if opts.input_subscription:
             pubsub = PubSubReadConfig(opts.input_subscription, time_field, id_field,
                                       opts.timestamp_attribute, opts.pubsub_id_label)
+        # Out-of-bounds times (dead-lettered later) must not move a replay's watermark.
+        bounded_time = opts.event_time_bounds().guard(event_time or EventTimeOf(time_field))
         return cls(opts.input, bool(opts.view_as(StandardOptions).streaming),
-                   event_time or EventTimeOf(time_field), opts.replay_config(), ingest_time_field,
+                   bounded_time, opts.replay_config(), ingest_time_field,
                    pubsub, opts.bigquery_endpoint, kafka_read_config(opts))
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:

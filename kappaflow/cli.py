@@ -43,7 +43,7 @@ PROG = "kappaflow"
 # (tests/test_cli.py checks that none is left out).
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("input", ("input", "input_subscription", "timestamp_attribute", "pubsub_id_label", "ingest_time_field",
-               "primary_keys")),
+               "primary_keys", "max_record_bytes", "max_future_seconds", "valid_ranges")),
     ("output", ("output", "dead_letter_output", "bigquery_endpoint", "bigquery_method", "apply_batch_size",
                 "archive", "archive_window_seconds", "alerts_topic", "pii_salt")),
     ("windows and lateness", ("window_seconds", "allowed_lateness_seconds", "early_firing_seconds",
@@ -54,7 +54,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("runner", ("runner", "streaming", "dry_run", "report", "max_invalid_ratio", "progress", "progress_seconds",
                 "debug")),
 )
-_UNITS = {"replay_chunk_size": "records", "apply_batch_size": "changes", "default_max_temp_c": "°C",
+_UNITS = {"max_record_bytes": "bytes", "replay_chunk_size": "records", "apply_batch_size": "changes", "default_max_temp_c": "°C",
           "max_invalid_ratio": "of the records read"}
 # Beam's options that belong in a pipeline's own --help (Beam parses them; --help-beam lists the rest).
 _BEAM_SHOWN: dict[str, dict[str, Any]] = {
@@ -80,6 +80,8 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "archive_window_seconds": (lambda v: v > 0, "must be > 0 seconds"),
     "max_invalid_ratio": (lambda v: 0 <= v <= 1, "must be a share between 0 and 1, e.g. 0.05"),
     "progress_seconds": (lambda v: v > 0, "must be > 0 seconds"),
+    "max_record_bytes": (lambda v: v >= 1, "must be >= 1 byte"),
+    "max_future_seconds": (lambda v: 0 <= v < float("inf"), "must be >= 0 seconds"),
 }
 _DATAFLOW = ("DataflowRunner", "dataflow")
 _METAVARS = {"input": "FILES", "output": "URL", "dead_letter_output": "URL", "reference_db": "URL",

@@ -10,6 +10,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from io_connectors.replay import ReplayConfig
 from transforms.dedup import DedupConfig
+from transforms.event_time import DEFAULT_MAX_FUTURE_SECONDS, EventTimeBounds
+from transforms.parse import DEFAULT_MAX_RECORD_BYTES
 from transforms.windowing import WindowConfig
 
 __all__ = ["KappaflowOptions"]
@@ -68,6 +70,8 @@ class KappaflowOptions(PipelineOptions):
         "max_invalid_ratio": r"^(0(\.[0-9]+)?|1(\.0+)?)$",
         "progress": r"^(auto|bar|plain|off)$",
         "progress_seconds": _NUMBER,
+        "max_record_bytes": _WHOLE,
+        "max_future_seconds": _NUMBER,
     }
 
     @classmethod
@@ -118,6 +122,11 @@ class KappaflowOptions(PipelineOptions):
                             choices=("AUTO", "FILE_LOADS", "STREAMING_INSERTS", "STORAGE_WRITE_API"),
                             help="BigQuery output: AUTO = load jobs in batch, streaming inserts when streaming; "
                                  "STORAGE_WRITE_API needs Beam's Java expansion service.")
+        parser.add_argument("--max_record_bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
+                            help="Records larger than this are dead letters before parsing (default 1 MiB, "
+                                 "Kafka's default message limit).")
+        parser.add_argument("--max_future_seconds", type=float, default=DEFAULT_MAX_FUTURE_SECONDS,
+                            help="Event times further ahead of the wall clock are dead letters (default a day).")
         parser.add_argument("--report", default=None,
                             help="Write a run report here: .html (a page with charts, opens without a server) "
                                  "or .json (the accounting).")
@@ -147,6 +156,9 @@ class KappaflowOptions(PipelineOptions):
         lateness = self.dedup_horizon_seconds if windows is None else (
             windows.size_seconds + windows.state_retention_seconds)
         return DedupConfig(self.dedup_horizon_seconds, lateness)
+
+    def event_time_bounds(self) -> EventTimeBounds:
+        return EventTimeBounds(self.max_future_seconds)
 
     def replay_config(self) -> ReplayConfig:
         return ReplayConfig(self.max_out_of_orderness_seconds, self.replay_chunk_size, self.replay_speed)

@@ -71,18 +71,20 @@ def build(p: beam.Pipeline, opts: CdcOptions) -> None:
     replay = opts.replay_config()
     streaming = bool(opts.view_as(beam.options.pipeline_options.StandardOptions).streaming)
 
-    records = p | "ReadInput" >> ReadInput(opts.input, streaming, CHANGE_TIME, replay, kafka=kafka_read_config(opts))
-    parsed = records | "ParseChanges" >> ParseChanges(keys, PIPELINE)
+    bounds = opts.event_time_bounds()
+    records = p | "ReadInput" >> ReadInput(opts.input, streaming, bounds.guard(CHANGE_TIME), replay,
+                                           kafka=kafka_read_config(opts))
+    parsed = records | "ParseChanges" >> ParseChanges(keys, PIPELINE, opts.max_record_bytes)
+    timed = parsed.changes | "EventTime" >> WithEventTime("event_time", PIPELINE, bounds=bounds)
     unique = (
-        parsed.changes
-        | "EventTime" >> WithEventTime("event_time")
+        timed.events
         | "DropRedeliveries" >> DeduplicateEvents(lambda c: c["change_id"], opts.dedup_config(REDELIVERY_WINDOWS))
     )
     apply_failures = unique | "ApplyChanges" >> ApplyChanges(
         opts.output, keys, PIPELINE, opts.apply_batch_size)
 
     (
-        (parsed[DEAD_LETTER_TAG], apply_failures)
+        (parsed[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], apply_failures)
         | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
     )
 

@@ -4,7 +4,7 @@
         --reference_db=sqlite:///reference.db [--streaming] [--report=run.json]
     python -m pipelines.clickstream --streaming --input_subscription=projects/P/subscriptions/S ...
 
-read → parse/validate → event time → route too-late records → dedup by event_id
+read → parse/validate → event time (within --max_future_seconds) → route too-late records → dedup by event_id
      → enrich (users, products) → fixed windows → events, unique users, revenue → upsert
 Every rejected record goes to the `dead_letters` table with its reason.
 """
@@ -70,10 +70,12 @@ def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
     windows = opts.window_config()
 
     records = p | "ReadInput" >> ReadInput.from_options(opts, time_field="timestamp", id_field="event_id")
-    parsed = records | "ParseEvents" >> ParseEvents(CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.hash_salt)
+    parsed = records | "ParseEvents" >> ParseEvents(
+        CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.hash_salt, opts.max_record_bytes)
+    timed = parsed.events | "EventTime" >> WithEventTime(
+        "timestamp", PIPELINE, "event_id", opts.event_time_bounds())
     in_time = (
-        parsed.events
-        | "EventTime" >> WithEventTime("timestamp")
+        timed.events
         | "SelectFields" >> beam.Map(to_metric_input)
         | "RouteTooLate" >> RouteTooLateRecords(windows, PIPELINE, "event_id", shard_key=lambda e: e["event_id"])
     )
@@ -86,7 +88,8 @@ def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
     sink_failures = rows | "WriteMetrics" >> WriteTable(opts.output, CLICKSTREAM_METRICS, PIPELINE)
 
     (
-        (parsed[DEAD_LETTER_TAG], enriched[DEAD_LETTER_TAG], in_time[DEAD_LETTER_TAG], sink_failures)
+        (parsed[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], enriched[DEAD_LETTER_TAG], in_time[DEAD_LETTER_TAG],
+         sink_failures)
         | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
     )
 

@@ -6,7 +6,7 @@
     python -m pipelines.iot_sensors --streaming --input_subscription=projects/P/subscriptions/S \
         --alerts_topic=projects/P/topics/ALERTS ...   (ingest time = Pub/Sub publish time)
 
-read → parse/validate → clock skew → units → event time → route too-late records
+read → parse/validate → clock skew → units → plausible range → event time → route too-late records
      → dedup by (device_id, device time) → enrich (devices) → [archive] → exclude quality != good
      → per-device windows: count, min, max, avg, p95 → sensor_stats → alerts → sensor_alerts
        [→ alerts topic, alert_id as an attribute]
@@ -39,7 +39,7 @@ from transforms.exclude import ExcludeRecords
 from transforms.late_data import RouteTooLateRecords
 from transforms.parse import ParseEvents
 from transforms.records import DEAD_LETTER_TAG
-from transforms.units import NormalizeUnits
+from transforms.units import CheckPlausibleRanges, NormalizeUnits, PlausibleRanges
 from transforms.windowing import WindowConfig
 
 PIPELINE = "iot_sensors"
@@ -70,6 +70,10 @@ class IotSensorsFlags(PipelineOptions):
                             help="Top-level field of file records holding the ingest time (file sources).")
         parser.add_argument("--default_max_temp_c", type=float, default=90.0,
                             help="Alert threshold of devices missing from the registry (or without one).")
+        parser.add_argument("--valid_ranges", default=None,
+                            help="Plausible value range per quantity in canonical units, overriding the "
+                                 "defaults temperature=-273.15..2000 (°C), pressure=0..1000000 (hPa), "
+                                 "humidity=0..100 (percent); readings outside are dead letters (stage range).")
         parser.add_argument("--archive", default=None,
                             help="Directory of the raw archive (Parquet, by event_date and device_type).")
         parser.add_argument("--archive_window_seconds", type=float, default=3600.0,
@@ -77,7 +81,9 @@ class IotSensorsFlags(PipelineOptions):
 
 
 class IotSensorsOptions(KappaflowOptions, IotSensorsFlags):
-    TEMPLATE_REGEXES = {**KappaflowOptions.TEMPLATE_REGEXES, "archive": r"^(gs://|/|file://).+$"}
+    _RANGE = r"[a-z_]+=-?[0-9.]+\.\.-?[0-9.]+"
+    TEMPLATE_REGEXES = {**KappaflowOptions.TEMPLATE_REGEXES, "archive": r"^(gs://|/|file://).+$",
+                        "valid_ranges": rf"^{_RANGE}(,{_RANGE})*$"}
     # Sensors report often and late data matters for minutes, not for a quarter of an hour.
     DEFAULT_WINDOW_SECONDS = 10.0
     DEFAULT_ALLOWED_LATENESS_SECONDS = 60.0
@@ -121,16 +127,20 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
         raise ValueError("--reference_db is required: the devices table lives there")
     windows = opts.window_config()
     skew = ClockSkewConfig(opts.max_clock_skew_seconds)
+    ranges = PlausibleRanges.parse(opts.valid_ranges)
 
     records = p | "ReadInput" >> ReadInput.from_options(
         opts, "timestamp", event_time=SkewCorrectedEventTime(skew), ingest_time_field=opts.ingest_time_field)
-    parsed = records | "ParseReadings" >> ParseEvents(IOT_READING, PIPELINE, "device_id")
-    timed = parsed.events | "CorrectClockSkew" >> CorrectClockSkew(skew, PIPELINE, "device_id")
-    converted = timed.events | "NormalizeUnits" >> NormalizeUnits(
+    parsed = records | "ParseReadings" >> ParseEvents(
+        IOT_READING, PIPELINE, "device_id", max_record_bytes=opts.max_record_bytes)
+    corrected = parsed.events | "CorrectClockSkew" >> CorrectClockSkew(skew, PIPELINE, "device_id")
+    converted = corrected.events | "NormalizeUnits" >> NormalizeUnits(
         PIPELINE, "device_id", quantity_field="device_type")
+    plausible = converted.events | "CheckRanges" >> CheckPlausibleRanges(ranges, PIPELINE, "device_id")
+    timed = plausible.events | "EventTime" >> WithEventTime(
+        "timestamp", PIPELINE, "device_id", opts.event_time_bounds())
     in_time = (
-        converted.events
-        | "EventTime" >> WithEventTime("timestamp")
+        timed.events
         | "FlattenLocation" >> beam.Map(to_reading)
         | "RouteTooLate" >> RouteTooLateRecords(windows, PIPELINE, "device_id", shard_key=lambda r: r["device_id"])
     )
@@ -154,8 +164,9 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     alert_failures = alerts | "WriteAlerts" >> WriteTable(
         opts.output, SENSOR_ALERTS, PIPELINE, counter=metrics.ALERTS_WRITTEN, keep_on_update=("created_at",))
 
-    failures = [parsed[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], converted[DEAD_LETTER_TAG],
-                enriched[DEAD_LETTER_TAG], in_time[DEAD_LETTER_TAG], stats_failures, alert_failures]
+    failures = [parsed[DEAD_LETTER_TAG], corrected[DEAD_LETTER_TAG], converted[DEAD_LETTER_TAG],
+                plausible[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], enriched[DEAD_LETTER_TAG],
+                in_time[DEAD_LETTER_TAG], stats_failures, alert_failures]
     if opts.alerts_topic:  # every pane of an alert; subscribers dedup on the alert_id attribute
         failures.append(alerts | "PublishAlerts" >> PublishMessages(
             opts.alerts_topic, PIPELINE, ("alert_id", "device_id", "severity"), schema=SENSOR_ALERTS))

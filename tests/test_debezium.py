@@ -22,7 +22,9 @@ def change(envelope) -> dict:
 
 def test_primary_keys_parse_composite_and_reject_bad_specs():
     assert KEYS.tables == {"customers": ("id",), "order_lines": ("order_id", "line_no")}
-    for bad in ("", "customers", "customers:id,customers:x", "cust-omers:id", "customers:id+id"):
+    assert PrimaryKeys.parse(f"{'t' * 63}:{'c' * 63}").tables  # 63 bytes fit
+    for bad in ("", "customers", "customers:id,customers:x", "cust-omers:id", "customers:id+id",
+                f"{'t' * 64}:id", f"customers:{'c' * 64}"):
         with pytest.raises(ValueError):
             PrimaryKeys.parse(bad)
 
@@ -81,6 +83,9 @@ def test_composite_keys_keep_the_configured_order():
     (event("u", {"id": {"a": 1}}, lsn=1), "key customers.id is a dict, not a scalar"),
     (event("u", {"id": 1}, table="invoices", lsn=1), "unknown table 'invoices': not in --primary_keys"),
     (event("u", [1, 2], lsn=1), "after is not an object"),
+    (event("c", {"id": 1}, table="t" * 64, lsn=1),
+     f"field source.table: '{'t' * 64}' is 64 bytes, longer than the 63 PostgreSQL keeps"),
+    (event("c", {"id": 1}, table="bad name", lsn=1), "field source.table: 'bad name' is not a plain identifier"),
 ])
 def test_unusable_events_say_why(envelope, reason):
     with pytest.raises(ChangeError, match="^" + reason.replace("(", r"\(").replace(")", r"\)") + "$"):

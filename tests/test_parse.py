@@ -9,8 +9,8 @@ import pytest
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from kappaflow.schemas.clickstream import CLICKSTREAM_EVENT
-from transforms.parse import ParseEventFn, ParseEvents, PiiHasher
-from transforms.records import DEAD_LETTER_TAG, RawRecord
+from transforms.parse import DEFAULT_MAX_RECORD_BYTES, ParseEventFn, ParseEvents, PiiHasher
+from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter, redact_ips
 
 SALT = "test-salt"
 T0 = 1704067200.0
@@ -149,3 +149,62 @@ def test_times_and_versions_in_bad_json_are_not_mistaken_for_ips():
     _, [letter] = run_fn(RawRecord(raw, "f:2"))
     assert "08:00:00.702" in letter["payload"] and "1.2.3" in letter["payload"]
     assert "::1" not in letter["payload"] and "10.1.2.3" not in letter["payload"]
+
+
+# -- hostile payloads (issue 14) ------------------------------------------------------------------
+
+def _letter(payload, max_record_bytes=DEFAULT_MAX_RECORD_BYTES):
+    fn = ParseEventFn(CLICKSTREAM_EVENT, "clickstream", "event_id", SALT, max_record_bytes)
+    fn.setup()
+    event, letter = fn._parse(RawRecord(payload, "f.jsonl:7"))
+    assert event is None
+    return letter
+
+
+def _nested_lists(depth: int) -> list:
+    value: list = [1]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+_GOOD = {"event_id": "e1", "user_id": "u1", "event_type": "click", "timestamp": "2024-01-15T10:30:45Z"}
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (json.dumps({**_GOOD, "user_id": "\ud800"}), "field user_id: string is not valid Unicode"),
+    (json.dumps({**_GOOD, "junk": {"k\udfff": 1}}), "field junk.<key>: key"),
+    ("[" * 5000, "bad JSON: nested deeper than 64 levels"),
+    (json.dumps({**_GOOD, "properties": {"a": _nested_lists(70)}}), "field properties.a[0]"),
+    ('{"n": ' + "1" * 5000 + "}", "bad JSON"),
+    (json.dumps({**_GOOD, "timestamp": 1e20}), "field timestamp: timestamp 1e+20 is outside"),
+    (json.dumps({**_GOOD, "timestamp": 2**70}), "field timestamp"),
+])
+def test_hostile_payloads_are_dead_letters_naming_the_field(payload, reason):
+    letter = _letter(payload.encode("utf-8"))
+    assert reason in letter["reason"]
+    letter["payload"].encode("utf-8")  # every sink can store it
+
+
+def test_records_over_the_size_limit_are_dead_letters_before_parsing():
+    letter = _letter(b'{"event_id": "' + b"x" * 200 + b'"}', max_record_bytes=100)
+    assert letter["reason"] == "record is 216 bytes, over the limit of 100 (--max_record_bytes)"
+    with pytest.raises(ValueError, match="max_record_bytes"):
+        ParseEventFn(CLICKSTREAM_EVENT, "clickstream", "event_id", SALT, 0)
+
+
+def test_dead_letters_redact_ips_everywhere_and_stay_encodable():
+    letter = dead_letter("p", "parse", "field ip=2001:db8::42: bad", "x 10.0.0.1:8080 \ud800 fe80::1.",
+                         "f:1", event_id="id-192.168.1.1")
+    for ip in ("2001:db8::42", "10.0.0.1", "fe80::1", "192.168.1.1"):
+        assert ip not in json.dumps(letter)
+    assert letter["payload"] == "x <redacted>:8080 \\ud800 <redacted>."
+
+
+def test_ip_redaction_is_linear_on_hostile_text():
+    import time
+
+    started = time.monotonic()
+    redact_ips("1." * 200_000 + "_")
+    redact_ips("1" * 100_000 + "." + "1" * 100_000 + "." + "1" * 100_000 + "x")
+    assert time.monotonic() - started < 2

@@ -80,6 +80,56 @@ def test_parse_timestamp_rejects(value):
         parse_timestamp(value)
 
 
+@pytest.mark.parametrize("value", [
+    1e20, 1e308, 2**70, 10**400, -(2**70), "1e20", "1e400",   # beyond what any runner holds
+    "1969-12-31T23:59:59Z", "1970-01-01T00:30:00+01:00",      # before the epoch, with or without offset
+    "9999-12-31T23:59:59-00:01", "0001-01-01T00:00:00+14:00",
+])
+def test_parse_timestamp_rejects_times_outside_1970_to_9999(value):
+    with pytest.raises(ValueError, match="timestamp"):
+        parse_timestamp(value)
+
+
+def test_parse_timestamp_keeps_microseconds_and_cuts_nanoseconds():
+    micros = parse_timestamp("2024-01-15T12:03:07.123456+02:00")
+    assert format_timestamp(micros) == "2024-01-15T10:03:07.123456Z"
+    assert format_timestamp(parse_timestamp("2024-01-15T10:03:07.123456789Z")) == "2024-01-15T10:03:07.123456Z"
+    assert format_timestamp(parse_timestamp("9999-12-31T23:59:59Z")) == "9999-12-31T23:59:59.000000Z"
+    with pytest.raises(ValueError, match="outside"):  # would round up to year 10000
+        parse_timestamp("9999-12-31T23:59:59.9999999Z")
+
+
+def test_integers_must_fit_in_64_bits_and_reasons_stay_short():
+    schema = Schema("s", (Field("n", FieldType.INT64), Field("x", FieldType.FLOAT64)))
+    assert schema.parse({"n": 2**63 - 1})["n"] == 2**63 - 1
+    for value in (2**63, -(2**63) - 1, 1e300, "9" * 5000):
+        with pytest.raises(ValidationError, match="field n|^n:") as err:
+            schema.parse({"n": value})
+        assert len(str(err.value)) < 200
+    with pytest.raises(ValidationError, match="finite"):
+        schema.parse({"x": 10**400})
+
+
+def test_max_abs_bounds_a_float_field():
+    schema = Schema("s", (Field("price", FieldType.FLOAT64, max_abs=1e12),))
+    assert schema.parse({"price": -1e12}) == {"price": -1e12}
+    with pytest.raises(ValidationError, match=r"price: 1e\+308 is beyond ±1e\+12"):
+        schema.parse({"price": 1e308})
+    with pytest.raises(ValueError, match="max_abs"):
+        Field("n", FieldType.INT64, max_abs=1.0)
+
+
+def test_integer_as_text_accepts_an_integer_for_a_string_field():
+    schema = Schema("s", (Field("line", FieldType.STRING, integer_as_text=True),))
+    assert schema.parse({"line": 1}) == {"line": "1"}
+    assert schema.parse({"line": "line-1"}) == {"line": "line-1"}
+    for value in (True, 1.5, [1]):
+        with pytest.raises(ValidationError, match="line"):
+            schema.parse({"line": value})
+    with pytest.raises(ValueError, match="only STRING"):
+        Field("n", FieldType.INT64, integer_as_text=True)
+
+
 def test_format_timestamp():
     assert format_timestamp(T0) == "2024-01-01T00:00:00.000000Z"
     assert format_timestamp(T0 + 0.5) == "2024-01-01T00:00:00.500000Z"

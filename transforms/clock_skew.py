@@ -13,7 +13,6 @@ push the watermark a day ahead.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Iterator, Optional
 
 import apache_beam as beam
@@ -100,11 +99,11 @@ class SkewCorrectedEventTime:
         self._config = config
 
     def __call__(self, record: Any) -> Optional[float]:
-        payload = record.payload
+        from transforms.parse import decode_record
+
         device_time: Optional[float] = None
         try:
-            if not isinstance(payload, dict):
-                payload = json.loads(payload)
+            payload = decode_record(record.payload)
             value = payload.get(self._config.time_field)
             if value not in (None, ""):
                 device_time = parse_timestamp(value)

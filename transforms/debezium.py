@@ -32,20 +32,34 @@ from typing import Any, Mapping, Optional
 import apache_beam as beam
 
 from kappaflow.schemas.cdc import DEBEZIUM_CHANGE_EVENT
-from transforms.parse import ParseEventFn
+from transforms.parse import DEFAULT_MAX_RECORD_BYTES, ParseEventFn
 from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
+from transforms.schema import short_repr
 
 __all__ = ["PrimaryKeys", "ChangeError", "unwrap", "to_change", "ParseChangeFn", "ParseChanges", "OPS",
-           "is_plain_identifier"]
+           "is_plain_identifier", "identifier_problem", "MAX_IDENTIFIER_BYTES"]
 
 # Rank of each op among changes at the same position.
 OPS = {"r": 0, "c": 1, "u": 2, "d": 3}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# PostgreSQL cuts longer names to 63 bytes (NAMEDATALEN - 1) with only a notice, so two long
+# names that share their first 63 bytes would become one table or column.
+MAX_IDENTIFIER_BYTES = 63
+
+
+def identifier_problem(name: Any) -> Optional[str]:
+    """Why `name` is not a table or column name we accept, or None: plain SQL identifiers that
+    need no quoting anywhere and fit every target database."""
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        return f"{short_repr(name)} is not a plain identifier"
+    if len(name) > MAX_IDENTIFIER_BYTES:  # plain identifiers are ASCII: characters are bytes
+        return (f"{short_repr(name)} is {len(name)} bytes, longer than the {MAX_IDENTIFIER_BYTES} "
+                f"PostgreSQL keeps")
+    return None
 
 
 def is_plain_identifier(name: Any) -> bool:
-    """Table and column names we accept: SQL identifiers that need no quoting anywhere."""
-    return isinstance(name, str) and bool(_IDENTIFIER.match(name))
+    return identifier_problem(name) is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +73,9 @@ class PrimaryKeys:
             raise ValueError("no primary keys: name at least one table:column")
         for table, columns in self.tables.items():
             for name in (table, *columns):
-                if not is_plain_identifier(name):
-                    raise ValueError(f"primary keys: {name!r} is not a plain SQL identifier")
+                problem = identifier_problem(name)
+                if problem:
+                    raise ValueError(f"--primary_keys: {problem}")
             if not columns or len(set(columns)) != len(columns):
                 raise ValueError(f"primary keys of {table}: empty or repeated columns")
 
@@ -119,6 +134,9 @@ def to_change(envelope: Mapping[str, Any], keys: PrimaryKeys, origin: str = "") 
     if op not in OPS:
         raise ChangeError(f"op {op!r} is not one of c, u, d, r")
     table = source["table"]
+    problem = identifier_problem(table)
+    if problem:
+        raise ChangeError(f"field source.table: {problem}")
     key_columns = keys.tables.get(table)
     if key_columns is None:
         raise ChangeError(f"unknown table {table!r}: not in --primary_keys")
@@ -157,12 +175,15 @@ def to_change(envelope: Mapping[str, Any], keys: PrimaryKeys, origin: str = "") 
 class ParseChangeFn(ParseEventFn):
     """RawRecord → change, or a dead letter naming what is wrong (counted as read / invalid)."""
 
-    def __init__(self, keys: PrimaryKeys, pipeline: str) -> None:
-        super().__init__(DEBEZIUM_CHANGE_EVENT, pipeline, None, "")
+    def __init__(self, keys: PrimaryKeys, pipeline: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+        super().__init__(DEBEZIUM_CHANGE_EVENT, pipeline, None, "", max_record_bytes)
         self._keys = keys
 
+    def _envelope(self, decoded: Any) -> Any:
+        return unwrap(decoded)
+
     def _parse(self, record: RawRecord) -> tuple[Optional[dict], Optional[dict]]:
-        envelope, letter = super()._parse(record._replace(payload=unwrap(record.payload)))
+        envelope, letter = super()._parse(record)
         if letter is not None:
             return None, letter
         try:
@@ -179,9 +200,9 @@ def _event_time_or_none(envelope: Mapping[str, Any]) -> Optional[float]:
 class ParseChanges(beam.PTransform):
     """RawRecords of Debezium events → {"changes": ..., DEAD_LETTER_TAG: ...}."""
 
-    def __init__(self, keys: PrimaryKeys, pipeline: str) -> None:
+    def __init__(self, keys: PrimaryKeys, pipeline: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
         super().__init__()
-        self._fn = ParseChangeFn(keys, pipeline)
+        self._fn = ParseChangeFn(keys, pipeline, max_record_bytes)
 
     def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return records | "Parse" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="changes")

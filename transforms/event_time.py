@@ -1,40 +1,102 @@
-"""Element timestamps from the event's own time field."""
+"""Element timestamps from the event's own time field, within the times a run accepts."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Iterator, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
 from transforms import metrics
+from transforms.records import DEAD_LETTER_TAG, dead_letter
+from transforms.schema import MIN_EPOCH_SECONDS, format_timestamp
 
-__all__ = ["WithEventTime", "StampEventTimeFn", "EventTimeOf"]
+__all__ = ["EventTimeBounds", "WithEventTime", "StampEventTimeFn", "EventTimeOf", "DEFAULT_MAX_FUTURE_SECONDS"]
+
+# A day: more than any time zone mistake (±14 h) or device clock drift we correct, far less than
+# the wrong-year and wrong-unit clocks that would move a streaming watermark past everything else.
+DEFAULT_MAX_FUTURE_SECONDS = 86400.0
 
 
-class WithEventTime(beam.PTransform):
-    """Stamp each event with its event time (a TIMESTAMP field, epoch seconds)."""
+@dataclasses.dataclass(frozen=True)
+class EventTimeBounds:
+    """Event times a run accepts: from 1970 (the parser rejects earlier ones) to
+    `max_future_seconds` past the wall clock when the record is processed."""
 
-    def __init__(self, field: str) -> None:
-        super().__init__()
-        self._field = field
+    max_future_seconds: float = DEFAULT_MAX_FUTURE_SECONDS
 
-    def expand(self, events: beam.PCollection) -> beam.PCollection:
-        return events | "StampEventTime" >> beam.ParDo(StampEventTimeFn(self._field))
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.max_future_seconds) or self.max_future_seconds < 0:
+            raise ValueError(f"--max_future_seconds must be a finite number >= 0, got {self.max_future_seconds}")
+
+    def problem(self, seconds: Optional[float], now: float) -> Optional[str]:
+        """Why `seconds` is not an acceptable event time, or None."""
+        if seconds is None:
+            return "missing"
+        if seconds < MIN_EPOCH_SECONDS:
+            return f"{seconds!r} is before 1970"
+        if seconds > now + self.max_future_seconds:
+            return (f"{format_timestamp(seconds)} is more than {self.max_future_seconds:g} s in the future "
+                    f"(--max_future_seconds)")
+        return None
+
+    def guard(self, event_time: Callable[[Any], Optional[float]]) -> Callable[[Any], Optional[float]]:
+        """An event-time function (for a replay source) that says None, "unknown", for times
+        outside the bounds: one clock years ahead must not move the watermark past all the rest."""
+        return _BoundedEventTime(event_time, self)
+
+
+class _BoundedEventTime:
+    def __init__(self, event_time: Callable[[Any], Optional[float]], bounds: EventTimeBounds) -> None:
+        self._event_time = event_time
+        self._bounds = bounds
+
+    def __call__(self, record: Any) -> Optional[float]:
+        seconds = self._event_time(record)
+        return None if self._bounds.problem(seconds, time.time()) else seconds
 
 
 class StampEventTimeFn(beam.DoFn):
-    """Event → TimestampedValue; the gauge tells a progress line how far a replay has come."""
+    """Event → the event stamped with its `field` (epoch seconds); outside the bounds → dead letter.
+    The gauge tells a progress line how far a replay has come."""
 
-    def __init__(self, field: str) -> None:
+    def __init__(self, field: str, bounds: EventTimeBounds, pipeline: str, id_field: Optional[str]) -> None:
         self._field = field
+        self._bounds = bounds
+        self._pipeline = pipeline
+        self._id_field = id_field
+        self._invalid = Metrics.counter(metrics.NAMESPACE, metrics.INVALID)
         self._position = Metrics.gauge(metrics.NAMESPACE, metrics.EVENT_TIME_POSITION)
 
-    def process(self, event: dict[str, Any]):
-        timestamp = event[self._field]
-        self._position.set(int(timestamp))
-        yield TimestampedValue(event, timestamp)
+    def process(self, event: dict[str, Any]) -> Iterator[Any]:
+        seconds = event.get(self._field)
+        problem = self._bounds.problem(seconds, time.time())
+        if problem is None:
+            self._position.set(int(seconds))
+            yield TimestampedValue(event, seconds)
+        else:
+            self._invalid.inc()
+            event_id = event.get(self._id_field) if self._id_field else None
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+                self._pipeline, "event_time", f"field {self._field}: {problem}", event,
+                event_id=event_id if isinstance(event_id, str) else None))
+
+
+class WithEventTime(beam.PTransform):
+    """Events → (events stamped with their event time, a TIMESTAMP field in epoch seconds;
+    dead letters for times outside `bounds`)."""
+
+    def __init__(self, field: str, pipeline: str, id_field: Optional[str] = None,
+                 bounds: EventTimeBounds = EventTimeBounds()) -> None:
+        super().__init__()
+        self._fn = StampEventTimeFn(field, bounds, pipeline, id_field)
+
+    def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return events | "StampEventTime" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="events")
 
 
 class EventTimeOf:
@@ -52,14 +114,11 @@ class EventTimeOf:
         self._paths = tuple(tuple(path.split(".")) for path in paths)
 
     def __call__(self, record: Any) -> Optional[float]:
-        import json
-
+        from transforms.parse import decode_record  # what the parser cannot decode has no time
         from transforms.schema import parse_timestamp
 
-        payload = record.payload
         try:
-            if not isinstance(payload, dict):
-                payload = json.loads(payload)
+            payload = decode_record(record.payload)
             for path in self._paths:
                 value = _lookup(payload, path)
                 if value is not None:

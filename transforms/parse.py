@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import re
 from typing import Any, Iterable, Optional
@@ -13,15 +12,22 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms import metrics
-from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter, payload_text
+from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter, payload_text, printable_text
 from transforms.schema import Schema, ValidationError
 
-__all__ = ["ParseEvents", "ParseEventFn", "PiiHasher"]
+__all__ = ["ParseEvents", "ParseEventFn", "PiiHasher", "decode_record", "DEFAULT_MAX_RECORD_BYTES",
+           "MAX_NESTING"]
 
-# IPv4 and (loosely) IPv6 literals: redacted from payloads we could not even decode.
-# Candidates for IP literals in payloads we could not decode; `ipaddress` decides, so "::1" and
-# "2001:db8::1" are caught while a time such as "08:00:00" is not.
-_IP_CANDIDATE = re.compile(r"(?<![\w.:])[0-9A-Fa-f.:]*[.:][0-9A-Fa-f.:]*[.:][0-9A-Fa-f.:]*(?![\w.:])")
+# Records above this many bytes are dead letters before parsing (--max_record_bytes).
+DEFAULT_MAX_RECORD_BYTES = 1 << 20
+# Objects and arrays nested deeper than this are dead letters: real records nest a few levels, and
+# Python's JSON, pickling and Beam's coders recurse per level (RecursionError near 1000).
+MAX_NESTING = 64
+# How much of a record too large to parse the dead letter keeps.
+_OVERSIZE_EXCERPT_BYTES = 4096
+# A lone surrogate can only come from a JSON escape (\uD800-\uDFFF): strict UTF-8 decoding
+# rejects the raw bytes. Raw text without such an escape needs no search for one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class PiiHasher:
@@ -35,13 +41,21 @@ class PiiHasher:
 
 
 class ParseEventFn(beam.DoFn):
-    """RawRecord → validated event dict; anything wrong → dead letter naming record and field."""
+    """RawRecord → validated event dict; anything wrong → dead letter naming record and field.
 
-    def __init__(self, schema: Schema, pipeline: str, id_field: Optional[str], pii_salt: str) -> None:
+    Before the schema sees a record: more than `max_record_bytes`, not UTF-8, not JSON, nested
+    deeper than MAX_NESTING, or holding a string that is not valid Unicode → dead letter.
+    """
+
+    def __init__(self, schema: Schema, pipeline: str, id_field: Optional[str], pii_salt: str,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+        if max_record_bytes < 1:
+            raise ValueError(f"--max_record_bytes must be >= 1, got {max_record_bytes}")
         self._schema = schema
         self._pipeline = pipeline
         self._id_field = id_field
         self._pii_salt = pii_salt
+        self._max_record_bytes = max_record_bytes
         self._pii_paths = schema.pii_paths()
         self._read = Metrics.counter(metrics.NAMESPACE, metrics.READ)
         self._invalid = Metrics.counter(metrics.NAMESPACE, metrics.INVALID)
@@ -62,9 +76,9 @@ class ParseEventFn(beam.DoFn):
         """(event, None) or (None, dead letter)."""
         payload = record.payload
         try:
-            decoded = _decode(payload)
+            decoded = self._envelope(decode_record(payload, self._max_record_bytes))
         except ValueError as err:
-            return None, dead_letter(self._pipeline, "parse", str(err), _redact_text(payload), record.origin)
+            return None, dead_letter(self._pipeline, "parse", str(err), _excerpt(payload), record.origin)
         try:
             event = self._schema.parse(decoded, self._hash)
         except ValidationError as err:
@@ -73,13 +87,17 @@ class ParseEventFn(beam.DoFn):
                 self._pipeline,
                 "parse",
                 f"field {err.field}: {err.reason}",
-                _redact_text(payload_text(self._redact(decoded))),
+                payload_text(self._redact(decoded)),
                 record.origin,
                 event_id=event_id if isinstance(event_id, str) else None,
             )
         if record.ingest_time is not None:
             event["_ingest_time"] = record.ingest_time
         return event, None
+
+    def _envelope(self, decoded: Any) -> Any:
+        """The decoded record → what the schema validates (subclasses unwrap envelopes here)."""
+        return decoded
 
     def _redact(self, decoded: Any) -> Any:
         if not isinstance(decoded, dict) or not self._pii_paths:
@@ -94,41 +112,75 @@ class ParseEventFn(beam.DoFn):
         return redacted
 
 
-def _decode(payload: Any) -> Any:
+def decode_record(payload: Any, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Any:
+    """A raw payload (bytes, str or an already decoded dict) → its JSON value; ValueError says
+    why not, naming the field where there is one."""
     if isinstance(payload, dict):
+        _check_tree(payload)
         return payload
-    if isinstance(payload, bytes):
-        try:
-            payload = payload.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ValueError(f"payload is not UTF-8: {err}") from None
+    raw = payload if isinstance(payload, bytes) else str(payload).encode("utf-8", errors="surrogatepass")
+    if len(raw) > max_bytes:
+        raise ValueError(f"record is {len(raw):,} bytes, over the limit of {max_bytes:,} (--max_record_bytes)")
     try:
-        return json.loads(payload)
-    except json.JSONDecodeError as err:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"payload is not UTF-8: {err}") from None
+    try:
+        decoded = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"bad JSON: nested deeper than {MAX_NESTING} levels") from None
+    except ValueError as err:  # JSONDecodeError, and integers of more than 4300 digits
         raise ValueError(f"bad JSON: {err}") from None
+    # Deep nesting needs more opening brackets than MAX_NESTING; lone surrogates need an escape.
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING or _SURROGATE_ESCAPE.search(raw):
+        _check_tree(decoded)
+    return decoded
 
 
-def _redact_text(payload: Any) -> str:
-    text = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else str(payload)
-    return _IP_CANDIDATE.sub(_redact_if_ip, text)
+def _check_tree(value: Any) -> None:
+    """Depth and Unicode of a decoded JSON value, iteratively (a recursive walk is the problem)."""
+    pending: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while pending:
+        node, path, depth = pending.pop()
+        if isinstance(node, str):
+            _check_text(node, path or "<record>")
+        elif isinstance(node, (dict, list)):
+            if depth >= MAX_NESTING:
+                raise ValueError(f"field {path or '<record>'}: nested deeper than {MAX_NESTING} levels")
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, child in items:
+                name = str(key)
+                if isinstance(key, str):
+                    _check_text(key, f"{path}.<key>" if path else "<key>", name)
+                child_path = f"{path}[{key}]" if isinstance(node, list) else (f"{path}.{name}" if path else name)
+                pending.append((child, child_path, depth + 1))
 
 
-def _redact_if_ip(match: re.Match) -> str:
+def _check_text(text: str, path: str, quoted: Optional[str] = None) -> None:
     try:
-        ipaddress.ip_address(match.group(0))
-    except ValueError:
-        return match.group(0)
-    return "<redacted>"
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        what = f"key {printable_text(quoted)!r}" if quoted is not None else "string"
+        raise ValueError(f"field {printable_text(path)}: {what} is not valid Unicode "
+                         f"(lone surrogate at position {err.start})") from None
+
+
+def _excerpt(payload: Any) -> Any:
+    """What a dead letter keeps of a record that was not decoded: all of it, unless huge."""
+    if isinstance(payload, (bytes, str)) and len(payload) > _OVERSIZE_EXCERPT_BYTES:
+        return payload[:_OVERSIZE_EXCERPT_BYTES]
+    return payload
 
 
 class ParseEvents(beam.PTransform):
     """RawRecords → (events, dead_letters), validated against `schema`."""
 
     def __init__(
-        self, schema: Schema, pipeline: str, id_field: Optional[str] = None, pii_salt: str = ""
+        self, schema: Schema, pipeline: str, id_field: Optional[str] = None, pii_salt: str = "",
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         super().__init__()
-        self._fn = ParseEventFn(schema, pipeline, id_field, pii_salt)
+        self._fn = ParseEventFn(schema, pipeline, id_field, pii_salt, max_record_bytes)
 
     def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return records | "Parse" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="events")

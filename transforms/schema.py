@@ -12,6 +12,7 @@ import datetime as dt
 import enum
 import json
 import math
+import re
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import sqlalchemy as sa
@@ -50,17 +51,31 @@ class ValidationError(ValueError):
 # Epoch values above this are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
 _EPOCH_MS_THRESHOLD = 1e11
 _EPOCH_US_THRESHOLD = 1e14
+# The instants every part of a run can hold: 1970-01-01 up to 9999-12-31T23:59:59 UTC. Python's
+# datetime (ISO text, SQL) ends there; Beam's Timestamp reaches further, to ~year 294247. (No
+# fraction of the last second: a float rounds 253402300799.9999 up to year 10000.)
+# Earlier or later is rejected, not clamped: a time that far off is not a time.
+MIN_EPOCH_SECONDS = 0.0
+MAX_EPOCH_SECONDS = 253402300799.0
+# An ISO fraction longer than microseconds (nanoseconds, from Go or Java clients) is cut to
+# microseconds, Beam's resolution.
+_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def parse_timestamp(value: Any) -> float:
     """ISO-8601 with `Z` or an offset, or epoch seconds/milliseconds → epoch seconds (UTC).
 
-    Naive ISO strings are rejected: guessing a zone silently shifts whole windows.
+    Naive ISO strings are rejected: guessing a zone silently shifts whole windows. So is any time
+    before 1970 or after 9999 (MIN/MAX_EPOCH_SECONDS), whatever its form.
     """
     if isinstance(value, bool):
         raise ValueError(f"expected a timestamp, got boolean {value!r}")
     if isinstance(value, (int, float)):
-        return _epoch_number(float(value))
+        try:
+            return _epoch_number(float(value))
+        except OverflowError:  # an int beyond float's range (10**400)
+            raise ValueError(f"timestamp {short_repr(value)} is not a valid epoch time") from None
     if isinstance(value, str):
         text = value.strip()
         if not text:
@@ -70,16 +85,16 @@ def parse_timestamp(value: Any) -> float:
         except ValueError:
             pass
         try:
-            parsed = dt.datetime.fromisoformat(text)
+            parsed = dt.datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", text, count=1))
         except ValueError:
-            raise ValueError(f"unparseable timestamp {value!r}") from None
+            raise ValueError(f"unparseable timestamp {short_repr(value)}") from None
         if parsed.tzinfo is None:
-            raise ValueError(f"timestamp {value!r} has no UTC offset (use Z or +HH:MM)")
-        return parsed.timestamp()
+            raise ValueError(f"timestamp {short_repr(value)} has no UTC offset (use Z or +HH:MM)")
+        return _in_range(parsed.timestamp(), value)
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             raise ValueError("datetime without a time zone")
-        return value.timestamp()
+        return _in_range(value.timestamp(), value)
     raise ValueError(f"expected a timestamp, got {type(value).__name__}")
 
 
@@ -87,10 +102,24 @@ def _epoch_number(number: float) -> float:
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"timestamp {number!r} is not a valid epoch time")
     if number >= _EPOCH_US_THRESHOLD:
-        return number / 1e6
-    if number >= _EPOCH_MS_THRESHOLD:
-        return number / 1e3
-    return number
+        seconds = number / 1e6
+    elif number >= _EPOCH_MS_THRESHOLD:
+        seconds = number / 1e3
+    else:
+        seconds = number
+    return _in_range(seconds, number)
+
+
+def _in_range(seconds: float, value: Any) -> float:
+    if not MIN_EPOCH_SECONDS <= seconds <= MAX_EPOCH_SECONDS:
+        raise ValueError(f"timestamp {short_repr(value)} is outside 1970-01-01..9999-12-31 UTC")
+    return seconds
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """repr() cut to `limit` characters: reasons quote values, and a value may be a megabyte."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
 
 
 def format_timestamp(seconds: float) -> str:
@@ -134,12 +163,22 @@ class Field:
     description: str = ""
     fields: tuple["Field", ...] = ()  # sub-fields of a RECORD; extra keys in the input are ignored
     pii: bool = False  # replaced by a salted hash when parsed, redacted in dead-letter payloads
+    # STRING fields only: an integer is accepted too and kept as its decimal text (1 → "1"), for
+    # names that some senders spell as numbers.
+    integer_as_text: bool = False
+    # FLOAT64 fields only: values of a larger magnitude are rejected, for fields that get summed
+    # (two prices of 1e308 overflow any float sum).
+    max_abs: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise ValueError(f"field name {self.name!r} is not an identifier")
         if (self.type is FieldType.RECORD) != bool(self.fields):
             raise ValueError(f"field {self.name!r}: RECORD fields, and only they, have sub-fields")
+        if self.integer_as_text and self.type is not FieldType.STRING:
+            raise ValueError(f"field {self.name!r}: only STRING fields take integer_as_text")
+        if self.max_abs is not None and (self.type is not FieldType.FLOAT64 or not 0 < self.max_abs < math.inf):
+            raise ValueError(f"field {self.name!r}: max_abs is a positive finite bound of a FLOAT64 field")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,13 +327,18 @@ def _parse_value(f: Field, value: Any, path: str, hash_pii: Callable[[str], str]
     t = f.type
     try:
         if t is FieldType.STRING:
+            if f.integer_as_text and isinstance(value, int) and not isinstance(value, bool):
+                value = str(_to_int(value))
             if not isinstance(value, str):
-                raise ValueError(f"expected a string, got {type(value).__name__} {value!r}")
+                raise ValueError(f"expected a string, got {type(value).__name__} {short_repr(value)}")
             return hash_pii(value) if f.pii else value
         if t is FieldType.INT64:
             return _to_int(value)
         if t is FieldType.FLOAT64:
-            return _to_float(value)
+            number = _to_float(value)
+            if f.max_abs is not None and abs(number) > f.max_abs:
+                raise ValueError(f"{short_repr(value)} is beyond ±{f.max_abs:g}")
+            return number
         if t is FieldType.BOOL:
             return _to_bool(value)
         if t is FieldType.TIMESTAMP:
@@ -316,32 +360,40 @@ def _to_int(value: Any) -> int:
     # Numbers that arrive as text (CSV cells) are accepted; other types are not guessed at.
     if isinstance(value, bool):
         raise ValueError(f"expected an integer, got boolean {value!r}")
+    number = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
         try:
-            return int(value.strip())
-        except ValueError:
+            number = int(value.strip())
+        except ValueError:  # also: more digits than Python converts
             pass
-    raise ValueError(f"expected an integer, got {type(value).__name__} {value!r}")
+    if number is None:
+        raise ValueError(f"expected an integer, got {type(value).__name__} {short_repr(value)}")
+    if not INT64_MIN <= number <= INT64_MAX:  # what SQL BIGINT, BigQuery and Avro hold
+        raise ValueError(f"integer {short_repr(value)} does not fit in 64 bits")
+    return number
 
 
 def _to_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got boolean {value!r}")
     if isinstance(value, (int, float)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ValueError(f"expected a finite number, got {short_repr(value)}") from None
     elif isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
-            raise ValueError(f"expected a number, got string {value!r}") from None
+            raise ValueError(f"expected a number, got string {short_repr(value)}") from None
     else:
-        raise ValueError(f"expected a number, got {type(value).__name__} {value!r}")
+        raise ValueError(f"expected a number, got {type(value).__name__} {short_repr(value)}")
     if not math.isfinite(number):
-        raise ValueError(f"expected a finite number, got {value!r}")
+        raise ValueError(f"expected a finite number, got {short_repr(value)}")
     return number
 
 
@@ -350,7 +402,7 @@ def _to_bool(value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise ValueError(f"expected a boolean, got {type(value).__name__} {value!r}")
+    raise ValueError(f"expected a boolean, got {type(value).__name__} {short_repr(value)}")
 
 
 def _pii_paths(fields: Iterable[Field], prefix: tuple[str, ...]) -> Iterable[tuple[str, ...]]:

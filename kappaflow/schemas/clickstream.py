@@ -13,7 +13,8 @@ CLICKSTREAM_EVENT = Schema(
         Field("timestamp", FieldType.TIMESTAMP, required=True, description="Event time."),
         Field("properties", FieldType.RECORD, fields=(
             Field("product_id", FieldType.STRING),
-            Field("price", FieldType.FLOAT64),
+            # Summed into revenue: a bound keeps every window's sum finite.
+            Field("price", FieldType.FLOAT64, max_abs=1e12, description="At most 1e12 in magnitude."),
         )),
         Field("context", FieldType.RECORD, fields=(
             Field("ip", FieldType.STRING, pii=True, description="Kept only as a salted hash."),

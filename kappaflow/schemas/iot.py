@@ -4,7 +4,9 @@ from transforms.schema import Field, FieldType, Schema
 
 _LOCATION = (
     Field("facility", FieldType.STRING),
-    Field("line", FieldType.STRING),
+    # Text ("line-2") or a number (2, as the product's own scenario sends it), kept as text.
+    Field("line", FieldType.STRING, integer_as_text=True,
+          description="Production line: a string, or an integer stored as its decimal text."),
     Field("zone", FieldType.STRING),
 )
 
