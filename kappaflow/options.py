@@ -42,6 +42,7 @@ class KappaflowOptions(PipelineOptions):
         "input_subscription": r"^projects/[^/]+/subscriptions/[^/]+$",
         "alerts_topic": r"^projects/[^/]+/topics/[^/]+$",
         "bigquery_method": r"^(AUTO|FILE_LOADS|STREAMING_INSERTS|STORAGE_WRITE_API)$",
+        "bigquery_firing_seconds": _NUMBER,
     }
 
     @classmethod
@@ -88,6 +89,9 @@ class KappaflowOptions(PipelineOptions):
                             choices=("AUTO", "FILE_LOADS", "STREAMING_INSERTS", "STORAGE_WRITE_API"),
                             help="BigQuery output: AUTO = load jobs in batch, streaming inserts when streaming; "
                                  "STORAGE_WRITE_API needs Beam's Java expansion service.")
+        parser.add_argument("--bigquery_firing_seconds", type=float, default=60.0,
+                            help="Streaming with BigQuery load jobs or CDC merges: one load (and MERGE) per table "
+                                 "every N seconds of processing time. Batch: one per table per run.")
         parser.add_argument("--report", default=None, help="Write the run's accounting as JSON here.")
         parser.add_argument("--pii_salt", default=None,
                             help="Salt of the PII hashes; default: $KAPPAFLOW_PII_SALT, else a built-in salt. "
