@@ -32,7 +32,7 @@ from transforms.debezium import PrimaryKeys
 from transforms.enrich_database import RetryPolicy
 from transforms.records import DEAD_LETTER_TAG, dead_letter
 
-__all__ = ["Outcome", "apply_changes", "ApplyChangesFn", "ApplyChanges"]
+__all__ = ["Outcome", "apply_changes", "newest_per_key", "change_payload", "ApplyChangesFn", "ApplyChanges"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -52,18 +52,7 @@ def apply_changes(engine: sa.engine.Engine, tables: ChangeTables, table: str, ch
     sa_table, rows, rejected = tables.prepare(table, changes)
     outcome = Outcome(rejected=rejected)
     key_columns = tables.key_of(table)
-    newest: dict[tuple, tuple[dict, dict]] = {}  # one write per row: one statement may not hit a row twice
-    for change, row in rows:
-        key = tuple(row[k] for k in key_columns)
-        held = newest.get(key)
-        if held is None or row[VERSION] > held[1][VERSION]:
-            newest[key] = (change, row)
-            if held is not None:
-                outcome.superseded.append(held[0])
-        elif row[VERSION] == held[1][VERSION]:
-            outcome.duplicates.append(change)
-        else:
-            outcome.superseded.append(change)
+    newest = newest_per_key(rows, key_columns, outcome)
     if not newest:
         return outcome
     with engine.begin() as conn:
@@ -79,6 +68,25 @@ def apply_changes(engine: sa.engine.Engine, tables: ChangeTables, table: str, ch
         else:
             outcome.superseded.append(change)
     return outcome
+
+
+def newest_per_key(rows: list[tuple[dict, dict]], key_columns: tuple[str, ...],
+                   outcome: Outcome) -> dict[tuple, tuple[dict, dict]]:
+    """key → (change, row) of the greatest version in a batch; the others are counted in `outcome`
+    as superseded or duplicates. One write per row: one statement may not hit a row twice."""
+    newest: dict[tuple, tuple[dict, dict]] = {}
+    for change, row in rows:
+        key = tuple(row[k] for k in key_columns)
+        held = newest.get(key)
+        if held is None or row[VERSION] > held[1][VERSION]:
+            newest[key] = (change, row)
+            if held is not None:
+                outcome.superseded.append(held[0])
+        elif row[VERSION] == held[1][VERSION]:
+            outcome.duplicates.append(change)
+        else:
+            outcome.superseded.append(change)
+    return newest
 
 
 def _stored_versions(conn: sa.engine.Connection, table: sa.Table, key_columns: tuple[str, ...],
@@ -139,7 +147,7 @@ class ApplyChangesFn(beam.DoFn):
             self._count(outcome)
             for change, reason in outcome.rejected:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                    self._pipeline, "apply", reason, _change_payload(change), change["origin"],
+                    self._pipeline, "apply", reason, change_payload(change), change["origin"],
                     event_time=change["event_time"]))
 
     def _count(self, outcome: Outcome) -> None:
@@ -175,7 +183,7 @@ class ApplyChangesFn(beam.DoFn):
         return outcome
 
 
-def _change_payload(change: dict) -> str:
+def change_payload(change: dict) -> str:
     fields = ("table", "op", "key", "version", "image")
     return json.dumps({k: change[k] for k in fields}, sort_keys=True, default=str)
 

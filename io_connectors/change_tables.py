@@ -72,11 +72,19 @@ class ChangeTables:
     ) -> tuple[sa.Table, list[tuple[dict, dict]], list[tuple[dict, str]]]:
         """Changes of one table → (the table, (change, row) pairs to write, (change, reason)
         rejected). Creates the table or adds columns first when the images need it."""
+        columns, rows, rejected = self.prepare_rows(table, changes)
+        return self._sa_table(table, columns), rows, rejected
+
+    def prepare_rows(
+        self, table: str, changes: list[dict]
+    ) -> tuple[dict[str, FieldType], list[tuple[dict, dict]], list[tuple[dict, str]]]:
+        """As `prepare`, with the table's data columns instead of an SQLAlchemy table: what every
+        target (SQL, BigQuery) shares. Subclasses provide `_reflect` and `_grow` for their store."""
         for _ in range(2):  # once more after DDL, against the columns as they now are
             columns = self._known_columns(table)
             rows, rejected, new = self._rows(table, columns, changes)
             if not new:
-                return self._sa_table(table, columns), rows, rejected
+                return dict(columns), rows, rejected
             self._grow(table, columns, new)
         raise RuntimeError(f"{table}: columns {sorted(new)} still missing after adding them")
 
