@@ -32,7 +32,7 @@ import logging
 import os
 import re
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -110,22 +110,42 @@ def table_definition(schema: Schema, table_id: str) -> Any:
     return table
 
 
-def latest_view_query(schema: Schema, table_id: str) -> str:
-    """One row per key: the latest pane (then the newest write) wins."""
-    order = [f"{name} DESC" for name in ("pane_index", "updated_at") if name in schema.field_names]
-    if not order and schema.partition_field:
-        order = [f"{schema.partition_field} DESC"]
+def latest_view_query(schema: Schema, table_id: str, keep: Sequence[str] = ()) -> str:
+    """One row per key: the latest pane wins (highest `pane_index`, then newest `updated_at`); the
+    `keep` columns (written once, like an alert's `created_at`) come from the key's first pane."""
+    latest = [f"{name} DESC" for name in ("pane_index", "updated_at") if name in schema.field_names]
+    if not latest and schema.partition_field:
+        latest = [f"{schema.partition_field} DESC"]
     keys = ", ".join(schema.key)
-    return (f"SELECT * EXCEPT (_latest_rank) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} "
-            f"ORDER BY {', '.join(order) or keys}) AS _latest_rank FROM `{table_id}`) WHERE _latest_rank = 1")
+    order = ", ".join(latest) or keys
+    first = ", ".join(name for name in ("pane_index", "updated_at") if name in schema.field_names) or keys
+    kept = "".join(f", FIRST_VALUE({c}) OVER (PARTITION BY {keys} ORDER BY {first}) AS _first_{c}" for c in keep)
+    columns = ", ".join(f"_first_{f} AS {f}" if f in keep else f for f in schema.field_names)
+    return (f"SELECT {columns} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {order}) "
+            f"AS _latest_rank{kept} FROM `{table_id}`) WHERE _latest_rank = 1")
 
 
-def ensure_table_and_view(client: Any, schema: Schema, table_id: str) -> None:
+def ensure_table_and_view(client: Any, schema: Schema, table_id: str, keep: Sequence[str] = ()) -> None:
+    """Create the table from the schema declaration, or add the columns it lacks (never drops one);
+    create or replace the `_latest` view when its query changed."""
+    from google.api_core import exceptions
     from google.cloud import bigquery
 
-    client.create_table(table_definition(schema, table_id), exists_ok=True)
+    table = client.create_table(table_definition(schema, table_id), exists_ok=True)
+    present = {f.name for f in table.schema}
+    missing = [f for f in schema.bigquery_schema() if f["name"] not in present]
+    if missing:  # new optional fields of the declaration; IF NOT EXISTS: other workers may race
+        additions = ", ".join(f"ADD COLUMN IF NOT EXISTS {f['name']} {f['type']}" for f in missing)
+        client.query(f"ALTER TABLE `{table_id}` {additions}").result(timeout=300)
+    query = latest_view_query(schema, table_id, keep)
+    try:
+        if client.get_table(f"{table_id}_latest").view_query == query:
+            return
+        client.delete_table(f"{table_id}_latest")
+    except exceptions.NotFound:
+        pass
     view = bigquery.Table(f"{table_id}_latest")
-    view.view_query = latest_view_query(schema, table_id)
+    view.view_query = query
     view.description = f"Latest pane per key of {table_id.rsplit('.', 1)[-1]}."
     client.create_table(view, exists_ok=True)
 
@@ -166,7 +186,7 @@ class WriteRowsToBigQueryFn(WriteInBatchesFn):
 
     def __init__(
         self, location: BigQueryLocation, schema: Schema, table: str, pipeline: str,
-        endpoint: Optional[str], batch_size: int, retry: RetryPolicy, counter: str,
+        endpoint: Optional[str], batch_size: int, retry: RetryPolicy, counter: str, keep: Sequence[str] = (),
     ) -> None:
         super().__init__(batch_size)
         self._location = location
@@ -175,6 +195,7 @@ class WriteRowsToBigQueryFn(WriteInBatchesFn):
         self._pipeline = pipeline
         self._endpoint = endpoint
         self._retry = retry
+        self._keep = tuple(keep)
         self._written = Metrics.counter(metrics.NAMESPACE, counter)
         self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
         self._retries = Metrics.counter(metrics.NAMESPACE, "sink_retries")
@@ -228,7 +249,7 @@ class WriteRowsToBigQueryFn(WriteInBatchesFn):
 
     def _send(self, rows: list[dict]) -> None:
         if not self._ready:
-            ensure_table_and_view(self._client, self._schema, self._table_id)
+            ensure_table_and_view(self._client, self._schema, self._table_id, self._keep)
             self._ready = True
         payload = [to_bigquery_row(self._schema, r) for r in rows]
         errors = self._client.insert_rows_json(
@@ -259,8 +280,8 @@ class ToLoadLinesFn(beam.DoFn):
             yield self._table_id, line
 
 
-def _prepare_table(schema: Schema, client: Any, table_id: str) -> None:
-    ensure_table_and_view(client, schema, table_id)
+def _prepare_table(schema: Schema, keep: Sequence[str], client: Any, table_id: str) -> None:
+    ensure_table_and_view(client, schema, table_id, keep)
 
 
 def _brief(err: Exception) -> str:
@@ -273,6 +294,7 @@ class WriteToBigQueryTable(beam.PTransform):
     def __init__(
         self, url: str, schema: Schema, pipeline: str, table: Optional[str] = None,
         counter: str = metrics.ROWS_WRITTEN, batch_size: int = 500, retry: RetryPolicy = RetryPolicy(),
+        keep_on_update: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if not schema.key:
@@ -283,6 +305,7 @@ class WriteToBigQueryTable(beam.PTransform):
         self._pipeline = pipeline
         self._counter = counter
         self._batch_size = batch_size  # rows per streaming insert request
+        self._keep = tuple(keep_on_update)  # the `_latest` view takes these from the first pane
         self._retry = retry
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
@@ -299,7 +322,8 @@ class WriteToBigQueryTable(beam.PTransform):
             streaming = own.bigquery_method == "STREAMING_INSERTS"
         if streaming:
             fn = WriteRowsToBigQueryFn(self._location, self._schema, self._table, self._pipeline,
-                                       own.bigquery_endpoint, self._batch_size, self._retry, self._counter)
+                                       own.bigquery_endpoint, self._batch_size, self._retry, self._counter,
+                                       self._keep)
             outputs = rows | "WriteRows" >> beam.ParDo(fn).with_outputs(DEAD_LETTER_TAG, main="written")
             return outputs[DEAD_LETTER_TAG]
         temp_location = options.view_as(GoogleCloudOptions).temp_location
@@ -314,7 +338,7 @@ class WriteToBigQueryTable(beam.PTransform):
                                        own.bigquery_firing_seconds)
             | "LoadPerTable" >> beam.ParDo(LoadStagedFilesFn(
                 self._location.project, own.bigquery_endpoint, self._retry, self._counter,
-                functools.partial(_prepare_table, self._schema)))
+                functools.partial(_prepare_table, self._schema, self._keep)))
         )
         return lines[DEAD_LETTER_TAG]
 
