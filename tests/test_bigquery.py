@@ -221,3 +221,27 @@ def test_one_load_job_per_table_whatever_the_bundles(bigquery_emulator, tmp_path
     assert counter(result, "bigquery_load_jobs") == 1 == _load_jobs(bigquery_emulator, table_id)  # ...one load
     assert _query(bigquery_emulator, f"SELECT COUNT(*), SUM(events) FROM `{table_id}`") == [(90, sum(range(90)))]
     assert not list(tmp_path.glob("kappaflow-bq-loads/*/*"))  # staged files are cleaned up
+
+
+@pytest.mark.slow
+def test_alerts_latest_view_takes_the_latest_pane_and_the_first_created_at(bigquery_emulator, tmp_path):
+    from io_connectors.sinks import WriteTable
+    from kappaflow.schemas.iot import SENSOR_ALERTS
+
+    url = bigquery_emulator.dataset("alerts")
+
+    def alert(pane: int, mx: float, created: float, alert_id: str = "d1/w0") -> dict:
+        return {"alert_id": alert_id, "device_id": "d1", "window_start": T0, "window_end": T0 + 60, "max": mx,
+                "threshold": 90.0, "severity": "critical" if mx >= 100 else "warning", "created_at": created,
+                "pane_index": pane, "updated_at": created}
+
+    # The later pane arrives first; a rerun writes the first pane again, later.
+    for rows in ([alert(1, 101.0, T0 + 200), alert(0, 91.0, T0 + 100), alert(0, 95.0, T0 + 100, "d1/w1")],
+                 [alert(0, 91.0, T0 + 900)]):
+        p = TestPipeline(runner=fn_runner.FnApiRunner(), options=PipelineOptions(
+            [f"--temp_location={tmp_path}", f"--bigquery_endpoint={bigquery_emulator.host}"]))
+        _ = p | beam.Create(rows) | WriteTable(url, SENSOR_ALERTS, "iot", keep_on_update=("created_at",))
+        p.run().wait_until_finish()
+    latest = _query(bigquery_emulator, "SELECT alert_id, max, severity, pane_index, UNIX_SECONDS(created_at) "
+                                       f"FROM `{PROJECT}.alerts.sensor_alerts_latest`")
+    assert latest == [("d1/w0", 101.0, "critical", 1, int(T0 + 100)), ("d1/w1", 95.0, "warning", 0, int(T0 + 100))]

@@ -36,17 +36,19 @@ def test_the_doc_has_the_consumer_queries():
 
 @pytest.mark.slow
 def test_consumer_queries_on_a_streaming_clickstream_run(bigquery_emulator, tmp_path):
-    """A streaming replay whose watermark trails by 1 s: disorder makes LATE panes restate windows."""
+    """A streaming replay whose disorder makes LATE panes restate windows."""
     url = bigquery_emulator.dataset("docs_clicks")
     events, reference = str(tmp_path / "events.jsonl"), f"sqlite:///{tmp_path}/reference.db"
-    config = SampleConfig(events=400, too_late_share=0.0)
+    # One event a second, 10 s of network delay on average, 20 s windows, the watermark at the
+    # newest event time after every 20 events: a few windows get LATE panes.
+    config = SampleConfig(events=80, events_per_second=1.0, mean_delay_seconds=10, malformed_share=0.03,
+                          too_late_share=0.0)
     write_sample(events, config)
     build_reference_db(reference, config)
     acc = run(clickstream.PIPELINE, clickstream.build, [
         f"--input={events}", f"--output={url}", f"--reference_db={reference}", "--streaming",
-        "--replay_chunk_size=40", "--max_out_of_orderness_seconds=0", "--window_seconds=5",
-        "--early_firing_seconds=0",
-        f"--bigquery_endpoint={bigquery_emulator.host}"], clickstream.ClickstreamOptions)
+        "--replay_chunk_size=20", "--max_out_of_orderness_seconds=0", "--window_seconds=20",
+        "--early_firing_seconds=0", f"--bigquery_endpoint={bigquery_emulator.host}"], clickstream.ClickstreamOptions)
     assert acc.balanced and acc.invalid > 0
 
     latest = run_doc_query(bigquery_emulator, "latest_metrics", "docs_clicks")
