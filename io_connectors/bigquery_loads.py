@@ -88,10 +88,10 @@ class StageForLoads(beam.PTransform):
     """(destination, line) → (destination, [(path, lines), ...]): every staged file of a destination
     in one element, once per run in batch and every `firing_seconds` in streaming."""
 
-    def __init__(self, temp_location: str, streaming: bool, firing_seconds: float) -> None:
+    def __init__(self, temp_location: str, streaming: bool, firing_seconds: int) -> None:
         super().__init__()
-        if firing_seconds <= 0:
-            raise ValueError("firing_seconds must be > 0")
+        if firing_seconds < 1:
+            raise ValueError("--bigquery_firing_seconds must be >= 1")
         self._temp_location = temp_location
         self._streaming = streaming
         self._firing_seconds = firing_seconds
@@ -105,7 +105,7 @@ class StageForLoads(beam.PTransform):
                 window.GlobalWindows(),
                 # every N seconds, and once more when the input ends (a bounded replay, a drain)
                 trigger=trigger.Repeatedly(trigger.AfterAny(
-                    trigger.AfterProcessingTime(max(1, round(self._firing_seconds))), trigger.AfterWatermark())),
+                    trigger.AfterProcessingTime(self._firing_seconds), trigger.AfterWatermark())),
                 accumulation_mode=trigger.AccumulationMode.DISCARDING)
         return staged | "ByDestination" >> beam.GroupByKey()
 

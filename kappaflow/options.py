@@ -42,7 +42,7 @@ class KappaflowOptions(PipelineOptions):
         "input_subscription": r"^projects/[^/]+/subscriptions/[^/]+$",
         "alerts_topic": r"^projects/[^/]+/topics/[^/]+$",
         "bigquery_method": r"^(AUTO|FILE_LOADS|STREAMING_INSERTS|STORAGE_WRITE_API)$",
-        "bigquery_firing_seconds": _NUMBER,
+        "bigquery_firing_seconds": _WHOLE,
     }
 
     @classmethod
@@ -89,7 +89,7 @@ class KappaflowOptions(PipelineOptions):
                             choices=("AUTO", "FILE_LOADS", "STREAMING_INSERTS", "STORAGE_WRITE_API"),
                             help="BigQuery output: AUTO = load jobs in batch, streaming inserts when streaming; "
                                  "STORAGE_WRITE_API needs Beam's Java expansion service.")
-        parser.add_argument("--bigquery_firing_seconds", type=float, default=60.0,
+        parser.add_argument("--bigquery_firing_seconds", type=int, default=60,
                             help="Streaming with BigQuery load jobs or CDC merges: one load (and MERGE) per table "
                                  "every N seconds of processing time. Batch: one per table per run.")
         parser.add_argument("--report", default=None, help="Write the run's accounting as JSON here.")

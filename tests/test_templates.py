@@ -48,6 +48,7 @@ EXAMPLES = {
     "alerts_topic": ("projects/acme/topics/alerts", ["alerts", "projects/acme/subscriptions/alerts"]),
     "bigquery_endpoint": ("127.0.0.1:9050", []),
     "bigquery_method": ("FILE_LOADS", ["file_loads", "FAST"]),
+    "bigquery_firing_seconds": ("60", ["0", "0.5", "1m"]),
 }
 
 
