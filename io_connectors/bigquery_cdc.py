@@ -30,12 +30,12 @@ from apache_beam.metrics import Metrics
 
 from io_connectors.bigquery import BigQueryLocation, bigquery_client
 from io_connectors.bigquery_loads import StageForLoads, delete_staged, load_staged_files, with_retries
-from io_connectors.cdc_sink import Outcome, change_payload, newest_per_key
+from io_connectors.cdc_sink import Outcome, ReportOutcomes, newest_changes
 from io_connectors.change_tables import DELETED, VERSION, ChangeTables
 from transforms import metrics
 from transforms.debezium import PrimaryKeys
 from transforms.enrich_database import RetryPolicy
-from transforms.records import DEAD_LETTER_TAG, dead_letter
+from transforms.records import DEAD_LETTER_TAG
 from transforms.schema import FieldType
 
 __all__ = ["BigQueryChangeTables", "merge_changes", "merge_statement", "MergeStagedChangesFn",
@@ -137,12 +137,10 @@ def merge_changes(client: Any, tables: BigQueryChangeTables, table: str, changes
     (`applied` holds as many changes as the MERGE wrote rows)."""
     from google.cloud import bigquery
 
-    columns, rows, rejected = tables.prepare_rows(table, changes)
-    outcome = Outcome(rejected=rejected)
-    key = tables.key_of(table)
-    newest = newest_per_key(rows, key, outcome)
+    columns, newest, outcome = newest_changes(tables, table, changes)
     if not newest:
         return outcome
+    key = tables.key_of(table)
     target = tables.table_id(table)
     staging = tables.table_id(f"{STAGING_PREFIX}{table}_{uuid.uuid4().hex[:16]}")
     definition = bigquery.Table(staging, schema=tables.schema(table, columns))
@@ -189,8 +187,7 @@ class MergeStagedChangesFn(beam.DoFn):
         self._endpoint = endpoint
         self._temp_location = temp_location
         self._retry = retry
-        self._counters = {name: Metrics.counter(metrics.NAMESPACE, name) for name in (
-            metrics.APPLIED, metrics.SUPERSEDED, metrics.DUPLICATES, metrics.REJECTED, metrics.ROWS_WRITTEN)}
+        self._report = ReportOutcomes(pipeline)
         self._merges = Metrics.counter(metrics.NAMESPACE, "bigquery_merges")
 
     def setup(self) -> None:
@@ -207,14 +204,7 @@ class MergeStagedChangesFn(beam.DoFn):
         outcome = with_retries(f"merging {len(changes)} changes into {table}", lambda: merge_changes(
             self._client, self._tables, table, changes, self._temp_location), self._retry)
         self._merges.inc()
-        for name, count in ((metrics.APPLIED, len(outcome.applied)), (metrics.ROWS_WRITTEN, len(outcome.applied)),
-                            (metrics.SUPERSEDED, len(outcome.superseded)),
-                            (metrics.DUPLICATES, len(outcome.duplicates)), (metrics.REJECTED, len(outcome.rejected))):
-            self._counters[name].inc(count)
-        for change, reason in outcome.rejected:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                self._pipeline, "apply", reason, change_payload(change), change["origin"],
-                event_time=change["event_time"]))
+        yield from self._report(outcome)
         delete_staged(paths)
 
 

@@ -73,7 +73,7 @@ class ChangeTables:
         """Changes of one table → (the table, (change, row) pairs to write, (change, reason)
         rejected). Creates the table or adds columns first when the images need it."""
         columns, rows, rejected = self.prepare_rows(table, changes)
-        return self._sa_table(table, columns), rows, rejected
+        return self.sa_table(table, columns), rows, rejected
 
     def prepare_rows(
         self, table: str, changes: list[dict]
@@ -141,7 +141,7 @@ class ChangeTables:
             raise ValueError(f"table {table} exists but is not a CDC target (no {VERSION}, {DELETED})")
         return {name: _reflected_type(name, t) for name, t in found.items() if name not in (VERSION, DELETED)}
 
-    def _sa_table(self, table: str, columns: Mapping[str, FieldType]) -> sa.Table:
+    def sa_table(self, table: str, columns: Mapping[str, FieldType]) -> sa.Table:
         key = self.key_of(table)
         return sa.Table(
             table, sa.MetaData(),
@@ -159,7 +159,7 @@ class ChangeTables:
             if not columns:
                 key = self.key_of(table)
                 ordered = {name: new[name] for name in key} | dict(new)
-                self._sa_table(table, ordered).create(self._engine, checkfirst=True)
+                self.sa_table(table, ordered).create(self._engine, checkfirst=True)
             else:
                 preparer = self._engine.dialect.identifier_preparer
                 with self._engine.begin() as conn:
