@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EVENTS ?= 100000
 
-.PHONY: venv servers runners setup-prism setup-flink flink-cluster-start flink-cluster-stop demo test bench bench-iot bench-cdc bench-runners clean
+.PHONY: venv servers browser runners setup-prism setup-flink flink-cluster-start flink-cluster-stop demo test bench bench-iot bench-cdc bench-runners clean
 
 $(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ servers:
 	bash scripts/setup-postgres.sh
 	bash scripts/setup-pubsub-emulator.sh
 	bash scripts/setup-bqemulator.sh
+
+# Headless Chromium (Debian's package) for the test that renders a run report.
+browser:
+	bash scripts/setup-chromium.sh
 
 demo: venv
 	$(PY) -m kappaflow.demo --events $(EVENTS) --workdir demo-out
@@ -42,7 +46,7 @@ flink-cluster-start: setup-flink
 flink-cluster-stop:
 	bash scripts/flink-cluster.sh stop
 
-test: venv servers runners
+test: venv servers browser runners
 	$(PY) -m pytest -q tests
 
 bench: venv

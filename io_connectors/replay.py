@@ -1,98 +1,123 @@
-"""Replay historical files as an unbounded stream in event time.
+"""Replay historical files as an unbounded stream in event time: one splittable DoFn for every runner.
 
-Records are emitted in file order with their event time as element timestamp, and the watermark
-follows the largest event time seen minus `max_out_of_orderness`, so the streaming graph fires its
-triggers and handles lateness as the live job would.
+Each file is one element with its own restriction, so a runner reads several files in parallel.
+Positions are what lets a file resume where it stopped, at a cost independent of how far it got:
 
-Two implementations of one contract:
-- `ReplayFileFn`, a splittable DoFn with a manual watermark estimator: Prism, Flink, Dataflow.
-- A TestStream built from the same reading and the same watermark rule, for Beam's Python
-  DirectRunner, whose SDF support holds the output watermark at -inf until a restriction is done
-  (apache_beam/runners/direct/sdf_direct_runner.py) and would turn a replay into one final pane.
+- JSONL and CSV: the byte offset where a record starts (a resumed read seeks there);
+- Parquet: the row number (a resumed read skips whole row groups from the footer's metadata);
+- Avro and any `.gz` file: the record number. They are one unsplittable unit each: a resumed read
+  continues from the reader kept open by this worker, and only a resume elsewhere (after a failure
+  or a rebalance) reads the file again up to that record.
+
+Watermark contract: each file's watermark is the largest event time read from it so far minus
+`max_out_of_orderness_seconds`; it never goes back, and a record whose event time cannot be read
+does not move it. The runner's output watermark is the minimum over the files still being read,
+so a file that is read more slowly holds the others back rather than making their records late.
+Files finish at +infinity. Records come out in file order, stamped with their event time (to the
+microsecond); a record without a readable event time is stamped with the largest time seen so far
+and left for the parser to reject.
+
+The reader stops every `chunk_size` records, or once event time moved `max_out_of_orderness` past
+the chunk's first record, and hands the runner a checkpoint: that is when a runner publishes a new
+watermark, so triggers fire and lateness is judged as in a live job. Memory is one chunk per file.
+
+With `speed=N`, event time is replayed at N times real time (a paced load test); the default is as
+fast as the runner takes it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable, Iterator, Optional
+import time
+from typing import Callable, Iterator, Optional
 
 import apache_beam as beam
+from apache_beam.io import fileio
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
-from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
-from io_connectors.files import expand_pattern, read_records
+from io_connectors.files import expand_pattern, file_format, open_positioned, position_kind
 from transforms.records import RawRecord
 
-__all__ = ["ReplayConfig", "ReplayFiles", "ReplayFileFn", "replay_schedule"]
+__all__ = ["ReplayConfig", "ReplayFiles", "ReplayFileFn"]
 
 EventTimeFn = Callable[[RawRecord], Optional[float]]
+
+# Restriction end of files whose record count is not known up front (Avro, .gz): the read claims
+# the end once the file is exhausted.
+_UNKNOWN_END = 2**62
 
 
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
     max_out_of_orderness_seconds: float = 60.0
-    chunk_size: int = 2000  # records between watermark advances (and SDF checkpoints)
+    chunk_size: int = 2000  # records between checkpoints (watermark advances)
+    speed: Optional[float] = None  # None: as fast as possible; N: N x event time
 
     def __post_init__(self) -> None:
         if self.max_out_of_orderness_seconds < 0:
             raise ValueError("max_out_of_orderness_seconds must be >= 0")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
+        if self.speed is not None and not self.speed > 0:
+            raise ValueError("replay speed must be > 0 (or None: as fast as possible)")
 
 
-def replay_schedule(
-    records: Iterable[RawRecord], event_time: EventTimeFn, config: ReplayConfig
-) -> Iterator[tuple[list[TimestampedValue], float]]:
-    """Chunks of timestamped records, each followed by the watermark it allows.
+class _FilePositions(RestrictionProvider):
+    """[0, end) of a file's positions: its size in bytes (JSONL, CSV), rows (Parquet), or open."""
 
-    A chunk ends after `chunk_size` records or once event time moved `max_out_of_orderness` past
-    the chunk's start, whichever comes first: the watermark never trails the stream by much more
-    than the configured bound, however sparse the stream is.
-
-    A record whose event time cannot be read is stamped with the largest time seen so far: it
-    will be dead-lettered by the parser, and must not count as late meanwhile.
-    """
-    max_seen: Optional[float] = None
-    chunk_start: Optional[float] = None
-    chunk: list[TimestampedValue] = []
-    step = max(config.max_out_of_orderness_seconds, 0.001)
-    for record in records:
-        ts = event_time(record)
-        if ts is None:
-            ts = max_seen if max_seen is not None else 0.0
-        max_seen = ts if max_seen is None else max(max_seen, ts)
-        chunk_start = max_seen if chunk_start is None else chunk_start
-        chunk.append(TimestampedValue(record, ts))
-        if len(chunk) >= config.chunk_size or max_seen - chunk_start >= step:
-            yield chunk, max_seen - config.max_out_of_orderness_seconds
-            chunk, chunk_start = [], None
-    if chunk and max_seen is not None:
-        yield chunk, max_seen - config.max_out_of_orderness_seconds
-
-
-def read_all(paths: Iterable[str], ingest_time_field: Optional[str] = None) -> Iterator[RawRecord]:
-    """The files as one log, in the given (sorted) order: a replay has one arrival order."""
-    for path in paths:
-        yield from read_records(path, ingest_time_field)
-
-
-class _RecordCountProvider(RestrictionProvider):
-    def initial_restriction(self, paths: tuple[str, ...]) -> OffsetRange:
-        return OffsetRange(0, sum(1 for _ in read_all(paths)))
+    def initial_restriction(self, path: str) -> OffsetRange:
+        return OffsetRange(0, _restriction_end(path))
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
         return OffsetRestrictionTracker(restriction)
 
-    def restriction_size(self, paths: tuple[str, ...], restriction: OffsetRange) -> int:
-        return restriction.size()
+    def restriction_size(self, path: str, restriction: OffsetRange) -> int:
+        return restriction.size() if restriction.stop != _UNKNOWN_END else _file_size(path)
+
+
+def _file_size(path: str) -> int:
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+
+
+def _restriction_end(path: str) -> int:
+    kind = position_kind(path)
+    if kind == "byte":
+        return _file_size(path)
+    if kind == "row":
+        import pyarrow.parquet as pq
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+    return _UNKNOWN_END
+
+
+class _Pacer:
+    """Holds a replay to `speed` x event time, from the first record this worker replayed."""
+
+    def __init__(self, speed: Optional[float]) -> None:
+        self._speed = speed
+        self._anchor: Optional[tuple[float, float]] = None  # (event time, wall time)
+
+    def wait_for(self, event_time: float) -> float:
+        """Seconds until a record of `event_time` is due (<= 0: now)."""
+        if self._speed is None:
+            return 0.0
+        now = time.monotonic()
+        if self._anchor is None:
+            self._anchor = (event_time, now)
+        first_event, first_wall = self._anchor
+        return first_wall + (event_time - first_event) / self._speed - now
 
 
 class ReplayFileFn(beam.DoFn):
-    """Splittable DoFn: the files → their records in order, watermark = max event time - bound."""
+    """Splittable DoFn: a file path → its records in order, stamped with event time (see module doc)."""
 
     def __init__(
         self, event_time: EventTimeFn, config: ReplayConfig, ingest_time_field: Optional[str] = None
@@ -101,83 +126,89 @@ class ReplayFileFn(beam.DoFn):
         self._config = config
         self._ingest_time_field = ingest_time_field
 
+    def setup(self) -> None:
+        # path → (next position, open record iterator): a checkpoint resumes without reopening.
+        self._open: dict[str, tuple[int, Iterator[tuple[int, RawRecord]]]] = {}
+        self._pacer = _Pacer(self._config.speed)
+
+    def teardown(self) -> None:
+        for _, records in self._open.values():
+            records.close()
+        self._open.clear()
+
+    def _records_from(self, path: str, start: int) -> Iterator[tuple[int, RawRecord]]:
+        cached = self._open.pop(path, None)
+        if cached is not None:
+            if cached[0] == start:
+                return cached[1]
+            cached[1].close()
+        return open_positioned(path, start, self._ingest_time_field)
+
     @beam.DoFn.unbounded_per_element()
     def process(
         self,
-        paths: tuple[str, ...],
-        tracker=beam.DoFn.RestrictionParam(_RecordCountProvider()),
+        path: str,
+        tracker=beam.DoFn.RestrictionParam(_FilePositions()),
         watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
     ) -> Iterator[TimestampedValue]:
-        start = tracker.current_restriction().start
+        bound = self._config.max_out_of_orderness_seconds
+        step = max(bound, 0.001)
         current = watermark.current_watermark()
-        # The watermark is max_seen - bound; recover max_seen after a checkpoint from it.
-        max_seen = (
-            None if current is None or current <= MIN_TIMESTAMP
-            else current.micros / 1e6 + self._config.max_out_of_orderness_seconds
-        )
+        # The watermark is max_seen - bound: recover max_seen after a checkpoint from it.
+        max_seen = None if current is None or current <= MIN_TIMESTAMP else current.micros / 1e6 + bound
+        chunk_start: Optional[float] = None
         emitted = 0
-        for index, record in enumerate(read_all(paths, self._ingest_time_field)):
-            if index < start:
-                continue
-            if emitted >= self._config.chunk_size:
-                tracker.defer_remainder()  # let the runner advance the watermark between chunks
-                return
-            if not tracker.try_claim(index):
+        records = self._records_from(path, tracker.current_restriction().start)
+        for position, record in records:
+            if not tracker.try_claim(position):
+                records.close()
                 return
             ts = self._event_time(record)
             if ts is None:
                 ts = max_seen if max_seen is not None else 0.0
-            max_seen = ts if max_seen is None else max(max_seen, ts)
+            else:
+                max_seen = ts if max_seen is None else max(max_seen, ts)
+            wait = self._pacer.wait_for(ts)
+            if wait > 0:
+                time.sleep(min(wait, 1.0))
             yield TimestampedValue(record, ts)
             emitted += 1
-            proposed = Timestamp.of(max_seen - self._config.max_out_of_orderness_seconds)
-            if watermark.current_watermark() is None or proposed > watermark.current_watermark():
-                watermark.set_watermark(proposed)
-        tracker.try_claim(tracker.current_restriction().stop)  # finished: claim the end
+            chunk_start = ts if chunk_start is None else chunk_start
+            if max_seen is not None:
+                proposed = Timestamp.of(max_seen - bound)
+                if watermark.current_watermark() is None or proposed > watermark.current_watermark():
+                    watermark.set_watermark(proposed)
+            if emitted >= self._config.chunk_size or (max_seen is not None and max_seen - chunk_start >= step):
+                # Hand the runner a checkpoint: it publishes the watermark, triggers fire.
+                self._open[path] = (position + 1, records)  # where the deferred remainder starts
+                tracker.defer_remainder(Duration.of(0))
+                return
+        tracker.try_claim(tracker.current_restriction().stop)  # the file is done: claim the end
 
 
 class ReplayFiles(beam.PTransform):
-    """Files → unbounded PCollection of RawRecords stamped with event time (streaming replay)."""
+    """Files (globs, comma-separated) → unbounded PCollection of RawRecords in event time."""
 
     def __init__(
         self, pattern: str, event_time: EventTimeFn, config: ReplayConfig = ReplayConfig(),
         ingest_time_field: Optional[str] = None,
     ):
         super().__init__()
-        self._pattern = pattern
+        self._patterns = [p.strip() for p in pattern.split(",") if p.strip()]
+        for part in self._patterns:
+            file_format(part)  # the extension decides the reader: fail at construction
+            if "://" not in part:
+                expand_pattern(part)  # local: say now that nothing matches, not on a worker
         self._event_time = event_time
         self._config = config
         self._ingest_time_field = ingest_time_field
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        paths = expand_pattern(self._pattern)
-        if _runs_on_python_direct_runner(pbegin.pipeline):
-            return pbegin | "ReplayAsTestStream" >> self._test_stream(paths)
         return (
             pbegin
-            | "Paths" >> beam.Create([tuple(paths)])
-            | "ReplayFiles" >> beam.ParDo(ReplayFileFn(self._event_time, self._config, self._ingest_time_field))
+            | "Patterns" >> beam.Create(self._patterns)
+            | "MatchFiles" >> fileio.MatchAll(fileio.EmptyMatchTreatment.DISALLOW)
+            | "Paths" >> beam.Map(lambda metadata: metadata.path)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadInEventTime" >> beam.ParDo(ReplayFileFn(self._event_time, self._config, self._ingest_time_field))
         )
-
-    def _test_stream(self, paths: list[str]) -> TestStream:
-        stream = TestStream()
-        previous: Optional[float] = None
-        for chunk, watermark in replay_schedule(
-                read_all(paths, self._ingest_time_field), self._event_time, self._config):
-            stream.add_elements(chunk)
-            if previous is not None and watermark <= previous:
-                continue  # no new maximum in this chunk: TestStream wants strictly rising watermarks
-            stream.advance_watermark_to(watermark)
-            # The DirectRunner runs a TestStream on a test clock: move it at the pace of event
-            # time (a 1x replay), so processing-time early panes fire as in a live job.
-            if previous is not None and watermark > previous:
-                millis = int(round((watermark - previous) * 1000))  # TestStream wants whole ms
-                if millis:
-                    stream.advance_processing_time(Duration(micros=millis * 1000))
-            previous = watermark
-        return stream.advance_watermark_to_infinity()
-
-
-def _runs_on_python_direct_runner(pipeline: beam.Pipeline) -> bool:
-    runner = type(pipeline.runner).__name__
-    return runner in ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")

@@ -8,9 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import threading
-import time
-from typing import Iterator
 
 from kappaflow.launcher import Accounting
 from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
@@ -19,29 +16,9 @@ from kappaflow.tables import diff_tables, explain_difference, read_rows, too_lat
 from pipelines import clickstream
 
 
-@contextlib.contextmanager
-def progress(label: str) -> Iterator[None]:
-    """Beam reports nothing while a local run works: say every 15 s that it still does."""
-    started = time.monotonic()
-    done = threading.Event()
-
-    def tick() -> None:
-        while not done.wait(15):
-            print(f"  ... {label}: {time.monotonic() - started:.0f}s", flush=True)
-
-    thread = threading.Thread(target=tick, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
-
-
 def run_pipeline(label: str, argv: list[str]) -> Accounting:
-    print(f"\n== {label}", flush=True)
-    with progress(label):
-        return clickstream_run(argv)
+    print(f"\n== {label}", flush=True)  # the launcher shows the progress (kappaflow/progress.py)
+    return clickstream_run(argv)
 
 
 def clickstream_run(argv: list[str]) -> Accounting:
@@ -73,10 +50,10 @@ def main() -> None:
           f"malformed, ~{config.too_late_share:.1%} beyond the allowed lateness; reference db {reference}")
 
     common = [f"--input={events}", f"--reference_db={reference}"]
-    batch = run_pipeline("batch", [*common, f"--output={batch_db}", f"--report={work}/batch.json"])
+    batch = run_pipeline("batch", [*common, f"--output={batch_db}", f"--report={work}/batch.html"])
     streaming = run_pipeline(
         "streaming replay",
-        [*common, f"--output={streaming_db}", "--streaming", f"--report={work}/streaming.json"],
+        [*common, f"--output={streaming_db}", "--streaming", f"--report={work}/streaming.html"],
     )
 
     batch_rows = read_rows(batch_db, CLICKSTREAM_METRICS)
@@ -94,6 +71,7 @@ def main() -> None:
         explained = explain_difference(batch_rows, streaming_rows, late)
         print(f"the difference is exactly the {len(late):,} records the replay dead-lettered as too late: "
               f"{'yes' if explained else 'NO'}")
+    print(f"\nrun reports (open in a browser): {work}/batch.html, {work}/streaming.html")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Run a pipeline built by `build(pipeline, options)`, then print and report its accounting.
 
 `--runner=DirectRunner` (the default) is resolved here, visibly: Beam's DirectRunner would first
-try to download and start Prism, then silently fall back. We pick what it falls back to: the
-FnApiRunner for batch, the BundleBasedDirectRunner for streaming. `--runner=PrismRunner` and
+try to download and start Prism, then silently fall back. We pick: the FnApiRunner for batch, and
+for streaming Prism from the binary the set-up built (the Python streaming DirectRunner cannot
+replay files: it holds a splittable DoFn's watermark until the file is done, and it runs stateful
+stages at a few hundred records a second). `--runner=PrismRunner` and
 `--runner=FlinkRunner` get the binaries the set-up scripts cached (kappaflow/prism.py,
 kappaflow/flink.py); the label printed with the accounting says what really ran.
 """
@@ -21,7 +23,9 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from kappaflow import beam_workarounds
+from kappaflow.errors import ConfigurationError
 from kappaflow.options import KappaflowOptions
+from kappaflow.progress import ProgressMonitor, estimate_records
 from transforms import metrics
 
 __all__ = ["Accounting", "run", "resolve_runner"]
@@ -83,10 +87,10 @@ def resolve_runner(options: PipelineOptions) -> tuple[object, str]:
     name = standard.runner or "DirectRunner"
     if name in ("DirectRunner", "direct"):
         if standard.streaming:
-            from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+            from kappaflow import prism
 
-            beam_workarounds.keep_streaming_metrics()
-            return BundleBasedDirectRunner(), "DirectRunner (BundleBasedDirectRunner, streaming)"
+            runner, label = prism.resolve(options)
+            return runner, f"{label}, the local streaming runner"
         from apache_beam.runners.portability.fn_api_runner import fn_runner
 
         beam_workarounds.disable_embedded_state_cache()
@@ -170,9 +174,16 @@ def run(
     streaming = bool(options.view_as(StandardOptions).streaming)
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
-    build(pipeline, own)
-    result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        build(pipeline, own)
+    except (ValueError, FileNotFoundError) as err:  # the graph refused an option: nothing has run
+        raise ConfigurationError(str(err)) from err
+    progress = ProgressMonitor(pipeline_name, own.progress, own.progress_seconds, estimate_records(own.input),
+                               replay=streaming)
+    with progress as monitor:
+        result = pipeline.run()
+        monitor.follow(result)
+        result.wait_until_finish()
     accounting = Accounting(
         pipeline=pipeline_name,
         runner=runner_label,
@@ -193,8 +204,9 @@ def run(
     )
     print(accounting.summary(), flush=True)
     if own.report:
-        with open(own.report, "w", encoding="utf-8") as handle:
-            handle.write(accounting.to_json() + "\n")
+        from kappaflow.run_report import write_report
+
+        write_report(own.report, accounting, options, monitor.samples)
     return accounting
 
 
@@ -203,8 +215,8 @@ def run_main(
     build: Callable[[beam.Pipeline, KappaflowOptions], None],
     options_class: type[KappaflowOptions],
 ) -> None:
-    """Entry point of `python -m pipelines.<name>`: exit non-zero when the accounting does not add up."""
-    logging.basicConfig(level=logging.WARNING)
-    accounting = run(pipeline_name, build, options_class=options_class)
-    if not accounting.balanced:
-        raise SystemExit(f"{pipeline_name}: the accounting does not add up (see the summary above)")
+    """Entry point of `python -m pipelines.<name>`: the `kappaflow <name>` command (kappaflow/cli.py):
+    checks first, one-line errors, exit non-zero when the accounting does not add up."""
+    from kappaflow.cli import run_pipeline_command
+
+    sys.exit(run_pipeline_command(pipeline_name, build, options_class))

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Optional
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from io_connectors.replay import ReplayConfig
+from transforms.dedup import DedupConfig
 from transforms.windowing import WindowConfig
 
 __all__ = ["KappaflowOptions"]
 
 DEFAULT_OUTPUT = "sqlite:///kappaflow.db"
+# Public (it is in this file): hashes salted with it can be reversed by anyone with a dictionary.
+DEFAULT_PII_SALT = "kappaflow-default-salt"
+# Runners whose workers are this machine: the built-in salt is fine for trying things out there.
+_LOCAL_RUNNERS = {None, "", "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner",
+                  "PrismRunner", "prism"}
+_LOG = logging.getLogger(__name__)
+_warned_default_salt = False
+
+
+def _is_local_runner(runner: object) -> bool:
+    return (runner if isinstance(runner, str) or runner is None else type(runner).__name__) in _LOCAL_RUNNERS
+
+
+def _warn_default_salt_once() -> None:
+    global _warned_default_salt
+    if not _warned_default_salt:
+        _warned_default_salt = True
+        _LOG.warning("the PII hashes use kappaflow's built-in salt, which is public: set --pii_salt or "
+                     "$KAPPAFLOW_PII_SALT to a secret of your own for this non-local run")
 
 
 _NUMBER = r"^[0-9]+(\.[0-9]+)?$"
@@ -39,10 +61,14 @@ class KappaflowOptions(PipelineOptions):
         "dedup_horizon_seconds": _NUMBER,
         "max_out_of_orderness_seconds": _NUMBER,
         "replay_chunk_size": _WHOLE,
+        "replay_speed": _NUMBER,
         "input_subscription": r"^projects/[^/]+/subscriptions/[^/]+$",
         "alerts_topic": r"^projects/[^/]+/topics/[^/]+$",
         "bigquery_method": r"^(AUTO|FILE_LOADS|STREAMING_INSERTS|STORAGE_WRITE_API)$",
         "bigquery_firing_seconds": _WHOLE,
+        "max_invalid_ratio": r"^(0(\.[0-9]+)?|1(\.0+)?)$",
+        "progress": r"^(auto|bar|plain|off)$",
+        "progress_seconds": _NUMBER,
     }
 
     @classmethod
@@ -67,11 +93,15 @@ class KappaflowOptions(PipelineOptions):
         parser.add_argument("--early_firing_seconds", type=float, default=30.0,
                             help="Early panes every N seconds of processing time (streaming only); 0: none.")
         parser.add_argument("--dedup_horizon_seconds", type=float, default=3600.0,
-                            help="How long (event time) after the last copy a duplicate is still recognised.")
+                            help="Copies of an id whose event times fall in the same bucket of this many seconds "
+                                 "(aligned to the epoch) are duplicates.")
         parser.add_argument("--max_out_of_orderness_seconds", type=float, default=60.0,
                             help="Streaming replay: the watermark trails the largest event time by this much.")
         parser.add_argument("--replay_chunk_size", type=int, default=2000,
-                            help="Streaming replay: records between watermark advances.")
+                            help="Streaming replay: records between watermark advances (checkpoints).")
+        parser.add_argument("--replay_speed", type=float, default=None,
+                            help="Streaming replay: replay event time at N x real time (a paced load test); "
+                                 "default: as fast as possible.")
         parser.add_argument("--input_subscription", default=None,
                             help="Read from Pub/Sub instead of --input: projects/P/subscriptions/S (with --streaming).")
         parser.add_argument("--timestamp_attribute", default=None,
@@ -92,7 +122,17 @@ class KappaflowOptions(PipelineOptions):
         parser.add_argument("--bigquery_firing_seconds", type=int, default=60,
                             help="Streaming with BigQuery load jobs or CDC merges: one load (and MERGE) per table "
                                  "every N seconds of processing time. Batch: one per table per run.")
-        parser.add_argument("--report", default=None, help="Write the run's accounting as JSON here.")
+        parser.add_argument("--report", default=None,
+                            help="Write a run report here: .html (a page with charts, opens without a server) "
+                                 "or .json (the accounting).")
+        parser.add_argument("--max_invalid_ratio", type=float, default=None,
+                            help="Fail the run (exit 1) when more than this share of the records read (0-1) "
+                                 "ends in the dead letters; default: off.")
+        parser.add_argument("--progress", default="auto", choices=("auto", "bar", "plain", "off"),
+                            help="Progress while the run works: a live line on a terminal (bar), a plain "
+                                 "line every --progress_seconds (plain, the auto choice for logs), or off.")
+        parser.add_argument("--progress_seconds", type=float, default=10.0,
+                            help="Seconds between two plain progress lines.")
         parser.add_argument("--pii_salt", default=None,
                             help="Salt of the PII hashes; default: $KAPPAFLOW_PII_SALT, else a built-in salt. "
                                  "Set your own in production.")
@@ -106,12 +146,23 @@ class KappaflowOptions(PipelineOptions):
             early_firing_seconds=self.early_firing_seconds or None,
         )
 
+    def dedup_config(self, windows: Optional[WindowConfig] = None) -> DedupConfig:
+        """Buckets stay open as long as the windows after them can still take a record."""
+        lateness = self.dedup_horizon_seconds if windows is None else (
+            windows.size_seconds + windows.state_retention_seconds)
+        return DedupConfig(self.dedup_horizon_seconds, lateness)
+
     def replay_config(self) -> ReplayConfig:
-        return ReplayConfig(self.max_out_of_orderness_seconds, self.replay_chunk_size)
+        return ReplayConfig(self.max_out_of_orderness_seconds, self.replay_chunk_size, self.replay_speed)
 
     @property
     def hash_salt(self) -> str:
-        return self.pii_salt or os.environ.get("KAPPAFLOW_PII_SALT") or "kappaflow-default-salt"
+        salt = self.pii_salt or os.environ.get("KAPPAFLOW_PII_SALT")
+        if salt:
+            return salt
+        if not _is_local_runner(self.view_as(StandardOptions).runner):
+            _warn_default_salt_once()
+        return DEFAULT_PII_SALT
 
     @property
     def dead_letters_url(self) -> str:

@@ -21,8 +21,7 @@ import sys
 import time
 from typing import Callable, Iterable, Optional, Sequence, TextIO
 
-from io_connectors.files import expand_pattern
-from io_connectors.replay import read_all
+from io_connectors.files import expand_pattern, read_all
 from transforms.event_time import EventTimeOf
 from transforms.records import RawRecord
 from transforms.schema import format_timestamp

@@ -13,6 +13,7 @@ Every rejected event goes to the `dead_letters` table with its reason.
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from io_connectors.bigquery import is_bigquery_url
 from io_connectors.bigquery_cdc import ApplyChangesToBigQuery
@@ -23,25 +24,28 @@ from io_connectors.sources import ReadInput
 from kappaflow.launcher import run_main
 from kappaflow.options import KappaflowOptions
 from transforms.debezium import ParseChanges, PrimaryKeys
-from transforms.dedup import DedupConfig, DeduplicateEvents
+from transforms.dedup import DeduplicateEvents
 from transforms.event_time import EventTimeOf, WithEventTime
 from transforms.records import DEAD_LETTER_TAG
+from transforms.windowing import WindowConfig
 
 PIPELINE = "cdc"
 # When the change was made (source.ts_ms), else when the connector saw it; wrapped or bare.
 CHANGE_TIME = EventTimeOf("payload.source.ts_ms", "source.ts_ms", "payload.ts_ms", "ts_ms")
 
 
+# CDC has no windows; a re-delivery is recognised for a week after its bucket (Kafka's default
+# retention), and one later than that is dropped by the runner with its expired bucket.
+REDELIVERY_WINDOWS = WindowConfig(size_seconds=1.0, allowed_lateness_seconds=7 * 86400.0,
+                                  early_firing_seconds=None, late_margin_seconds=0.0)
+
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _TABLE_KEY = rf"{_IDENTIFIER}:{_IDENTIFIER}(\+{_IDENTIFIER})*"
 
 
-class CdcOptions(KappaflowOptions):
-    TEMPLATE_REGEXES = {
-        **KappaflowOptions.TEMPLATE_REGEXES,
-        "primary_keys": rf"^{_TABLE_KEY}(,{_TABLE_KEY})*$",
-        "apply_batch_size": r"^[1-9][0-9]*$",
-    }
+class CdcFlags(PipelineOptions):
+    """The CDC flags: a direct PipelineOptions subclass, so Beam's own parser knows them too (Beam
+    registers only direct subclasses; otherwise it warns "Unparseable argument" on every run)."""
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
@@ -50,6 +54,14 @@ class CdcOptions(KappaflowOptions):
                                  "(+ joins a composite key). Events of other tables are dead letters.")
         parser.add_argument("--apply_batch_size", type=int, default=500,
                             help="Changes per transaction when applying to --output.")
+
+
+class CdcOptions(KappaflowOptions, CdcFlags):
+    TEMPLATE_REGEXES = {
+        **KappaflowOptions.TEMPLATE_REGEXES,
+        "primary_keys": rf"^{_TABLE_KEY}(,{_TABLE_KEY})*$",
+        "apply_batch_size": r"^[1-9][0-9]*$",
+    }
 
 
 def build(p: beam.Pipeline, opts: CdcOptions) -> None:
@@ -67,8 +79,7 @@ def build(p: beam.Pipeline, opts: CdcOptions) -> None:
     unique = (
         parsed.changes
         | "EventTime" >> WithEventTime("event_time")
-        | "DropRedeliveries" >> DeduplicateEvents(
-            lambda c: c["change_id"], DedupConfig(opts.dedup_horizon_seconds))
+        | "DropRedeliveries" >> DeduplicateEvents(lambda c: c["change_id"], opts.dedup_config(REDELIVERY_WINDOWS))
     )
     if is_bigquery_url(opts.output):
         apply_failures = unique | "ApplyChanges" >> ApplyChangesToBigQuery(opts.output, keys, PIPELINE)

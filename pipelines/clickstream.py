@@ -4,8 +4,8 @@
         --reference_db=sqlite:///reference.db [--streaming] [--report=run.json]
     python -m pipelines.clickstream --streaming --input_subscription=projects/P/subscriptions/S ...
 
-read → parse/validate → event time → dedup by event_id → enrich (users, products)
-     → route too-late records → fixed windows → events, unique users, revenue → upsert
+read → parse/validate → event time → route too-late records → dedup by event_id
+     → enrich (users, products) → fixed windows → events, unique users, revenue → upsert
 Every rejected record goes to the `dead_letters` table with its reason.
 """
 
@@ -20,7 +20,7 @@ from kappaflow.launcher import run_main
 from kappaflow.options import KappaflowOptions
 from kappaflow.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
 from transforms.aggregate import AggregatePerWindow, Metric
-from transforms.dedup import DedupConfig, DeduplicateEvents
+from transforms.dedup import DeduplicateEvents
 from transforms.enrich_database import EnrichFromDatabase, LookupSpec
 from transforms.event_time import WithEventTime
 from transforms.late_data import RouteTooLateRecords
@@ -46,6 +46,11 @@ class ClickstreamOptions(KappaflowOptions):
     pass
 
 
+def reference_lookups(opts: ClickstreamOptions) -> tuple[LookupSpec, ...]:
+    """What the run looks up in --reference_db (checked before the run starts)."""
+    return LOOKUPS
+
+
 def to_metric_input(event: dict) -> dict:
     """The fields the metrics need; the rest (and the hashed IP) stops here."""
     properties = event.get("properties") or {}
@@ -66,16 +71,17 @@ def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
 
     records = p | "ReadInput" >> ReadInput.from_options(opts, time_field="timestamp", id_field="event_id")
     parsed = records | "ParseEvents" >> ParseEvents(CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.hash_salt)
-    unique = (
+    in_time = (
         parsed.events
         | "EventTime" >> WithEventTime("timestamp")
         | "SelectFields" >> beam.Map(to_metric_input)
-        | "DedupByEventId" >> DeduplicateEvents(lambda e: e["event_id"], DedupConfig(opts.dedup_horizon_seconds))
+        | "RouteTooLate" >> RouteTooLateRecords(windows, PIPELINE, "event_id", shard_key=lambda e: e["event_id"])
     )
-    enriched = unique | "Enrich" >> EnrichFromDatabase(opts.reference_db, LOOKUPS, PIPELINE, "event_id")
-    in_time = enriched.events | "RouteTooLate" >> RouteTooLateRecords(
-        windows, PIPELINE, "event_id", shard_key=lambda e: f"{e['event_type']}|{e['country']}")
-    rows = in_time.events | "AggregatePerWindow" >> AggregatePerWindow(
+    unique = in_time.events | "DedupByEventId" >> DeduplicateEvents(
+        lambda e: e["event_id"], opts.dedup_config(windows))
+    enriched = unique | "Enrich" >> EnrichFromDatabase(
+        opts.reference_db, reference_lookups(opts), PIPELINE, "event_id")
+    rows = enriched.events | "AggregatePerWindow" >> AggregatePerWindow(
         ("event_type", "country"), METRICS, windows)
     sink_failures = rows | "WriteMetrics" >> WriteTable(opts.output, CLICKSTREAM_METRICS, PIPELINE)
 

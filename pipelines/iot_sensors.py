@@ -6,8 +6,8 @@
     python -m pipelines.iot_sensors --streaming --input_subscription=projects/P/subscriptions/S \
         --alerts_topic=projects/P/topics/ALERTS ...   (ingest time = Pub/Sub publish time)
 
-read → parse/validate → clock skew → units → event time → dedup by (device_id, device time)
-     → enrich (devices) → route too-late records → [archive] → exclude quality != good
+read → parse/validate → clock skew → units → event time → route too-late records
+     → dedup by (device_id, device time) → enrich (devices) → [archive] → exclude quality != good
      → per-device windows: count, min, max, avg, p95 → sensor_stats → alerts → sensor_alerts
        [→ alerts topic, alert_id as an attribute]
 Every rejected record goes to the `dead_letters` table with its reason.
@@ -32,7 +32,7 @@ from transforms import metrics
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.alerts import RaiseThresholdAlerts, ThresholdAlertConfig
 from transforms.clock_skew import ClockSkewConfig, CorrectClockSkew, SkewCorrectedEventTime
-from transforms.dedup import DedupConfig, DeduplicateEvents
+from transforms.dedup import DeduplicateEvents
 from transforms.enrich_database import EnrichFromDatabase, LookupSpec
 from transforms.event_time import WithEventTime
 from transforms.exclude import ExcludeRecords
@@ -92,6 +92,11 @@ def device_lookup(default_max_temp_c: float) -> LookupSpec:
     )
 
 
+def reference_lookups(opts: IotSensorsOptions) -> tuple[LookupSpec, ...]:
+    """What the run looks up in --reference_db (checked before the run starts)."""
+    return (device_lookup(opts.default_max_temp_c),)
+
+
 def to_reading(event: dict) -> dict:
     """Flatten the location: the registry fills the same fields."""
     location = event.get("location") or {}
@@ -123,24 +128,23 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     timed = parsed.events | "CorrectClockSkew" >> CorrectClockSkew(skew, PIPELINE, "device_id")
     converted = timed.events | "NormalizeUnits" >> NormalizeUnits(
         PIPELINE, "device_id", quantity_field="device_type")
-    unique = (
+    in_time = (
         converted.events
         | "EventTime" >> WithEventTime("timestamp")
         | "FlattenLocation" >> beam.Map(to_reading)
-        | "DedupByDeviceAndTime" >> DeduplicateEvents(dedup_key, DedupConfig(opts.dedup_horizon_seconds))
+        | "RouteTooLate" >> RouteTooLateRecords(windows, PIPELINE, "device_id", shard_key=lambda r: r["device_id"])
     )
+    unique = in_time.events | "DedupByDeviceAndTime" >> DeduplicateEvents(dedup_key, opts.dedup_config(windows))
     enriched = unique | "EnrichFromRegistry" >> EnrichFromDatabase(
-        opts.reference_db, (device_lookup(opts.default_max_temp_c),), PIPELINE, "device_id")
-    in_time = enriched.events | "RouteTooLate" >> RouteTooLateRecords(
-        windows, PIPELINE, "device_id", shard_key=lambda r: r["device_id"])
+        opts.reference_db, reference_lookups(opts), PIPELINE, "device_id")
     if opts.archive:
         archive_windows = WindowConfig(
             size_seconds=opts.archive_window_seconds, allowed_lateness_seconds=windows.allowed_lateness_seconds,
             early_firing_seconds=None, late_margin_seconds=windows.late_margin)
-        (in_time.events | "ToArchiveRows" >> beam.Map(to_archive_row)
+        (enriched.events | "ToArchiveRows" >> beam.Map(to_archive_row)
          | "ArchiveReadings" >> WriteArchive(opts.archive, IOT_ARCHIVE, ARCHIVE_PARTITIONS, archive_windows))
     stats = (
-        in_time.events
+        enriched.events
         | "ExcludeBadQuality" >> ExcludeRecords(lambda r: r["quality"] == "good")
         | "AggregatePerWindow" >> AggregatePerWindow(("device_id",), METRICS, windows)
     )

@@ -1,4 +1,4 @@
-"""Shared helpers: explicit runners (never Prism), counter lookup, small event factories."""
+"""Shared helpers: explicit runners, counter lookup, small event factories."""
 
 from __future__ import annotations
 
@@ -30,6 +30,15 @@ def streaming_pipeline() -> TestPipeline:
     # Without the fix the streaming DirectRunner reports only the first bundle's counters.
     beam_workarounds.keep_streaming_metrics()
     return TestPipeline(runner=BundleBasedDirectRunner(), options=PipelineOptions(["--streaming"]))
+
+
+def prism_pipeline() -> TestPipeline:
+    """Prism, the local streaming runner, as the launcher resolves it (cached binary, LOOPBACK)."""
+    from kappaflow import prism
+
+    options = PipelineOptions(["--streaming"])
+    runner, _ = prism.resolve(options)
+    return TestPipeline(runner=runner, options=options)
 
 
 def counter(result, name: str, namespace: str = metrics.NAMESPACE) -> int:
@@ -65,5 +74,22 @@ def run_streaming():
 
 
 @pytest.fixture
+def run_prism():
+    return _runner(prism_pipeline)
+
+
+@pytest.fixture
 def count_of():
     return counter
+
+
+def clickstream_sample(directory, **config) -> tuple[str, str]:
+    """The sample generator's events (directory/events.jsonl) and its reference database (ref.db)."""
+    from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
+
+    sample = SampleConfig(**config)
+    events, reference = f"{directory}/events.jsonl", f"sqlite:///{directory}/ref.db"
+    write_sample(events, sample)
+    build_reference_db(reference, sample)
+    return events, reference
+

@@ -1,4 +1,4 @@
-"""DeduplicateEvents: out-of-order copies, expiry anchored at the largest event time seen."""
+"""DeduplicateEvents: out-of-order copies, horizon buckets, the same answer in batch and streaming."""
 
 from __future__ import annotations
 
@@ -41,23 +41,35 @@ def test_out_of_order_duplicates_are_dropped(run_streaming, count_of):
     assert count_of(result, "duplicates") == 3
 
 
-def test_expiry_is_anchored_at_the_largest_event_time(run_streaming, count_of):
-    horizon = 600
+# Copies 500 s apart in one 600 s bucket, copies 200 s apart across a bucket edge, and a copy that
+# arrives long after its twin: batch and streaming must agree on all of them.
+BUCKET_CASES = [("x", 610, 1), ("x", 1110, 2), ("y", 1190, 1), ("y", 1210, 2), ("z", 30, 1), ("z", 40, 2)]
+
+
+def test_copies_in_one_bucket_are_duplicates_however_far_apart_they_arrive(run_streaming, count_of):
     stream = (
         TestStream()
-        .add_elements([copy("x", 100, 1)])             # kept
-        .add_elements([copy("x", 3000, 2)])            # duplicate, moves expiry to 3000 + 600
-        .advance_watermark_to(100 + horizon + 1)      # first-seen anchoring would forget x here
-        .add_elements([copy("x", 2000, 3)])            # must still be a duplicate
-        .advance_watermark_to(3000 + horizon + 1)     # now x is forgotten
-        .add_elements([copy("x", 4000, 4)])            # a new copy passes
+        .add_elements([copy(k, t, n) for k, t, n in BUCKET_CASES[:4]] + [copy("z", 30, 1)])
+        .advance_watermark_to(1199)      # z's bucket [0, 600) is long closed, within its lateness
+        .add_elements([copy("z", 40, 2)])
         .advance_watermark_to_infinity()
     )
 
     def build(p):
-        assert_that(dedup(p, stream, horizon), equal_to([("x", 1), ("x", 4)]))
+        assert_that(dedup(p, stream, 600), equal_to([("x", 1), ("y", 1), ("y", 2), ("z", 1)]))
 
     result = run_streaming(build)
+    assert count_of(result, "duplicates") == 2
+
+
+def test_batch_gives_the_streaming_answer_on_buckets(run_batch, count_of):
+    def build(p):
+        out = (p | beam.Create([copy(k, t, n) for k, t, n in BUCKET_CASES])
+               | DeduplicateEvents(lambda e: e["event_id"], DedupConfig(horizon_seconds=600))
+               | beam.Map(lambda e: e["event_id"]))
+        assert_that(out, equal_to(["x", "y", "y", "z"]))
+
+    result = run_batch(build)
     assert count_of(result, "duplicates") == 2
 
 

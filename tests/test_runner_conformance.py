@@ -118,7 +118,7 @@ class RunnerCase:
 STREAM = ("--streaming", "--replay_chunk_size=200")
 RUNNERS = (
     RunnerCase("direct-batch", (), "FnApiRunner"),
-    RunnerCase("direct-streaming", STREAM, "BundleBasedDirectRunner"),
+    RunnerCase("direct-streaming", STREAM, "the local streaming runner", finds_too_late=False),
     RunnerCase("prism-batch", ("--runner=PrismRunner",), "PrismRunner"),
     RunnerCase("prism-streaming", ("--runner=PrismRunner", *STREAM), "PrismRunner", finds_too_late=False),
     RunnerCase("flink-batch", ("--runner=FlinkRunner",), "embedded Flink"),

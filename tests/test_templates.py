@@ -31,6 +31,7 @@ EXAMPLES = {
     "dedup_horizon_seconds": ("3600", ["1h"]),
     "max_out_of_orderness_seconds": ("60.5", ["x"]),
     "replay_chunk_size": ("500", ["0", "-5"]),
+    "replay_speed": ("60", ["fast", "-1"]),
     "report": ("/tmp/run.json", []),
     "pii_salt": ("s3cr3t-salt", []),
     "streaming": ("true", ["yes", "1"]),
@@ -49,6 +50,9 @@ EXAMPLES = {
     "bigquery_endpoint": ("127.0.0.1:9050", []),
     "bigquery_method": ("FILE_LOADS", ["file_loads", "FAST"]),
     "bigquery_firing_seconds": ("60", ["0", "0.5", "1m"]),
+    "max_invalid_ratio": ("0.05", ["5%", "1.5", "-0.1"]),
+    "progress": ("plain", ["bars", "PLAIN"]),
+    "progress_seconds": ("10", ["10s"]),
 }
 
 

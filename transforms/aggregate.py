@@ -15,12 +15,14 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.utils.windowed_value import PaneInfoTiming
+from apache_beam.coders import VarIntCoder
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
 from transforms import metrics
 from transforms.windowing import WindowConfig
 
-__all__ = ["Metric", "AggregateCombineFn", "AggregatePerWindow"]
+__all__ = ["Metric", "AggregateCombineFn", "AggregatePerWindow", "PartiallyAggregateFn", "CountAndFormatRowsFn"]
 
 KINDS = ("count", "distinct", "sum", "min", "max", "mean", "percentile")
 
@@ -58,7 +60,12 @@ class AggregateCombineFn(beam.CombineFn):
         self._metrics = tuple(metric_specs)
 
     def create_accumulator(self) -> list:
-        return [self._empty(m) for m in self._metrics]
+        return [self._empty(m) for m in self._metrics] + [0]  # the last slot counts records
+
+    @staticmethod
+    def records(acc: list) -> int:
+        """How many records the accumulator holds."""
+        return acc[-1]
 
     @staticmethod
     def _empty(m: Metric) -> Any:
@@ -66,6 +73,7 @@ class AggregateCombineFn(beam.CombineFn):
                 "mean": [Fraction(0), 0], "percentile": []}[m.kind]
 
     def add_input(self, acc: list, event: dict) -> list:
+        acc[-1] += 1
         for i, m in enumerate(self._metrics):
             kind = m.kind
             if kind == "count":
@@ -97,6 +105,7 @@ class AggregateCombineFn(beam.CombineFn):
             # whose records all came as late firings). It carries no records: see extract_output.
             return None
         for acc in accumulators:
+            merged[-1] += acc[-1]
             for i, m in enumerate(self._metrics):
                 kind = m.kind
                 if kind in ("count", "sum"):
@@ -131,8 +140,75 @@ class AggregateCombineFn(beam.CombineFn):
         return out
 
 
-class FormatWindowRowFn(beam.DoFn):
-    """(group key, metrics) → output row with window bounds, pane timing and index."""
+class PartiallyAggregateFn(beam.DoFn):
+    """Combiner lifting by hand: per bundle, one accumulator per (window, group key), so the shuffle
+    and the trigger machinery behind it see a few partial aggregates instead of every event. Runners
+    lift combiners themselves only where the trigger allows it, and not across every runner.
+
+    Each partial carries the earliest timestamp of its events, so it holds the watermark no later
+    than they would have. At most `max_groups` partials are kept: memory does not grow with input.
+    """
+
+    def __init__(self, key_fields: Sequence[str], combine_fn: "AggregateCombineFn", max_groups: int = 20000) -> None:
+        self._key_fields = tuple(key_fields)
+        self._combine_fn = combine_fn
+        self._max_groups = max_groups
+
+    def start_bundle(self) -> None:
+        self._partials: dict[tuple, list] = {}
+
+    def process(
+        self, event: dict, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam
+    ) -> Iterator[WindowedValue]:
+        key = tuple(event[f] for f in self._key_fields)
+        slot = self._partials.get((window, key))
+        if slot is None:
+            slot = self._partials[(window, key)] = [self._combine_fn.create_accumulator(), timestamp]
+        elif timestamp < slot[1]:
+            slot[1] = timestamp
+        self._combine_fn.add_input(slot[0], event)
+        if len(self._partials) >= self._max_groups:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        yield from self._flush()
+
+    def _flush(self) -> Iterator[WindowedValue]:
+        partials, self._partials = self._partials, {}
+        for (window, key), (accumulator, timestamp) in partials.items():
+            yield WindowedValue((key, accumulator), timestamp, (window,))
+
+
+class MergePartialsFn(beam.CombineFn):
+    """The CombineFn behind the shuffle: its inputs are PartiallyAggregateFn's accumulators."""
+
+    def __init__(self, combine_fn: "AggregateCombineFn") -> None:
+        self._combine_fn = combine_fn
+
+    def create_accumulator(self) -> Optional[list]:
+        return None
+
+    def add_input(self, accumulator: Optional[list], partial: list) -> list:
+        return partial if accumulator is None else self._combine_fn.merge_accumulators([accumulator, partial])
+
+    def merge_accumulators(self, accumulators: Any) -> Optional[list]:
+        present = [acc for acc in accumulators if acc is not None]
+        return self._combine_fn.merge_accumulators(present) if present else None
+
+    def extract_output(self, accumulator: Optional[list]) -> Optional[list]:
+        return accumulator  # rows are made (and records counted) by CountAndFormatRowsFn
+
+
+class CountAndFormatRowsFn(beam.DoFn):
+    """(group key, accumulator) per pane → output row with window bounds, pane timing and index.
+
+    This is where records count as aggregated: the records in what the aggregation emitted. Panes
+    of an accumulating window repeat the earlier records, so a state cell per (window, group key)
+    remembers how many were already counted: its cost is per key group, not per event. A record
+    dropped anywhere before this step is never counted, and the run's accounting shows it.
+    """
+
+    COUNTED = ReadModifyWriteStateSpec("counted", VarIntCoder())
 
     _TIMING = {
         PaneInfoTiming.EARLY: "EARLY",
@@ -141,22 +217,38 @@ class FormatWindowRowFn(beam.DoFn):
         PaneInfoTiming.UNKNOWN: "ON_TIME",  # batch: the one and only pane
     }
 
-    def __init__(self, key_fields: Sequence[str]) -> None:
+    def __init__(self, key_fields: Sequence[str], combine_fn: "AggregateCombineFn", accumulating: bool) -> None:
         self._key_fields = tuple(key_fields)
+        self._combine_fn = combine_fn
+        self._accumulating = accumulating
+        self._aggregated = Metrics.counter(metrics.NAMESPACE, metrics.AGGREGATED)
 
     def process(
-        self, element: tuple[tuple, dict], window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam
+        self, element: tuple[tuple, Optional[list]], window=beam.DoFn.WindowParam,
+        pane=beam.DoFn.PaneInfoParam, counted=beam.DoFn.StateParam(COUNTED),
     ) -> Iterator[dict]:
-        key, values = element
-        if values is None:
-            return []  # an empty pane (see AggregateCombineFn.extract_output)
+        key, accumulator = element
+        if accumulator is not None:  # None: an empty pane (see AggregateCombineFn.extract_output)
+            yield self._row(key, accumulator, window, pane, counted)
+
+    def _row(self, key: tuple, accumulator: list, window, pane, counted) -> dict:
+        records = self._combine_fn.records(accumulator)
+        if self._accumulating:
+            # Panes of one window only grow; a runner may hand them over out of order (Prism
+            # does), so what counts is the largest pane seen.
+            before = counted.read() or 0
+            if records > before:
+                counted.write(records)
+                self._aggregated.inc(records - before)
+        else:
+            self._aggregated.inc(records)
         row = {"window_start": window.start.micros / 1e6, "window_end": window.end.micros / 1e6}
         row.update(zip(self._key_fields, key))
-        row.update(values)
+        row.update(self._combine_fn.extract_output(accumulator))
         row["pane_timing"] = self._TIMING[pane.timing]
         row["pane_index"] = pane.index
         row["updated_at"] = time.time()
-        return [row]
+        return row
 
 
 class AggregatePerWindow(beam.PTransform):
@@ -171,20 +263,14 @@ class AggregatePerWindow(beam.PTransform):
         self._key_fields = tuple(key_fields)
         self._metrics = tuple(metric_specs)
         self._config = config
-        self._aggregated = Metrics.counter(metrics.NAMESPACE, metrics.AGGREGATED)
 
     def expand(self, events: beam.PCollection) -> beam.PCollection:
-        key_fields = self._key_fields
-        aggregated = self._aggregated
-
-        def keyed(event: dict) -> tuple[tuple, dict]:
-            aggregated.inc()
-            return tuple(event[f] for f in key_fields), event
-
+        combine_fn = AggregateCombineFn(self._metrics)
         return (
             events
             | "Window" >> self._config.window_into()
-            | "KeyByGroup" >> beam.Map(keyed)
-            | "Aggregate" >> beam.CombinePerKey(AggregateCombineFn(self._metrics))
-            | "FormatRows" >> beam.ParDo(FormatWindowRowFn(key_fields))
+            | "AggregatePartially" >> beam.ParDo(PartiallyAggregateFn(self._key_fields, combine_fn))
+            | "MergePartials" >> beam.CombinePerKey(MergePartialsFn(combine_fn))
+            | "CountAndFormatRows" >> beam.ParDo(
+                CountAndFormatRowsFn(self._key_fields, combine_fn, self._config.accumulating))
         )

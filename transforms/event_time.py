@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
-__all__ = ["WithEventTime", "EventTimeOf"]
+from transforms import metrics
+
+__all__ = ["WithEventTime", "StampEventTimeFn", "EventTimeOf"]
 
 
 class WithEventTime(beam.PTransform):
@@ -18,12 +21,20 @@ class WithEventTime(beam.PTransform):
         self._field = field
 
     def expand(self, events: beam.PCollection) -> beam.PCollection:
-        field = self._field
+        return events | "StampEventTime" >> beam.ParDo(StampEventTimeFn(self._field))
 
-        def stamp(event: dict[str, Any]) -> TimestampedValue:
-            return TimestampedValue(event, event[field])
 
-        return events | "StampEventTime" >> beam.Map(stamp)
+class StampEventTimeFn(beam.DoFn):
+    """Event → TimestampedValue; the gauge tells a progress line how far a replay has come."""
+
+    def __init__(self, field: str) -> None:
+        self._field = field
+        self._position = Metrics.gauge(metrics.NAMESPACE, metrics.EVENT_TIME_POSITION)
+
+    def process(self, event: dict[str, Any]):
+        timestamp = event[self._field]
+        self._position.set(int(timestamp))
+        yield TimestampedValue(event, timestamp)
 
 
 class EventTimeOf:

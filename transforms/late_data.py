@@ -5,7 +5,8 @@ watermark, so the router learns a lower bound of it from event-time timers: a fi
 the watermark passed its time. Two kinds of timers per shard:
 - one per window deadline (window end + allowed lateness) of the records it saw;
 - a ladder of probes ahead of the latest record: every margin/2 for 24 margins, then doubling, so
-  a shard that went quiet still learns how far the watermark moved.
+  a shard that went quiet still learns how far the watermark moved. It is laid again once a record
+  is 12 margins past the last base, so the dense part always covers 12 margins ahead.
 The GroupByKey keeps window state for `late_margin` beyond the allowed lateness, and drops a record
 only when the watermark is more than that margin past its deadline. While the router's bound lags
 the watermark by less than the margin, every record it lets through is aggregated. The bound lags
@@ -66,6 +67,7 @@ class RouteTooLateFn(beam.DoFn):
 
     def setup(self) -> None:
         self._offsets = probe_offsets(self._margin)
+        self._relay_after = self._offsets[_LINEAR_RUNGS - 1]
         self._horizon = GlobalWindow().max_timestamp().micros / 1e6
 
     def start_bundle(self) -> None:
@@ -101,8 +103,10 @@ class RouteTooLateFn(beam.DoFn):
             if (shard, deadline) not in self._timers_set:
                 self._timers_set.add((shard, deadline))
                 timers.set(Timestamp.of(deadline), dynamic_timer_tag=repr(deadline))
-        if event_time >= ladder_base + self._offsets[0]:
-            # Lay the ladder again from the newest record (same tags: earlier rungs move up).
+        if event_time >= ladder_base + self._relay_after:
+            # Lay the ladder again from the newest record (same tags: earlier rungs move up). Only
+            # once half the dense rungs are behind it: a record never outruns the dense part, and
+            # a long replay sets a few timers per shard per dozen margins, not per half margin.
             for rung, offset in enumerate(self._offsets):
                 timers.set(Timestamp.of(min(event_time + offset, self._horizon)), dynamic_timer_tag=f"probe{rung}")
             known.write((passed, event_time))

@@ -14,6 +14,8 @@ DEAD_LETTERS_WRITTEN = "dead_letters_written"
 CLOCK_CORRECTED = "clock_skew_corrected"  # not a category: corrected records go on
 ALERTS_RAISED = "alerts_raised"
 ALERTS_WRITTEN = "alerts_written"
+# A gauge, not a category: the newest event time stamped (epoch seconds), for progress lines.
+EVENT_TIME_POSITION = "event_time_position"
 
 # Change data capture: a change either becomes a row's state, or loses to a newer change of the
 # same row, or is refused by the target table (type conflict, rejected by the database).

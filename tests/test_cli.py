@@ -1,0 +1,171 @@
+"""The `kappaflow` command: grouped --help, one-line configuration errors (exit 2) before anything
+runs, dry runs without Google credentials, --max_invalid_ratio, CDC flags Beam knows."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import pytest
+
+from kappaflow import cli
+from kappaflow.flex_template import _actions, options_class, pipeline_names
+from pipelines import cdc, clickstream
+from conftest import clickstream_sample
+from fixtures_servers import free_port
+
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    work = tmp_path_factory.mktemp("cli")
+    clickstream_sample(work, events=400, seed=7)
+    return work
+
+
+def _command(capsys, name, build, cls, argv):
+    status = cli.run_pipeline_command(name, build, cls, argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _clickstream(capsys, sample, *argv, reference=None):
+    base = [f"--input={sample}/events.jsonl", f"--reference_db={reference or f'sqlite:///{sample}/ref.db'}",
+            f"--output=sqlite:///{sample}/out.db"]
+    return _command(capsys, "clickstream", clickstream.build, clickstream.ClickstreamOptions, [*base, *argv])
+
+
+@pytest.mark.parametrize("name", pipeline_names())
+def test_help_lists_every_option_of_the_pipeline_in_a_group(name, capsys):
+    cls = options_class(name)
+    groups = cli.option_groups()
+    ours = [a.dest for a in _actions(cls)]
+    assert [d for d in ours if d not in groups] == []  # a new option must be placed in a group
+    assert cli.run_pipeline_command(name, None, cls, ["--help"]) == 0
+    text = capsys.readouterr().out
+    for dest in ours:
+        assert f"--{dest}" in text
+    for title in ("input", "output", "windows and lateness", "dedup", "enrichment", "replay", "runner"):
+        assert f"{title} options:" in text
+    assert "--help-beam" in text and "--streaming" in text and "--runner" in text
+
+
+def test_help_shows_the_pipelines_own_defaults_with_units(capsys):
+    cli.run_pipeline_command("iot_sensors", None, options_class("iot_sensors"), ["--help"])
+    iot = " ".join(capsys.readouterr().out.split())
+    cli.run_pipeline_command("clickstream", None, clickstream.ClickstreamOptions, ["--help"])
+    click = " ".join(capsys.readouterr().out.split())
+    assert "[default: 10 s]" in iot and "[default: 60 s]" in click  # --window_seconds per pipeline
+    assert "[default: 2000 records]" in click  # --replay_chunk_size
+    assert "[default: 90 °C]" in iot
+
+
+def test_help_beam_shows_beams_options_only(capsys):
+    assert cli.run_pipeline_command("clickstream", None, clickstream.ClickstreamOptions, ["--help-beam"]) == 0
+    text = capsys.readouterr().out
+    assert "--temp_location" in text and "--flink_master" in text
+    assert "--window_seconds" not in text
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--windw_seconds=30"], "unknown option --windw_seconds; did you mean --window_seconds?"),
+    (["--window_seconds=0"], "--window_seconds=0: must be > 0 seconds; e.g. --window_seconds=60"),
+    (["--window_seconds=abc"], "argument --window_seconds: invalid float value: 'abc'"),
+    (["--progress=fast"], "argument --progress: invalid choice: 'fast'"),
+    (["--max_invalid_ratio=2"], "--max_invalid_ratio=2: must be a share between 0 and 1"),
+    (["--input=/no/such/dir/*.jsonl"], "--input: no input file matches '/no/such/dir/*.jsonl'"),
+    (["stray"], "unexpected argument 'stray'"),
+    (["--report=/no/such/dir/run.html"], "--report=/no/such/dir/run.html: the folder /no/such/dir does not exist"),
+])
+def test_a_wrong_command_line_is_one_line_and_exit_2(capsys, sample, argv, expected):
+    status, out, err = _clickstream(capsys, sample, *argv)
+    assert status == 2
+    assert err.strip().count("\n") == 0 and "Traceback" not in err, err
+    assert err.startswith("kappaflow clickstream: error: ") and expected in err, err
+    assert not os.path.exists(f"{sample}/out.db")  # nothing ran
+
+
+def test_missing_required_options_name_the_option(capsys, sample):
+    status, _, err = _command(capsys, "clickstream", clickstream.build, clickstream.ClickstreamOptions, [])
+    assert status == 2 and "--input is required" in err
+    status, _, err = _command(capsys, "clickstream", clickstream.build, clickstream.ClickstreamOptions,
+                              [f"--input={sample}/events.jsonl", f"--output=sqlite:///{sample}/out.db"])
+    assert status == 2 and "--reference_db is required" in err, err
+    status, _, err = _command(capsys, "cdc", cdc.build, cdc.CdcOptions,
+                              [f"--input={sample}/events.jsonl", f"--output=sqlite:///{sample}/out.db"])
+    assert status == 2 and "--primary_keys is required" in err, err
+    assert not os.path.exists(f"{sample}/out.db")
+
+
+def test_an_incomplete_or_unreachable_reference_db_stops_before_the_run(capsys, sample, tmp_path):
+    no_users = tmp_path / "no_users.db"
+    with sqlite3.connect(no_users) as conn:
+        conn.execute("CREATE TABLE products (product_id TEXT, category TEXT)")
+    status, _, err = _clickstream(capsys, sample, reference=f"sqlite:///{no_users}")
+    assert status == 2
+    assert "--reference_db:" in err and "has no users table (needed columns: country, segment, user_id)" in err
+    partial = tmp_path / "partial.db"
+    with sqlite3.connect(partial) as conn:
+        conn.execute("CREATE TABLE users (user_id TEXT, country TEXT)")
+        conn.execute("CREATE TABLE products (product_id TEXT, category TEXT)")
+    status, _, err = _clickstream(capsys, sample, reference=f"sqlite:///{partial}")
+    assert status == 2 and "table users" in err and "lacks column(s) segment" in err, err
+    status, _, err = _clickstream(capsys, sample, reference=f"sqlite:///{tmp_path}/missing.db")
+    assert status == 2 and "missing.db does not exist" in err
+    assert not os.path.exists(tmp_path / "missing.db")  # not created by the check
+    down = f"postgresql://etl@127.0.0.1:{free_port()}/reference"
+    status, _, err = _clickstream(capsys, sample, reference=down)
+    assert status == 2 and "--reference_db: " in err and "is not reachable" in err and "start the server" in err
+    assert not os.path.exists(f"{sample}/out.db")
+
+
+def test_unknown_pipeline_gets_a_suggestion(capsys):
+    assert cli.main(["clikstream"]) == 2
+    assert "did you mean clickstream?" in capsys.readouterr().err
+    assert cli.main(["iot-sensors", "--help"]) == 0  # the console-script spelling works too
+    assert "--max_clock_skew_seconds" in capsys.readouterr().out
+
+
+def test_max_invalid_ratio_fails_a_run_with_too_many_dead_letters(capsys, sample):
+    # ~0.5% of the sample is malformed: a limit of 0 fails the run after it finished.
+    status, out, err = _clickstream(capsys, sample, "--max_invalid_ratio=0", "--progress=off")
+    assert status == 1, err
+    assert "accounting balanced" in out
+    assert "went to the dead letters, more than --max_invalid_ratio=0" in err.strip().splitlines()[-1]
+
+
+def test_max_invalid_ratio_counts_every_dead_letter_category():
+    from kappaflow.launcher import Accounting
+
+    acc = Accounting(pipeline="x", runner="r", mode="batch", read=100, invalid=2, duplicates=50, too_late=1,
+                     enrich_failed=1, aggregated=46, rows_written=3, dead_letters_written=4, seconds=1.0)
+    assert cli._check_ratio("x", acc, None) is None  # off by default
+    assert cli._check_ratio("x", acc, 0.04) is None  # 4 of 100: not more than the limit
+    assert "4 of 100 records read (4.0%)" in cli._check_ratio("x", acc, 0.039)
+
+
+def test_dataflow_dry_run_from_the_command_line_needs_no_credentials(capsys, caplog, monkeypatch, tmp_path):
+    from kappaflow import options
+
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.delenv("KAPPAFLOW_PII_SALT", raising=False)
+    monkeypatch.setattr(options, "_warned_default_salt", False)
+    status = cli.main(
+        ["clickstream", "--runner=DataflowRunner", "--dry_run=True",
+         "--project=acme-analytics-prod", "--region=europe-west1", "--temp_location=gs://acme-tmp/tmp",
+         "--input=gs://acme-raw/clickstream/*.jsonl.gz", "--output=bigquery:acme-analytics-prod.kappaflow",
+         "--reference_db=postgresql://etl@10.1.2.3/ref"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "dry run on DataflowRunner: the options are valid" in out
+    # A non-local run with the built-in salt says so, once.
+    assert sum("built-in salt" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_cdc_primary_keys_are_known_to_beams_parser(caplog):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    everything = PipelineOptions(["--primary_keys=a:b", "--apply_batch_size=7"]).get_all_options(
+        display_warnings=True)
+    assert (everything["primary_keys"], everything["apply_batch_size"]) == ("a:b", 7)
+    assert not [r for r in caplog.records if "Unparseable" in r.getMessage()]
