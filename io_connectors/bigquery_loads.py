@@ -84,9 +84,17 @@ class StageFilesFn(beam.DoFn):
             yield window.GlobalWindows.windowed_value((destination, (path, lines[0])), timestamp=time.time())
 
 
+# Prism 2.70 (the local streaming runner) intermittently never finishes a pipeline whose repeated
+# processing-time trigger fires more than once (the SDK logs `KeyError: 'instNN'` on bundle
+# release). Locally, a firing is counted in staged files instead; other runners fire on time.
+LOCAL_FILES_PER_FIRING = 100
+_LOCAL_RUNNERS = (None, "DirectRunner", "direct", "PrismRunner", "prism")
+
+
 class StageForLoads(beam.PTransform):
     """(destination, line) → (destination, [(path, lines), ...]): every staged file of a destination
-    in one element, once per run in batch and every `firing_seconds` in streaming."""
+    in one element, once per run in batch; in streaming every `firing_seconds` (local runner:
+    every LOCAL_FILES_PER_FIRING staged files) and when the input ends (a bounded replay, a drain)."""
 
     def __init__(self, temp_location: str, streaming: bool, firing_seconds: int) -> None:
         super().__init__()
@@ -97,15 +105,17 @@ class StageForLoads(beam.PTransform):
         self._firing_seconds = firing_seconds
 
     def expand(self, lines: beam.PCollection) -> beam.PCollection:
+        from apache_beam.options.pipeline_options import StandardOptions
+
         # Files outlive bundles, not windows: stage in the global window.
         staged = (lines | "Global" >> beam.WindowInto(window.GlobalWindows())
                   | "Stage" >> beam.ParDo(StageFilesFn(self._temp_location)))
-        if self._streaming:  # the global window never closes: fire on processing time
+        if self._streaming:  # the global window never closes: fire repeatedly
+            local = lines.pipeline.options.view_as(StandardOptions).runner in _LOCAL_RUNNERS
+            every = (trigger.AfterCount(LOCAL_FILES_PER_FIRING) if local
+                     else trigger.AfterProcessingTime(self._firing_seconds))
             staged = staged | "EveryFiring" >> beam.WindowInto(
-                window.GlobalWindows(),
-                # every N seconds, and once more when the input ends (a bounded replay, a drain)
-                trigger=trigger.Repeatedly(trigger.AfterAny(
-                    trigger.AfterProcessingTime(self._firing_seconds), trigger.AfterWatermark())),
+                window.GlobalWindows(), trigger=trigger.Repeatedly(trigger.AfterAny(every, trigger.AfterWatermark())),
                 accumulation_mode=trigger.AccumulationMode.DISCARDING)
         return staged | "ByDestination" >> beam.GroupByKey()
 

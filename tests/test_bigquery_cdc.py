@@ -91,7 +91,7 @@ def test_cdc_pipeline_into_bigquery_equals_sqlite_in_batch_and_streaming_and_a_r
     expected = read_change_tables(sqlite)
     keys = {t: k for t, k in (part.split(":") for part in PRIMARY_KEYS.split(","))}
     keys = {t: tuple(k.split("+")) for t, k in keys.items()}
-    for name, extra in (("cdc_batch", []), ("cdc_stream", ["--streaming", "--replay_chunk_size=200", "--bigquery_firing_seconds=1"])):
+    for name, extra in (("cdc_batch", []), ("cdc_stream", ["--streaming", "--replay_chunk_size=200"])):
         url = bigquery_emulator.dataset(name)
         acc = _run(inputs, url, tmp_path, endpoint, *extra)
         assert acc.balanced, acc
