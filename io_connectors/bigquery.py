@@ -7,13 +7,17 @@ per key (highest `pane_index`, then newest `updated_at`), so reruns and later pa
 consumers exactly as the SQL upsert does.
 
 Write methods, chosen from the run's options:
-- batch: load jobs of newline-delimited JSON files staged under `--temp_location`;
+- batch (and `--bigquery_method=FILE_LOADS`): rows are checked against the schema (a row that does
+  not fit is a dead letter naming the field), staged as newline-delimited JSON under
+  `--temp_location`, and each table gets ONE load job per run, or per firing every
+  `--bigquery_firing_seconds` in streaming (io_connectors/bigquery_loads.py): load jobs have a
+  daily quota per table;
 - streaming: streaming inserts with insertId = row key + pane index (BigQuery drops a retried
-  insert it has seen; correctness does not rely on it: the view dedups by key);
+  insert it has seen; correctness does not rely on it: the view dedups by key). A failed request
+  is retried with backoff, then its rows are sent one by one; a row BigQuery still rejects goes to
+  the dead letters with BigQuery's error;
 - `--bigquery_method=STORAGE_WRITE_API`: Beam's Storage Write API sink (needs Beam's Java
   expansion service).
-A failed request is retried with backoff, then its rows are sent one by one; a row BigQuery still
-rejects goes to the dead letters with BigQuery's error.
 
 `--bigquery_endpoint` or `BIGQUERY_EMULATOR_HOST` (host:port) points at a local BigQuery API
 server, with anonymous credentials.
@@ -22,27 +26,27 @@ server, with anonymous credentials.
 from __future__ import annotations
 
 import dataclasses
-import io
+import functools
 import json
 import logging
 import os
 import re
 import time
-import uuid
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from io_connectors.batched_write import WriteInBatchesFn
+from io_connectors.bigquery_loads import LoadStagedFilesFn, StageForLoads
 from transforms import metrics
 from transforms.enrich_database import RetryPolicy
 from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
-from transforms.schema import Field, FieldType, Schema, format_timestamp
+from transforms.schema import Field, FieldType, Schema, ValidationError, format_timestamp
 
 __all__ = [
     "BigQueryLocation", "is_bigquery_url", "bigquery_client", "table_definition", "latest_view_query",
-    "to_bigquery_row", "insert_id", "WriteToBigQueryTable", "WriteRowsToBigQueryFn", "ReadBigQueryRows",
+    "to_bigquery_row", "insert_id", "WriteToBigQueryTable", "WriteRowsToBigQueryFn", "ToLoadLinesFn", "ReadBigQueryRows",
     "check_bigquery",
 ]
 
@@ -106,22 +110,42 @@ def table_definition(schema: Schema, table_id: str) -> Any:
     return table
 
 
-def latest_view_query(schema: Schema, table_id: str) -> str:
-    """One row per key: the latest pane (then the newest write) wins."""
-    order = [f"{name} DESC" for name in ("pane_index", "updated_at") if name in schema.field_names]
-    if not order and schema.partition_field:
-        order = [f"{schema.partition_field} DESC"]
+def latest_view_query(schema: Schema, table_id: str, keep: Sequence[str] = ()) -> str:
+    """One row per key: the latest pane wins (highest `pane_index`, then newest `updated_at`); the
+    `keep` columns (written once, like an alert's `created_at`) come from the key's first pane."""
+    latest = [f"{name} DESC" for name in ("pane_index", "updated_at") if name in schema.field_names]
+    if not latest and schema.partition_field:
+        latest = [f"{schema.partition_field} DESC"]
     keys = ", ".join(schema.key)
-    return (f"SELECT * EXCEPT (_latest_rank) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} "
-            f"ORDER BY {', '.join(order) or keys}) AS _latest_rank FROM `{table_id}`) WHERE _latest_rank = 1")
+    order = ", ".join(latest) or keys
+    first = ", ".join(name for name in ("pane_index", "updated_at") if name in schema.field_names) or keys
+    kept = "".join(f", FIRST_VALUE({c}) OVER (PARTITION BY {keys} ORDER BY {first}) AS _first_{c}" for c in keep)
+    columns = ", ".join(f"_first_{f} AS {f}" if f in keep else f for f in schema.field_names)
+    return (f"SELECT {columns} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {order}) "
+            f"AS _latest_rank{kept} FROM `{table_id}`) WHERE _latest_rank = 1")
 
 
-def ensure_table_and_view(client: Any, schema: Schema, table_id: str) -> None:
+def ensure_table_and_view(client: Any, schema: Schema, table_id: str, keep: Sequence[str] = ()) -> None:
+    """Create the table from the schema declaration, or add the columns it lacks (never drops one);
+    create or replace the `_latest` view when its query changed."""
+    from google.api_core import exceptions
     from google.cloud import bigquery
 
-    client.create_table(table_definition(schema, table_id), exists_ok=True)
+    table = client.create_table(table_definition(schema, table_id), exists_ok=True)
+    present = {f.name for f in table.schema}
+    missing = [f for f in schema.bigquery_schema() if f["name"] not in present]
+    if missing:  # new optional fields of the declaration; IF NOT EXISTS: other workers may race
+        additions = ", ".join(f"ADD COLUMN IF NOT EXISTS {f['name']} {f['type']}" for f in missing)
+        client.query(f"ALTER TABLE `{table_id}` {additions}").result(timeout=300)
+    query = latest_view_query(schema, table_id, keep)
+    try:
+        if client.get_table(f"{table_id}_latest").view_query == query:
+            return
+        client.delete_table(f"{table_id}_latest")
+    except exceptions.NotFound:
+        pass
     view = bigquery.Table(f"{table_id}_latest")
-    view.view_query = latest_view_query(schema, table_id)
+    view.view_query = query
     view.description = f"Latest pane per key of {table_id.rsplit('.', 1)[-1]}."
     client.create_table(view, exists_ok=True)
 
@@ -158,21 +182,20 @@ class _Rejected(Exception):
 
 
 class WriteRowsToBigQueryFn(WriteInBatchesFn):
-    """Buffers rows; sends them by load job (batch) or streaming insert; dead-letters rejects."""
+    """Buffers rows; sends them by streaming insert; dead-letters the rows BigQuery rejects."""
 
     def __init__(
-        self, location: BigQueryLocation, schema: Schema, table: str, pipeline: str, streaming: bool,
-        endpoint: Optional[str], temp_location: Optional[str], batch_size: int, retry: RetryPolicy, counter: str,
+        self, location: BigQueryLocation, schema: Schema, table: str, pipeline: str,
+        endpoint: Optional[str], batch_size: int, retry: RetryPolicy, counter: str, keep: Sequence[str] = (),
     ) -> None:
         super().__init__(batch_size)
         self._location = location
         self._schema = schema
         self._table_id = location.table_id(table)
         self._pipeline = pipeline
-        self._streaming = streaming
         self._endpoint = endpoint
-        self._temp_location = temp_location
         self._retry = retry
+        self._keep = tuple(keep)
         self._written = Metrics.counter(metrics.NAMESPACE, counter)
         self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
         self._retries = Metrics.counter(metrics.NAMESPACE, "sink_retries")
@@ -226,34 +249,39 @@ class WriteRowsToBigQueryFn(WriteInBatchesFn):
 
     def _send(self, rows: list[dict]) -> None:
         if not self._ready:
-            ensure_table_and_view(self._client, self._schema, self._table_id)
+            ensure_table_and_view(self._client, self._schema, self._table_id, self._keep)
             self._ready = True
         payload = [to_bigquery_row(self._schema, r) for r in rows]
-        if self._streaming:
-            errors = self._client.insert_rows_json(
-                self._table_id, payload, row_ids=[insert_id(self._schema, r) for r in rows], retry=None, timeout=60)
-            if errors:
-                raise _Rejected({e["index"]: json.dumps(e.get("errors"), sort_keys=True)[:300] for e in errors})
-            return
-        self._load(payload)
+        errors = self._client.insert_rows_json(
+            self._table_id, payload, row_ids=[insert_id(self._schema, r) for r in rows], retry=None, timeout=60)
+        if errors:
+            raise _Rejected({e["index"]: json.dumps(e.get("errors"), sort_keys=True)[:300] for e in errors})
 
-    def _load(self, payload: list[dict]) -> None:
-        from apache_beam.io.filesystems import FileSystems
-        from google.cloud import bigquery
 
-        data = b"".join(json.dumps(r, sort_keys=True).encode("utf-8") + b"\n" for r in payload)
-        config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", write_disposition="WRITE_APPEND")
-        path = FileSystems.join(self._temp_location, "kappaflow-bq-loads", f"{uuid.uuid4().hex}.jsonl")
-        with FileSystems.create(path) as handle:  # staged under --temp_location
-            handle.write(data)
+class ToLoadLinesFn(beam.DoFn):
+    """Row → (table_id, JSON line) to stage for a load job; a row that does not fit the schema is a
+    dead letter naming the field (one bad row would fail the whole table's load)."""
+
+    def __init__(self, schema: Schema, table_id: str, pipeline: str) -> None:
+        self._schema = schema
+        self._table_id = table_id
+        self._pipeline = pipeline
+        self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
+
+    def process(self, row: dict) -> Iterator[Any]:
         try:
-            if path.startswith("gs://"):
-                job = self._client.load_table_from_uri(path, self._table_id, job_config=config)
-            else:
-                job = self._client.load_table_from_file(io.BytesIO(data), self._table_id, job_config=config)
-            job.result(timeout=300)
-        finally:
-            FileSystems.delete([path])
+            self._schema.parse(row)
+        except ValidationError as err:
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+                self._pipeline, "sink", f"{self._table_id}: {err}", to_bigquery_row(self._schema, row)))
+        else:
+            line = json.dumps(to_bigquery_row(self._schema, row), sort_keys=True).encode("utf-8") + b"\n"
+            yield self._table_id, line
+
+
+def _prepare_table(schema: Schema, keep: Sequence[str], client: Any, table_id: str) -> None:
+    ensure_table_and_view(client, schema, table_id, keep)
 
 
 def _brief(err: Exception) -> str:
@@ -265,8 +293,8 @@ class WriteToBigQueryTable(beam.PTransform):
 
     def __init__(
         self, url: str, schema: Schema, pipeline: str, table: Optional[str] = None,
-        counter: str = metrics.ROWS_WRITTEN, batch_size: int = 500, load_batch_size: int = 20_000,
-        retry: RetryPolicy = RetryPolicy(),
+        counter: str = metrics.ROWS_WRITTEN, batch_size: int = 500, retry: RetryPolicy = RetryPolicy(),
+        keep_on_update: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if not schema.key:
@@ -277,7 +305,7 @@ class WriteToBigQueryTable(beam.PTransform):
         self._pipeline = pipeline
         self._counter = counter
         self._batch_size = batch_size  # rows per streaming insert request
-        self._load_batch_size = load_batch_size  # rows per load job: load jobs have a daily quota
+        self._keep = tuple(keep_on_update)  # the `_latest` view takes these from the first pane
         self._retry = retry
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
@@ -292,14 +320,27 @@ class WriteToBigQueryTable(beam.PTransform):
             return rows | "StorageWriteApi" >> _StorageWriteApi(self._location, self._schema, self._table, self._pipeline)
         if own.bigquery_method != "AUTO":
             streaming = own.bigquery_method == "STREAMING_INSERTS"
+        if streaming:
+            fn = WriteRowsToBigQueryFn(self._location, self._schema, self._table, self._pipeline,
+                                       own.bigquery_endpoint, self._batch_size, self._retry, self._counter,
+                                       self._keep)
+            outputs = rows | "WriteRows" >> beam.ParDo(fn).with_outputs(DEAD_LETTER_TAG, main="written")
+            return outputs[DEAD_LETTER_TAG]
         temp_location = options.view_as(GoogleCloudOptions).temp_location
-        if not streaming and not temp_location:
-            raise ValueError("BigQuery load jobs stage files under --temp_location: set it")
-        fn = WriteRowsToBigQueryFn(self._location, self._schema, self._table, self._pipeline, streaming,
-                                   own.bigquery_endpoint, temp_location,
-                                   self._batch_size if streaming else self._load_batch_size, self._retry, self._counter)
-        outputs = rows | "WriteRows" >> beam.ParDo(fn).with_outputs(DEAD_LETTER_TAG, main="written")
-        return outputs[DEAD_LETTER_TAG]
+        if not temp_location:
+            raise ValueError("--temp_location is required: BigQuery load jobs stage files there")
+        table_id = self._location.table_id(self._table)
+        lines = rows | "ToLoadLines" >> beam.ParDo(
+            ToLoadLinesFn(self._schema, table_id, self._pipeline)).with_outputs(DEAD_LETTER_TAG, main="lines")
+        (
+            lines.lines
+            | "Stage" >> StageForLoads(temp_location, bool(options.view_as(StandardOptions).streaming),
+                                       own.bigquery_firing_seconds)
+            | "LoadPerTable" >> beam.ParDo(LoadStagedFilesFn(
+                self._location.project, own.bigquery_endpoint, self._retry, self._counter,
+                functools.partial(_prepare_table, self._schema, self._keep)))
+        )
+        return lines[DEAD_LETTER_TAG]
 
 
 class _StorageWriteApi(beam.PTransform):

@@ -31,8 +31,9 @@ from transforms import metrics
 from transforms.debezium import PrimaryKeys
 from transforms.enrich_database import RetryPolicy
 from transforms.records import DEAD_LETTER_TAG, dead_letter
+from transforms.schema import FieldType
 
-__all__ = ["Outcome", "apply_changes", "ApplyChangesFn", "ApplyChanges"]
+__all__ = ["Outcome", "apply_changes", "newest_changes", "newest_per_key", "ReportOutcomes", "ApplyChangesFn", "ApplyChanges"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -49,23 +50,10 @@ class Outcome:
 
 def apply_changes(engine: sa.engine.Engine, tables: ChangeTables, table: str, changes: list[dict]) -> Outcome:
     """Apply changes of one table in one transaction; returns each change's outcome."""
-    sa_table, rows, rejected = tables.prepare(table, changes)
-    outcome = Outcome(rejected=rejected)
-    key_columns = tables.key_of(table)
-    newest: dict[tuple, tuple[dict, dict]] = {}  # one write per row: one statement may not hit a row twice
-    for change, row in rows:
-        key = tuple(row[k] for k in key_columns)
-        held = newest.get(key)
-        if held is None or row[VERSION] > held[1][VERSION]:
-            newest[key] = (change, row)
-            if held is not None:
-                outcome.superseded.append(held[0])
-        elif row[VERSION] == held[1][VERSION]:
-            outcome.duplicates.append(change)
-        else:
-            outcome.superseded.append(change)
+    columns, newest, outcome = newest_changes(tables, table, changes)
     if not newest:
         return outcome
+    sa_table, key_columns = tables.sa_table(table, columns), tables.key_of(table)
     with engine.begin() as conn:
         statement = versioned_upsert_statement(engine, sa_table, key_columns, VERSION)
         written = {tuple(r) for r in conn.execute(statement, [row for _, row in newest.values()])}
@@ -81,6 +69,34 @@ def apply_changes(engine: sa.engine.Engine, tables: ChangeTables, table: str, ch
     return outcome
 
 
+def newest_changes(tables: ChangeTables, table: str, changes: list[dict]
+                   ) -> tuple[dict[str, FieldType], dict[tuple, tuple[dict, dict]], Outcome]:
+    """Changes of one table → (its data columns, the newest (change, row) per key, the outcome of
+    the others: rejected, superseded or duplicates within the batch)."""
+    columns, rows, rejected = tables.prepare_rows(table, changes)
+    outcome = Outcome(rejected=rejected)
+    return columns, newest_per_key(rows, tables.key_of(table), outcome), outcome
+
+
+def newest_per_key(rows: list[tuple[dict, dict]], key_columns: tuple[str, ...],
+                   outcome: Outcome) -> dict[tuple, tuple[dict, dict]]:
+    """key → (change, row) of the greatest version in a batch; the others are counted in `outcome`
+    as superseded or duplicates. One write per row: one statement may not hit a row twice."""
+    newest: dict[tuple, tuple[dict, dict]] = {}
+    for change, row in rows:
+        key = tuple(row[k] for k in key_columns)
+        held = newest.get(key)
+        if held is None or row[VERSION] > held[1][VERSION]:
+            newest[key] = (change, row)
+            if held is not None:
+                outcome.superseded.append(held[0])
+        elif row[VERSION] == held[1][VERSION]:
+            outcome.duplicates.append(change)
+        else:
+            outcome.superseded.append(change)
+    return newest
+
+
 def _stored_versions(conn: sa.engine.Connection, table: sa.Table, key_columns: tuple[str, ...],
                      keys: list[tuple]) -> dict[tuple, str]:
     if not keys:
@@ -88,6 +104,26 @@ def _stored_versions(conn: sa.engine.Connection, table: sa.Table, key_columns: t
     columns = [table.c[k] for k in key_columns]
     query = sa.select(*columns, table.c[VERSION]).where(sa.tuple_(*columns).in_(keys))
     return {tuple(r[:-1]): r[-1] for r in conn.execute(query)}
+
+
+class ReportOutcomes:
+    """What every change target reports of an Outcome: its counters, and a dead letter (stage
+    `apply`) per rejected change."""
+
+    def __init__(self, pipeline: str) -> None:
+        self._pipeline = pipeline
+        self._counters = {name: Metrics.counter(metrics.NAMESPACE, name) for name in (
+            metrics.APPLIED, metrics.SUPERSEDED, metrics.DUPLICATES, metrics.REJECTED, metrics.ROWS_WRITTEN)}
+
+    def __call__(self, outcome: Outcome) -> Iterator[beam.pvalue.TaggedOutput]:
+        for name, changes in ((metrics.APPLIED, outcome.applied), (metrics.ROWS_WRITTEN, outcome.applied),
+                              (metrics.SUPERSEDED, outcome.superseded), (metrics.DUPLICATES, outcome.duplicates),
+                              (metrics.REJECTED, outcome.rejected)):
+            self._counters[name].inc(len(changes))
+        for change, reason in outcome.rejected:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
+                self._pipeline, "apply", reason, change_payload(change), change["origin"],
+                event_time=change["event_time"]))
 
 
 class ApplyChangesFn(beam.DoFn):
@@ -102,8 +138,7 @@ class ApplyChangesFn(beam.DoFn):
         self._pipeline = pipeline
         self._batch_size = batch_size
         self._retry = retry
-        self._counters = {name: Metrics.counter(metrics.NAMESPACE, name) for name in (
-            metrics.APPLIED, metrics.SUPERSEDED, metrics.DUPLICATES, metrics.REJECTED, metrics.ROWS_WRITTEN)}
+        self._report = ReportOutcomes(pipeline)
 
     def setup(self) -> None:
         self._engine = create_engine(self._url)
@@ -136,18 +171,7 @@ class ApplyChangesFn(beam.DoFn):
             outcome = self._apply_with_retry(table, changes)
             if outcome is None:
                 outcome = self._apply_one_by_one(table, changes)
-            self._count(outcome)
-            for change, reason in outcome.rejected:
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                    self._pipeline, "apply", reason, _change_payload(change), change["origin"],
-                    event_time=change["event_time"]))
-
-    def _count(self, outcome: Outcome) -> None:
-        self._counters[metrics.APPLIED].inc(len(outcome.applied))
-        self._counters[metrics.ROWS_WRITTEN].inc(len(outcome.applied))
-        self._counters[metrics.SUPERSEDED].inc(len(outcome.superseded))
-        self._counters[metrics.DUPLICATES].inc(len(outcome.duplicates))
-        self._counters[metrics.REJECTED].inc(len(outcome.rejected))
+            yield from self._report(outcome)
 
     def _apply_with_retry(self, table: str, changes: list[dict]) -> Outcome | None:
         backoffs = self._retry.backoffs()
@@ -175,7 +199,7 @@ class ApplyChangesFn(beam.DoFn):
         return outcome
 
 
-def _change_payload(change: dict) -> str:
+def change_payload(change: dict) -> str:
     fields = ("table", "op", "key", "version", "image")
     return json.dumps({k: change[k] for k in fields}, sort_keys=True, default=str)
 

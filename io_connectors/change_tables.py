@@ -72,11 +72,19 @@ class ChangeTables:
     ) -> tuple[sa.Table, list[tuple[dict, dict]], list[tuple[dict, str]]]:
         """Changes of one table → (the table, (change, row) pairs to write, (change, reason)
         rejected). Creates the table or adds columns first when the images need it."""
+        columns, rows, rejected = self.prepare_rows(table, changes)
+        return self.sa_table(table, columns), rows, rejected
+
+    def prepare_rows(
+        self, table: str, changes: list[dict]
+    ) -> tuple[dict[str, FieldType], list[tuple[dict, dict]], list[tuple[dict, str]]]:
+        """As `prepare`, with the table's data columns instead of an SQLAlchemy table: what every
+        target (SQL, BigQuery) shares. Subclasses provide `_reflect` and `_grow` for their store."""
         for _ in range(2):  # once more after DDL, against the columns as they now are
             columns = self._known_columns(table)
             rows, rejected, new = self._rows(table, columns, changes)
             if not new:
-                return self._sa_table(table, columns), rows, rejected
+                return dict(columns), rows, rejected
             self._grow(table, columns, new)
         raise RuntimeError(f"{table}: columns {sorted(new)} still missing after adding them")
 
@@ -135,7 +143,7 @@ class ChangeTables:
             raise ValueError(f"table {table} exists but is not a CDC target (no {VERSION}, {DELETED})")
         return {name: _reflected_type(name, t) for name, t in found.items() if name not in (VERSION, DELETED)}
 
-    def _sa_table(self, table: str, columns: Mapping[str, FieldType]) -> sa.Table:
+    def sa_table(self, table: str, columns: Mapping[str, FieldType]) -> sa.Table:
         key = self.key_of(table)
         return sa.Table(
             table, sa.MetaData(),
@@ -153,7 +161,7 @@ class ChangeTables:
             if not columns:
                 key = self.key_of(table)
                 ordered = {name: new[name] for name in key} | dict(new)
-                self._sa_table(table, ordered).create(self._engine, checkfirst=True)
+                self.sa_table(table, ordered).create(self._engine, checkfirst=True)
             else:
                 preparer = self._engine.dialect.identifier_preparer
                 with self._engine.begin() as conn:

@@ -47,7 +47,8 @@ class WriteTable(beam.PTransform):
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         if is_bigquery_url(self._url):
-            return rows | WriteToBigQueryTable(self._url, self._schema, self._pipeline, self._table, self._counter)
+            return rows | WriteToBigQueryTable(self._url, self._schema, self._pipeline, self._table, self._counter,
+                                               keep_on_update=self._keep)
         if is_database_url(self._url):
             return rows | UpsertToDatabase(
                 self._url, self._schema, self._pipeline, self._table, counter=self._counter,

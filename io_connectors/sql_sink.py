@@ -74,7 +74,24 @@ def ensure_table(engine: sa.engine.Engine, schema: Schema, name: Optional[str] =
         # Another worker may have created it between the check and the create.
         if not sa.inspect(engine).has_table(table.name):
             raise
+    _add_missing_columns(engine, table)
     return table
+
+
+def _add_missing_columns(engine: sa.engine.Engine, table: sa.Table) -> None:
+    """A table from an older declaration gets the optional fields added since; none is dropped."""
+    present = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+    preparer = engine.dialect.identifier_preparer
+    for column in table.columns:
+        if column.name in present or not column.nullable:
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {preparer.quote(table.name)} ADD COLUMN "
+                                     f"{preparer.quote(column.name)} {column.type.compile(dialect=engine.dialect)}")
+        except sa.exc.SQLAlchemyError:
+            if column.name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
+                raise  # not a concurrent worker adding it first
 
 
 def _upsert_statement(

@@ -67,6 +67,7 @@ class KappaflowOptions(PipelineOptions):
         "input_subscription": r"^projects/[^/]+/subscriptions/[^/]+$",
         "alerts_topic": r"^projects/[^/]+/topics/[^/]+$",
         "bigquery_method": r"^(AUTO|FILE_LOADS|STREAMING_INSERTS|STORAGE_WRITE_API)$",
+        "bigquery_firing_seconds": _WHOLE,
         "max_invalid_ratio": r"^(0(\.[0-9]+)?|1(\.0+)?)$",
         "progress": r"^(auto|bar|plain|off)$",
         "progress_seconds": _NUMBER,
@@ -127,6 +128,9 @@ class KappaflowOptions(PipelineOptions):
                                  "Kafka's default message limit).")
         parser.add_argument("--max_future_seconds", type=float, default=DEFAULT_MAX_FUTURE_SECONDS,
                             help="Event times further ahead of the wall clock are dead letters (default a day).")
+        parser.add_argument("--bigquery_firing_seconds", type=int, default=60,
+                            help="Streaming with BigQuery load jobs or CDC merges: one load (and MERGE) per table "
+                                 "every N seconds of processing time. Batch: one per table per run.")
         parser.add_argument("--report", default=None,
                             help="Write a run report here: .html (a page with charts, opens without a server) "
                                  "or .json (the accounting).")

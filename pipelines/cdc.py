@@ -2,6 +2,7 @@
 
     python -m pipelines.cdc --input='cdc/*.jsonl' --output=sqlite:///replica.db \
         --primary_keys=customers:customer_id,orders:store_id+order_id [--streaming] [--report=run.json]
+    ... --output=bigquery:PROJECT.DATASET --temp_location=gs://BUCKET/tmp   (a versioned MERGE per table)
 
 read → parse Debezium envelopes (order position per change) → event time → drop re-deliveries
      → apply: per row, the change with the greatest version wins (versioned upsert; deletes
@@ -14,6 +15,8 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from io_connectors.bigquery import is_bigquery_url
+from io_connectors.bigquery_cdc import ApplyChangesToBigQuery
 from io_connectors.cdc_sink import ApplyChanges
 from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.kafka import kafka_read_config
@@ -65,8 +68,9 @@ class CdcOptions(KappaflowOptions, CdcFlags):
 def build(p: beam.Pipeline, opts: CdcOptions) -> None:
     if not opts.primary_keys:
         raise ValueError("--primary_keys is required: table:column[+column],... for every source table")
-    if not is_database_url(opts.output):
-        raise ValueError("--output must be a database URL (SQLite or PostgreSQL): changes are upserted")
+    if not (is_database_url(opts.output) or is_bigquery_url(opts.output)):
+        raise ValueError("--output must be a database URL (SQLite or PostgreSQL) or bigquery:PROJECT.DATASET: "
+                         "changes are applied by version")
     keys = PrimaryKeys.parse(opts.primary_keys)
     replay = opts.replay_config()
     streaming = bool(opts.view_as(beam.options.pipeline_options.StandardOptions).streaming)
@@ -80,8 +84,10 @@ def build(p: beam.Pipeline, opts: CdcOptions) -> None:
         timed.events
         | "DropRedeliveries" >> DeduplicateEvents(lambda c: c["change_id"], opts.dedup_config(REDELIVERY_WINDOWS))
     )
-    apply_failures = unique | "ApplyChanges" >> ApplyChanges(
-        opts.output, keys, PIPELINE, opts.apply_batch_size)
+    if is_bigquery_url(opts.output):
+        apply_failures = unique | "ApplyChanges" >> ApplyChangesToBigQuery(opts.output, keys, PIPELINE)
+    else:
+        apply_failures = unique | "ApplyChanges" >> ApplyChanges(opts.output, keys, PIPELINE, opts.apply_batch_size)
 
     (
         (parsed[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], apply_failures)

@@ -11,6 +11,7 @@ import os
 import pytest
 
 from fixtures_servers import ServerProcess, free_port
+from kappaflow.runner_cache import cache_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROJECT = "kappaflow-test"
@@ -18,7 +19,7 @@ PROJECT = "kappaflow-test"
 
 class BigQueryEmulator:
     def __init__(self) -> None:
-        python = os.path.join(ROOT, ".cache", "bqemulator", "bin", "python")
+        python = os.path.join(cache_dir(), "bqemulator", "bin", "python")
         if not os.path.exists(python):
             raise RuntimeError("bqemulator is not installed: run scripts/setup-bqemulator.sh")
         self.port = free_port()

@@ -176,3 +176,72 @@ def test_bigquery_down_at_start_is_one_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"clickstream: BigQuery at {endpoint} is not reachable (bigquery:p1.d1)"), last
+
+
+def _load_jobs(emulator, table_id: str) -> int:
+    client = emulator.client()
+    try:
+        return sum(1 for job in client.list_jobs(max_results=1000)
+                   if job.job_type == "load" and job.destination
+                   and f"{job.destination.project}.{job.destination.dataset_id}.{job.destination.table_id}" == table_id)
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("streaming", [False, True], ids=["batch", "streaming"])
+def test_one_load_job_per_table_whatever_the_bundles(bigquery_emulator, tmp_path, streaming):
+    """Load jobs have a daily quota per table: a run of many bundles loads each table once (in
+    streaming: once per firing; here the run ends before the first processing-time firing)."""
+    from apache_beam.testing.test_stream import TestStream
+
+    dataset = f"loads_{'stream' if streaming else 'batch'}"
+    url = bigquery_emulator.dataset(dataset)
+    table_id = f"{PROJECT}.{dataset}.page_metrics"
+    rows = [{"window_start": T0 + 60 * (i % 7), "page": f"p{i}", "events": i, "pane_index": 0} for i in range(90)]
+    args = [f"--temp_location={tmp_path}", f"--bigquery_endpoint={bigquery_emulator.host}",
+            "--bigquery_method=FILE_LOADS", "--bigquery_firing_seconds=3600"]
+    if streaming:  # every TestStream batch is a bundle of its own
+        beam_workarounds.keep_streaming_metrics()
+        p = TestPipeline(runner=BundleBasedDirectRunner(), options=PipelineOptions(["--streaming", *args]))
+        stream = TestStream()
+        for start in range(0, len(rows), 30):
+            stream = stream.add_elements(rows[start:start + 30]).advance_watermark_to(T0 + start)
+        source = p | stream.advance_watermark_to_infinity()
+    else:  # three workers: the rows arrive in several bundles
+        p = TestPipeline(runner=fn_runner.FnApiRunner(), options=PipelineOptions(
+            ["--direct_num_workers=3", "--direct_running_mode=multi_threading", *args]))
+        source = p | beam.Create(rows) | beam.Reshuffle()
+    source | WriteToBigQueryTable(url, PAGES, "test")
+    result = p.run()
+    result.wait_until_finish()
+
+    from conftest import counter
+    assert counter(result, "bigquery_staged_files") >= 3  # one file per bundle...
+    assert counter(result, "bigquery_load_jobs") == 1 == _load_jobs(bigquery_emulator, table_id)  # ...one load
+    assert _query(bigquery_emulator, f"SELECT COUNT(*), SUM(events) FROM `{table_id}`") == [(90, sum(range(90)))]
+    assert not list(tmp_path.glob("kappaflow-bq-loads/*/*"))  # staged files are cleaned up
+
+
+@pytest.mark.slow
+def test_alerts_latest_view_takes_the_latest_pane_and_the_first_created_at(bigquery_emulator, tmp_path):
+    from io_connectors.sinks import WriteTable
+    from kappaflow.schemas.iot import SENSOR_ALERTS
+
+    url = bigquery_emulator.dataset("alerts")
+
+    def alert(pane: int, mx: float, created: float, alert_id: str = "d1/w0") -> dict:
+        return {"alert_id": alert_id, "device_id": "d1", "window_start": T0, "window_end": T0 + 60, "max": mx,
+                "threshold": 90.0, "severity": "critical" if mx >= 100 else "warning", "created_at": created,
+                "pane_index": pane, "updated_at": created}
+
+    # The later pane arrives first; a rerun writes the first pane again, later.
+    for rows in ([alert(1, 101.0, T0 + 200), alert(0, 91.0, T0 + 100), alert(0, 95.0, T0 + 100, "d1/w1")],
+                 [alert(0, 91.0, T0 + 900)]):
+        p = TestPipeline(runner=fn_runner.FnApiRunner(), options=PipelineOptions(
+            [f"--temp_location={tmp_path}", f"--bigquery_endpoint={bigquery_emulator.host}"]))
+        _ = p | beam.Create(rows) | WriteTable(url, SENSOR_ALERTS, "iot", keep_on_update=("created_at",))
+        p.run().wait_until_finish()
+    latest = _query(bigquery_emulator, "SELECT alert_id, max, severity, pane_index, UNIX_SECONDS(created_at) "
+                                       f"FROM `{PROJECT}.alerts.sensor_alerts_latest`")
+    assert latest == [("d1/w0", 101.0, "critical", 1, int(T0 + 100)), ("d1/w1", 95.0, "warning", 0, int(T0 + 100))]

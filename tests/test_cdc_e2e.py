@@ -128,5 +128,7 @@ def test_cli_writes_tables_dead_letters_and_report(tmp_path):
 
 
 def test_output_must_be_a_database(tmp_path):
-    with pytest.raises(ValueError, match="--output must be a database URL"):
+    from kappaflow.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="--output must be a database URL .* or bigquery:PROJECT.DATASET"):
         _run(str(tmp_path / "*.jsonl"), f"file://{tmp_path}/lake")

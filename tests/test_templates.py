@@ -49,6 +49,7 @@ EXAMPLES = {
     "alerts_topic": ("projects/acme/topics/alerts", ["alerts", "projects/acme/subscriptions/alerts"]),
     "bigquery_endpoint": ("127.0.0.1:9050", []),
     "bigquery_method": ("FILE_LOADS", ["file_loads", "FAST"]),
+    "bigquery_firing_seconds": ("60", ["0", "0.5", "1m"]),
     "max_invalid_ratio": ("0.05", ["5%", "1.5", "-0.1"]),
     "progress": ("plain", ["bars", "PLAIN"]),
     "progress_seconds": ("10", ["10s"]),

@@ -62,6 +62,9 @@ class RaiseAlertFn(beam.DoFn):
             "threshold": threshold,
             "severity": "critical" if value - threshold >= c.critical_excess else "warning",
             "created_at": time.time(),
+            # The pane that raised it: append-only sinks order an alert's rows by it.
+            "pane_index": row.get("pane_index"),
+            "updated_at": row.get("updated_at"),
         }
 
 

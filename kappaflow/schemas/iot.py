@@ -91,5 +91,9 @@ SENSOR_ALERTS = Schema(
         Field("threshold", FieldType.FLOAT64, required=True, description="max_temp_c, °C."),
         Field("severity", FieldType.STRING, required=True, description="warning, or critical at 10 °C above."),
         Field("created_at", FieldType.TIMESTAMP, required=True, description="First raised; never updated."),
+        Field("pane_index", FieldType.INT64,
+              description="Pane of the statistics window that raised or last updated it; orders an alert's rows "
+                          "in append-only outputs (BigQuery)."),
+        Field("updated_at", FieldType.TIMESTAMP, description="When that pane was written."),
     ),
 )
