@@ -44,8 +44,8 @@ PROG = "kappaflow"
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("input", ("input", "input_subscription", "timestamp_attribute", "pubsub_id_label", "ingest_time_field",
                "primary_keys", "max_record_bytes", "max_future_seconds", "valid_ranges")),
-    ("output", ("output", "dead_letter_output", "bigquery_endpoint", "bigquery_method", "apply_batch_size",
-                "archive", "archive_window_seconds", "alerts_topic", "pii_salt")),
+    ("output", ("output", "dead_letter_output", "bigquery_endpoint", "bigquery_method", "bigquery_firing_seconds",
+                "apply_batch_size", "archive", "archive_window_seconds", "alerts_topic", "pii_salt")),
     ("windows and lateness", ("window_seconds", "allowed_lateness_seconds", "early_firing_seconds",
                               "max_clock_skew_seconds")),
     ("dedup", ("dedup_horizon_seconds",)),
