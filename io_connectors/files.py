@@ -95,9 +95,7 @@ def _read_records(path: str) -> Iterator[RawRecord]:
                 if line.strip():
                     yield RawRecord(line.rstrip(b"\r\n"), f"{path}:{number}")
         elif fmt == "csv":
-            text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
-            for number, row in enumerate(csv.DictReader(text), start=2):
-                yield RawRecord(_nest(row), f"{path}:{number}")
+            yield from _csv_records(handle, path)
         elif fmt == "avro":
             import fastavro
 
@@ -111,6 +109,31 @@ def _read_records(path: str) -> Iterator[RawRecord]:
                 for row in batch.to_pylist():
                     number += 1
                     yield RawRecord(row, f"{path}#{number}")
+
+
+def _csv_records(handle, path: str) -> Iterator[RawRecord]:
+    """Rows as nested dicts. Bytes that are not UTF-8 become lone surrogates, which the parser
+    rejects naming the field; a cell of any size reaches the parser's size limit; a row the csv
+    module cannot read (a NUL byte, say) becomes a record the parser rejects with that error."""
+    csv.field_size_limit(2**31 - 1)
+    text = io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error):
+        return
+    number = 1
+    while True:
+        number += 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            yield RawRecord(f"unreadable CSV row: {err}".encode("utf-8"), f"{path}:{number}")
+            continue
+        if row:
+            yield RawRecord(_nest(dict(zip(header, row))), f"{path}:{number}")
 
 
 def position_kind(path: str) -> str:

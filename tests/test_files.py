@@ -144,3 +144,15 @@ def test_positioned_reads_resume_anywhere_with_the_same_records(tmp_path):
     rows = list(read_records(str(parquet)))
     for start in range(27):
         assert [r for _, r in open_positioned(str(parquet), start)] == rows[start:]
+
+
+def test_hostile_csv_rows_become_records_for_the_parser_to_reject(tmp_path):
+    path = tmp_path / "hostile.csv"
+    big = "x" * 300_000  # over the csv module's default field limit
+    path.write_bytes(b"id,name\n1,ok\n2," + big.encode() + b"\n3,caf\xe9\n4,a\x00b\n5,fine\n")
+    records = list(read_records(str(path)))
+    assert [r.origin.rsplit(":", 1)[-1] for r in records] == ["2", "3", "4", "5", "6"]  # line 1: header
+    by_id = {r.payload["id"]: r.payload["name"] for r in records}
+    assert by_id["2"] == big
+    assert by_id["3"] == "caf\udce9"  # not UTF-8: a lone surrogate the parser rejects
+    assert by_id["5"] == "fine"
