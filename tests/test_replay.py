@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
-
-import time
 
 from io_connectors import files
 from io_connectors.replay import ReplayConfig, ReplayFiles
