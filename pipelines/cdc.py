@@ -4,7 +4,7 @@
         --primary_keys=customers:customer_id,orders:store_id+order_id [--streaming] [--report=run.json]
     ... --output=bigquery:PROJECT.DATASET --temp_location=gs://BUCKET/tmp   (a versioned MERGE per table)
 
-read → parse Debezium envelopes (order position per change) → event time → drop re-deliveries
+read → parse Debezium envelopes (order position per change) → event time
      → apply: per row, the change with the greatest version wins (versioned upsert; deletes
        leave tombstones), tables created and widened from the images
 Every rejected event goes to the `dead_letters` table with its reason.
@@ -25,20 +25,13 @@ from io_connectors.sources import ReadInput
 from kappaflow.launcher import run_main
 from kappaflow.options import KappaflowOptions
 from transforms.debezium import ParseChanges, PrimaryKeys
-from transforms.dedup import DeduplicateEvents
 from transforms.event_time import EventTimeOf, WithEventTime
 from transforms.records import DEAD_LETTER_TAG
-from transforms.windowing import WindowConfig
 
 PIPELINE = "cdc"
 # When the change was made (source.ts_ms), else when the connector saw it; wrapped or bare.
 CHANGE_TIME = EventTimeOf("payload.source.ts_ms", "source.ts_ms", "payload.ts_ms", "ts_ms")
 
-
-# CDC has no windows; a re-delivery is recognised for a week after its bucket (Kafka's default
-# retention), and one later than that is dropped by the runner with its expired bucket.
-REDELIVERY_WINDOWS = WindowConfig(size_seconds=1.0, allowed_lateness_seconds=7 * 86400.0,
-                                  early_firing_seconds=None, late_margin_seconds=0.0)
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _TABLE_KEY = rf"{_IDENTIFIER}:{_IDENTIFIER}(\+{_IDENTIFIER})*"
@@ -80,10 +73,9 @@ def build(p: beam.Pipeline, opts: CdcOptions) -> None:
                                            kafka=kafka_read_config(opts))
     parsed = records | "ParseChanges" >> ParseChanges(keys, PIPELINE, opts.max_record_bytes)
     timed = parsed.changes | "EventTime" >> WithEventTime("event_time", PIPELINE, bounds=bounds)
-    unique = (
-        timed.events
-        | "DropRedeliveries" >> DeduplicateEvents(lambda c: c["change_id"], opts.dedup_config(REDELIVERY_WINDOWS))
-    )
+    # No dedup step: a change however late must still be applied, and the versioned apply counts a
+    # re-delivery (the row, or its batch, already holds that version) as a duplicate.
+    unique = timed.events
     if is_bigquery_url(opts.output):
         apply_failures = unique | "ApplyChanges" >> ApplyChangesToBigQuery(opts.output, keys, PIPELINE)
     else:

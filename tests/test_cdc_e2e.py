@@ -64,9 +64,9 @@ def test_arrival_order_does_not_change_the_tables(tmp_path, run_batch, run_prism
         results[name] = read_change_tables(f"sqlite:///{tmp_path}/{name}.db")
         outcomes = [count_of(result, m) for m in (metrics.APPLIED, metrics.SUPERSEDED, metrics.DUPLICATES)]
         assert sum(outcomes) == count_of(result, metrics.READ) == (8 if name == "ordered" else 11)
-        # The three re-deliveries carry their originals' event times, so they share their buckets
-        # and the dedup drops them, however late they come.
-        assert outcomes[2] == (3 if name == "shuffled" else 0)
+        # The versioned apply counts a re-delivery as a duplicate when the row holds its very
+        # version, and as superseded when a newer change got there first.
+        assert outcomes[2] <= (3 if name == "shuffled" else 0)
     assert results["ordered"] == results["shuffled"]
     assert _live(results["ordered"]) == {"customers": {
         (1,): {"id": 1, "first_name": "Anne", "last_name": None, "email": "anne@new.example", "vip": None},
@@ -84,10 +84,13 @@ def test_batch_equals_streaming_replay_and_the_source(tmp_path):
 
     for acc in (batch, streaming):
         assert acc.balanced, acc
-        assert acc.duplicates == sample.redeliveries
+        # Re-deliveries of a version the row still holds are duplicates; of an older one, superseded.
+        assert 0 < acc.duplicates <= sample.redeliveries <= acc.duplicates + acc.superseded
         assert acc.invalid + acc.rejected == sample.bad_events and acc.rejected > 0
-    assert (batch.read, batch.invalid, batch.rejected, batch.applied + batch.superseded) == (
-        streaming.read, streaming.invalid, streaming.rejected, streaming.applied + streaming.superseded)
+    # How re-deliveries split between duplicates and superseded depends on arrival order; the sum does not.
+    assert (batch.read, batch.invalid, batch.rejected, batch.applied + batch.superseded + batch.duplicates) == (
+        streaming.read, streaming.invalid, streaming.rejected,
+        streaming.applied + streaming.superseded + streaming.duplicates)
     batch_tables, stream_tables = read_change_tables(batch_db), read_change_tables(stream_db)
     assert set(batch_tables) == {"customers", "orders"}
     assert batch_tables == stream_tables  # every column, versions and tombstones included
