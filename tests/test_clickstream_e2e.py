@@ -65,7 +65,8 @@ def test_too_late_records_are_exactly_the_dead_letters(tmp_path):
     # none too late; the conformance suite checks that Flink finds and dead-letters them.
     assert batch.too_late == 0
     late = too_late_records(stream_db, clickstream.PIPELINE)
-    assert len(late) == streaming.too_late
+    # Too-late copies of one event share their dead-letter row (its id is deterministic).
+    assert len(late) <= streaming.too_late <= len(late) + batch.duplicates
     batch_rows, stream_rows = read_rows(batch_db, CLICKSTREAM_METRICS), read_rows(stream_db, CLICKSTREAM_METRICS)
     if late:
         assert explain_difference(batch_rows, stream_rows, late)

@@ -226,7 +226,8 @@ def test_too_late_records_are_the_difference(case, runner, samples, tmp_path, re
     # The router runs before the dedup: a too-late copy counts as too late, not as a duplicate.
     assert sample.batch.duplicates - acc.too_late <= acc.duplicates <= sample.batch.duplicates, acc.summary()
     late = too_late_records(output, case.name)
-    assert len(late) == acc.too_late, acc.summary()
+    # Too-late copies of one event share their dead-letter row (its id is deterministic).
+    assert len(late) <= acc.too_late <= len(late) + sample.batch.duplicates, acc.summary()
     if runner.finds_too_late:
         assert acc.too_late > 0, acc.summary()
     rows = case.read_output(output)
