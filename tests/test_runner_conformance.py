@@ -199,7 +199,9 @@ def test_same_table_and_accounting(case, runner, samples, tmp_path, request):
     assert runner.label in acc.runner, acc.runner
     assert acc.mode == ("streaming" if runner.streaming else "batch")
     assert acc.balanced, acc.summary()
-    counts = lambda a: (a.read, a.invalid, a.duplicates, a.too_late, a.enrich_failed, a.aggregated)
+    # CDC: how re-deliveries split between duplicates and superseded depends on arrival order.
+    counts = lambda a: (a.read, a.invalid, a.too_late, a.enrich_failed, a.aggregated,
+                        a.duplicates + a.applied + a.superseded)
     assert counts(acc) == counts(sample.batch), acc.summary()
     rows = case.read_output(output)
     diff = diff_tables(sample.batch_rows, rows)

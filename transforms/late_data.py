@@ -12,8 +12,9 @@ only when the watermark is more than that margin past its deadline. While the ro
 the watermark by less than the margin, every record it lets through is aggregated. The bound lags
 by more only after a shard is quiet for over 12 margins AND the watermark then jumps more than a
 margin in one step; the run's accounting shows such a loss as UNBALANCED.
-Routing is sharded (not per group key), so a quiet key learns the watermark from busy neighbours;
-and a timer fired on any shard is a lower bound of the watermark for every shard of the worker.
+Routing is sharded (not per group key), so a quiet key learns the watermark from busy neighbours.
+A fired timer is NOT a bound for other shards: batch runners (Flink) fire a key's timers when that
+key's input is done, before other keys are processed.
 """
 
 from __future__ import annotations
@@ -70,11 +71,6 @@ class RouteTooLateFn(beam.DoFn):
         self._offsets = probe_offsets(self._margin)
         self._relay_after = self._offsets[_LINEAR_RUNGS - 1]
         self._horizon = GlobalWindow().max_timestamp().micros / 1e6
-        # The watermark is the stage's, not a key's: a timer fired on any shard proves it for
-        # all. A shard that has seen no timer yet (a quiet one, or one whose first record is an
-        # old one) judges by what its neighbours learned. Memory only: a lower bound that a
-        # restarted worker learns again from its timers.
-        self._floor = _NEG_INF
 
     def start_bundle(self) -> None:
         # Setting a timer is an output to the runner: set each (shard, deadline) once per bundle.
@@ -104,7 +100,6 @@ class RouteTooLateFn(beam.DoFn):
         event_time = timestamp.micros / 1e6
         windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
         passed, ladder_base = self._read(shard, known)
-        passed = max(passed, self._floor)
         open_deadlines = [
             deadline for deadline in (w.max_timestamp().micros / 1e6 + self._lateness for w in windows)
             if deadline > passed
@@ -148,7 +143,6 @@ class RouteTooLateFn(beam.DoFn):
     ) -> None:
         passed, ladder_base = self._read(shard, known)
         fired_seconds = fired.micros / 1e6
-        self._floor = max(self._floor, fired_seconds)
         if fired_seconds > passed:
             self._write(shard, known, (fired_seconds, ladder_base))
 
