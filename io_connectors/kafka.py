@@ -8,15 +8,21 @@ and Flink. The Python DirectRunner cannot run a Java transform.
 
 Each Kafka record becomes a RawRecord whose payload is the record value (JSON: the pipelines'
 parsers validate it), whose origin is `kafka:TOPIC/PARTITION@OFFSET` and whose ingest time is the
-record's Kafka timestamp.
+record's Kafka timestamp, or, with an ingest-time field (IoT `--ingest_time_field`, for gateways
+that stamp the payload), that payload field, as for files: a record without it has no ingest time.
 
-Time. Event time is read from the payload downstream, as for every source (WithEventTime). The
-watermark comes from KafkaIO's CreateTime policy: per partition it is the largest record timestamp
-seen, never ahead of the wall clock, so producers should set the record timestamp to the event
-time (Kafka clients set it to the send time by default, Debezium to the change time). Idle
-partitions: a partition with no backlog advances its watermark to the wall clock, so a quiet
-partition never holds the job's windows open. Records behind their partition's watermark are late
-and are judged by `--allowed_lateness_seconds` like any other late record.
+Time. Event time is read from the payload downstream, as for every source (WithEventTime; IoT after
+its clock-skew rule, which compares the device time with the ingest time above). The Kafka
+timestamp only drives the watermark, through KafkaIO's CreateTime policy: per partition it is the
+largest record timestamp seen, never ahead of the wall clock. So the record timestamp must be a
+time the events trail by no more than the allowed lateness: the event time (clickstream collectors;
+Debezium sets the change time) or the time a gateway sent the reading (IoT: Kafka producers' default
+send time, never a device clock, which may be days off). Idle partitions: a partition with no
+backlog advances its watermark to the wall clock, so a quiet partition never holds the job's windows
+open; the cost is that a record arriving later on that partition with an older timestamp is late.
+Records behind their partition's watermark are judged by `--allowed_lateness_seconds` like any other
+late record. (Reads bounded by `--kafka_max_records` are bounded sources: the watermark only moves
+at their end, so nothing in them is late.)
 
 Offsets. With `--kafka_consumer_group` the read commits offsets when the runner finalizes a
 checkpoint (KafkaIO `commit_offset_in_finalize`), so a new job in the same group resumes after them;
@@ -25,6 +31,12 @@ where no offset is committed the consumer starts at `auto.offset.reset`, which w
 
 Tombstones. A record with a null value is Kafka's tombstone (Debezium sends one after each delete,
 for log compaction); it carries no change, so it is counted (`kafka_tombstones`) and dropped here.
+
+Writing (`--alerts_topic=kafka://HOST:PORT/TOPIC`): `WriteKafkaMessages` sends dicts as JSON values
+through Beam's Java `WriteToKafka`, keyed by their id field (an alert's every pane lands on one
+partition in order, and a compacted topic keeps its last pane). The producer gets the URL's
+servers and the security settings (security.*, sasl.*, ssl.*) of `--kafka_config`. A send that
+fails fails the bundle, which the runner retries: there are no per-message dead letters.
 """
 
 from __future__ import annotations
@@ -37,12 +49,16 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from io_connectors.files import lift_ingest_time
+from io_connectors.pubsub import json_message, timestamp_fields
 from transforms import metrics
 from transforms.records import RawRecord
+from transforms.schema import Schema
 
 __all__ = [
-    "KafkaOptions", "KafkaReadConfig", "KafkaRecordToRawRecordFn", "ReadKafkaRecords", "check_kafka", "is_kafka_url",
-    "kafka_read_config", "parse_kafka_config",
+    "KafkaOptions", "KafkaReadConfig", "KafkaRecordToRawRecordFn", "KafkaWriteConfig", "ReadKafkaRecords",
+    "WriteKafkaMessages", "check_kafka", "is_kafka_url", "kafka_read_config", "kafka_write_config",
+    "parse_kafka_config",
 ]
 
 SCHEME = "kafka://"
@@ -53,6 +69,8 @@ _URL = re.compile(rf"^kafka://(?P<servers>{_SERVER}(,{_SERVER})*)/(?P<topics>{_T
 # Settings the read owns: set through the URL and --kafka_consumer_group, not --kafka_config.
 _OWNED = {"bootstrap.servers": "the kafka:// URL", "group.id": "--kafka_consumer_group",
           "key.deserializer": "the read (bytes)", "value.deserializer": "the read (bytes)"}
+# Consumer settings the alerts producer shares: how to reach and authenticate to the cluster.
+_SHARED_PREFIXES = ("security.", "sasl.", "ssl.")
 
 
 def is_kafka_url(url: Optional[str]) -> bool:
@@ -86,6 +104,8 @@ class KafkaReadConfig:
     max_read_seconds: Optional[int] = None
     # A Java worker pool already running (e.g. next to each TaskManager of a remote Flink cluster).
     java_worker_pool: Optional[str] = None
+    # Top-level payload field holding the ingest time (IoT gateways); None: the Kafka timestamp.
+    ingest_time_field: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not _URL.match(self.url):
@@ -116,17 +136,20 @@ class KafkaReadConfig:
 
 
 class KafkaRecordToRawRecordFn(beam.DoFn):
-    """A KafkaIO record with metadata (a Row) → RawRecord; tombstones (null values) are counted and dropped."""
+    """A KafkaIO record with metadata (a Row) → RawRecord; tombstones (null values) are counted and dropped.
+    The ingest time is the Kafka timestamp, or the payload's `ingest_time_field` when one is named."""
 
-    def __init__(self) -> None:
+    def __init__(self, ingest_time_field: Optional[str] = None) -> None:
+        self._ingest_time_field = ingest_time_field
         self._tombstones = Metrics.counter(metrics.NAMESPACE, TOMBSTONES)
 
     def process(self, record: Any) -> Iterator[RawRecord]:
         if record.value is None:
             self._tombstones.inc()
-        else:
-            stamp = record.timestamp / 1000.0 if record.timestamp is not None and record.timestamp >= 0 else None
-            yield RawRecord(record.value, f"kafka:{record.topic}/{record.partition}@{record.offset}", stamp)
+            return
+        stamp = record.timestamp / 1000.0 if record.timestamp is not None and record.timestamp >= 0 else None
+        raw = RawRecord(record.value, f"kafka:{record.topic}/{record.partition}@{record.offset}", stamp)
+        yield raw if self._ingest_time_field is None else lift_ingest_time(raw, self._ingest_time_field)
 
 
 class ReadKafkaRecords(beam.PTransform):
@@ -153,7 +176,61 @@ class ReadKafkaRecords(beam.PTransform):
                 max_num_records=config.max_records,
                 max_read_time=config.max_read_seconds,
                 expansion_service=java_services.expansion_service(config.java_worker_pool))
-            | "ToRawRecords" >> beam.ParDo(KafkaRecordToRawRecordFn())
+            | "ToRawRecords" >> beam.ParDo(KafkaRecordToRawRecordFn(config.ingest_time_field))
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaWriteConfig:
+    """Where to write: one topic (`kafka://HOST:PORT[,HOST:PORT]/TOPIC`) and the producer's settings."""
+
+    url: str
+    producer_config: tuple[tuple[str, str], ...] = ()
+    java_worker_pool: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        match = _URL.match(self.url)
+        if not match or "," in match.group("topics"):
+            raise ValueError(f"{self.url}: expected kafka://HOST:PORT[,HOST:PORT]/TOPIC (one topic)")
+
+    @property
+    def topic(self) -> str:
+        return _URL.match(self.url).group("topics")
+
+    def producer_properties(self) -> dict[str, str]:
+        return {"bootstrap.servers": _URL.match(self.url).group("servers"), **dict(self.producer_config)}
+
+
+class ToKafkaRecordFn(beam.DoFn):
+    """dict → (key, JSON value) bytes for WriteToKafka; the key is the element's `key_field`."""
+
+    def __init__(self, key_field: str, timestamps: tuple[str, ...]) -> None:
+        self._key_field = key_field
+        self._timestamps = timestamps
+
+    def process(self, element: dict) -> Iterator[tuple[bytes, bytes]]:
+        yield str(element[self._key_field]).encode("utf-8"), json_message(element, self._timestamps)
+
+
+class WriteKafkaMessages(beam.PTransform):
+    """Dicts → JSON records on a Kafka topic, keyed by `key_field` (Beam's Java WriteToKafka)."""
+
+    def __init__(self, config: KafkaWriteConfig, key_field: str, schema: Optional[Schema] = None) -> None:
+        super().__init__()
+        self._config = config
+        self._fn = ToKafkaRecordFn(key_field, timestamp_fields(schema))
+
+    def expand(self, elements: beam.PCollection) -> beam.pvalue.PDone:
+        from apache_beam.io.kafka import WriteToKafka
+
+        from kappaflow import java_services
+
+        return (
+            elements
+            | "ToKafkaRecords" >> beam.ParDo(self._fn).with_output_types(tuple[bytes, bytes])
+            | "WriteToKafka" >> WriteToKafka(
+                producer_config=self._config.producer_properties(), topic=self._config.topic,
+                expansion_service=java_services.expansion_service(self._config.java_worker_pool))
         )
 
 
@@ -168,7 +245,8 @@ class KafkaOptions(PipelineOptions):
                                  "committed when the runner finalizes a checkpoint, and a new job resumes after them.")
         parser.add_argument("--kafka_config", default=None,
                             help="Kafka: consumer settings KEY=VALUE,... (security.protocol, sasl.*, ssl.*, "
-                                 "auto.offset.reset (default earliest), ...).")
+                                 "auto.offset.reset (default earliest), ...); the security.*, sasl.* and ssl.* "
+                                 "ones also go to the producer of a Kafka --alerts_topic.")
         parser.add_argument("--kafka_max_records", type=int, default=None,
                             help="Kafka, for tests and demos: stop reading after this many records (the job ends).")
         parser.add_argument("--kafka_max_read_seconds", type=int, default=None,
@@ -179,14 +257,22 @@ class KafkaOptions(PipelineOptions):
                                  "default: one started on this machine for the run.")
 
 
-def kafka_read_config(opts: PipelineOptions) -> Optional[KafkaReadConfig]:
+def kafka_read_config(opts: PipelineOptions, ingest_time_field: Optional[str] = None) -> Optional[KafkaReadConfig]:
     """The Kafka read the options ask for (`--input=kafka://...`), else None."""
     url = getattr(opts, "input", None)
     if not is_kafka_url(url):
         return None
     kafka = opts.view_as(KafkaOptions)
     return KafkaReadConfig(url, kafka.kafka_consumer_group, parse_kafka_config(kafka.kafka_config),
-                           kafka.kafka_max_records, kafka.kafka_max_read_seconds, kafka.java_worker_pool)
+                           kafka.kafka_max_records, kafka.kafka_max_read_seconds, kafka.java_worker_pool,
+                           ingest_time_field)
+
+
+def kafka_write_config(opts: PipelineOptions, url: str) -> KafkaWriteConfig:
+    """A Kafka topic to write to (`url`), with the security settings of `--kafka_config`."""
+    kafka = opts.view_as(KafkaOptions)
+    shared = tuple((k, v) for k, v in parse_kafka_config(kafka.kafka_config) if k.startswith(_SHARED_PREFIXES))
+    return KafkaWriteConfig(url, shared, kafka.java_worker_pool)
 
 
 def check_kafka(url: str) -> None:

@@ -36,7 +36,7 @@ def _checks(opts: KappaflowOptions) -> Iterator[tuple[str, Callable[[str], None]
     if opts.input_subscription:
         yield opts.input_subscription, check_subscription
     if opts.alerts_topic:
-        yield opts.alerts_topic, check_topic
+        yield opts.alerts_topic, check_kafka if is_kafka_url(opts.alerts_topic) else check_topic
 
 
 def check_endpoints(opts: KappaflowOptions) -> None:

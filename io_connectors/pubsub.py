@@ -33,7 +33,7 @@ from transforms.schema import FieldType, Schema, format_timestamp
 
 __all__ = [
     "PubSubReadConfig", "ReadPubSubRecords", "MessageToRecordFn", "PublishMessages", "PublishMessagesFn",
-    "check_subscription", "check_topic",
+    "check_subscription", "check_topic", "json_message", "timestamp_fields",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -103,6 +103,17 @@ class ReadPubSubRecords(beam.PTransform):
         )
 
 
+def timestamp_fields(schema: Optional[Schema]) -> tuple[str, ...]:
+    """The top-level TIMESTAMP fields of `schema`: published as RFC 3339 text, not epoch floats."""
+    return tuple(f.name for f in schema.fields if f.type is FieldType.TIMESTAMP) if schema else ()
+
+
+def json_message(element: dict, timestamps: Sequence[str] = ()) -> bytes:
+    """A dict as the JSON body of a message (Pub/Sub data, Kafka value), `timestamps` as RFC 3339."""
+    body = {k: format_timestamp(v) if k in timestamps and v is not None else v for k, v in element.items()}
+    return json.dumps(body, sort_keys=True, default=str).encode("utf-8")
+
+
 class PublishMessagesFn(WriteInBatchesFn):
     """Buffers dicts, publishes them as a batch, retries the failed ones, dead-letters the rest."""
 
@@ -112,8 +123,7 @@ class PublishMessagesFn(WriteInBatchesFn):
     ) -> None:
         super().__init__(batch_size)
         self._topic = topic
-        # Top-level TIMESTAMP fields of `schema` are published as RFC 3339 text, not epoch floats.
-        self._timestamps = tuple(f.name for f in schema.fields if f.type is FieldType.TIMESTAMP) if schema else ()
+        self._timestamps = timestamp_fields(schema)
         self._pipeline = pipeline
         self._attributes = tuple(attributes)
         self._retry = retry
@@ -131,9 +141,8 @@ class PublishMessagesFn(WriteInBatchesFn):
         self._client.stop()
 
     def _message(self, element: dict) -> tuple[bytes, dict[str, str]]:
-        body = {k: format_timestamp(v) if k in self._timestamps and v is not None else v for k, v in element.items()}
-        data = json.dumps(body, sort_keys=True, default=str).encode("utf-8")
-        return data, {a: str(body[a]) for a in self._attributes if body.get(a) is not None}
+        data = json_message(element, self._timestamps)
+        return data, {a: str(element[a]) for a in self._attributes if element.get(a) is not None}
 
     def write_batch(self, pending: list[dict]) -> Iterator[Any]:
         backoffs = self._retry.backoffs()

@@ -49,9 +49,10 @@ class ReadFiles(beam.PTransform):
 
 class ReadInput(beam.PTransform):
     """`--input` → RawRecords: files in batch, the same files replayed in event time when
-    streaming; or the messages of a Pub/Sub subscription; or the rows of a BigQuery table.
-    `ingest_time_field`: a top-level field of the files that holds the ingest time (Pub/Sub
-    messages carry their publish time instead)."""
+    streaming; or the messages of a Pub/Sub subscription or of Kafka topics; or the rows of a
+    BigQuery table. `ingest_time_field`: a top-level field of the files (or Kafka records) that
+    holds the ingest time (Pub/Sub messages carry their publish time instead, Kafka records
+    without the option their timestamp)."""
 
     def __init__(
         self,
@@ -68,7 +69,7 @@ class ReadInput(beam.PTransform):
         if is_kafka_url(url):
             if not streaming:
                 raise ValueError(f"reading {url} needs --streaming")
-            kafka = kafka or KafkaReadConfig(url)
+            kafka = kafka or KafkaReadConfig(url, ingest_time_field=ingest_time_field)
         self._kafka = kafka
         if pubsub is not None and not streaming:
             raise ValueError(f"reading {pubsub.subscription} needs --streaming")
@@ -102,7 +103,7 @@ class ReadInput(beam.PTransform):
         bounded_time = opts.event_time_bounds().guard(event_time or EventTimeOf(time_field))
         return cls(opts.input, bool(opts.view_as(StandardOptions).streaming),
                    bounded_time, opts.replay_config(), ingest_time_field,
-                   pubsub, opts.bigquery_endpoint, kafka_read_config(opts))
+                   pubsub, opts.bigquery_endpoint, kafka_read_config(opts, ingest_time_field))
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         if self._pubsub is not None:

@@ -44,8 +44,8 @@ FEATURES = (
     Feature("Pub/Sub id attribute (--pubsub_id_label)", lambda o: bool(getattr(o, "pubsub_id_label", None)),
             frozenset({"DataflowRunner"}),
             "drop --pubsub_id_label: the pipelines' own dedup (by event id) removes re-deliveries on every runner"),
-    Feature("Java transforms: Kafka (--input=kafka://...)",
-            lambda o: str(getattr(o, "input", None) or "").startswith("kafka://"),
+    Feature("Java transforms: Kafka (--input, --alerts_topic=kafka://...)",
+            lambda o: any(str(getattr(o, name, None) or "").startswith("kafka://") for name in ("input", "alerts_topic")),
             frozenset({"PrismRunner", "FlinkRunner"}),
             "run it with --runner=PrismRunner (this machine) or --runner=FlinkRunner (embedded or a cluster)",
             "Beam's Java KafkaIO through kappaflow's expansion service, Java workers in the EXTERNAL "

@@ -5,11 +5,14 @@
         [--streaming] [--report=run.json]
     python -m pipelines.iot_sensors --streaming --input_subscription=projects/P/subscriptions/S \
         --alerts_topic=projects/P/topics/ALERTS ...   (ingest time = Pub/Sub publish time)
+    python -m pipelines.iot_sensors --streaming --runner=PrismRunner --input=kafka://HOST:9092/readings \
+        --alerts_topic=kafka://HOST:9092/alerts ...   (ingest time = the Kafka timestamp, i.e. the
+        gateway's send time, or --ingest_time_field; see io_connectors/kafka.py for the watermark)
 
 read → parse/validate → clock skew → units → plausible range → event time → route too-late records
      → dedup by (device_id, device time) → enrich (devices) → [archive] → exclude quality != good
      → per-device windows: count, min, max, avg, p95 → sensor_stats → alerts → sensor_alerts
-       [→ alerts topic, alert_id as an attribute]
+       [→ alerts topic: Pub/Sub with alert_id as an attribute, or Kafka keyed by alert_id]
 Every rejected record goes to the `dead_letters` table with its reason.
 """
 
@@ -22,6 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from io_connectors.archive import WriteArchive
 from io_connectors.dead_letter_sink import WriteDeadLetters
+from io_connectors.kafka import WriteKafkaMessages, is_kafka_url, kafka_write_config
 from io_connectors.pubsub import PublishMessages
 from io_connectors.sinks import WriteTable
 from io_connectors.sources import ReadInput
@@ -167,7 +171,11 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     failures = [parsed[DEAD_LETTER_TAG], corrected[DEAD_LETTER_TAG], converted[DEAD_LETTER_TAG],
                 plausible[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], enriched[DEAD_LETTER_TAG],
                 in_time[DEAD_LETTER_TAG], stats_failures, alert_failures]
-    if opts.alerts_topic:  # every pane of an alert; subscribers dedup on the alert_id attribute
+    # Every pane of an alert; consumers dedup on alert_id (a Pub/Sub attribute, the Kafka key).
+    if is_kafka_url(opts.alerts_topic):  # a failed send fails the bundle: the runner retries it
+        alerts | "PublishAlertsToKafka" >> WriteKafkaMessages(
+            kafka_write_config(opts, opts.alerts_topic), "alert_id", schema=SENSOR_ALERTS)
+    elif opts.alerts_topic:
         failures.append(alerts | "PublishAlerts" >> PublishMessages(
             opts.alerts_topic, PIPELINE, ("alert_id", "device_id", "severity"), schema=SENSOR_ALERTS))
     tuple(failures) | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
