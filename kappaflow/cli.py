@@ -52,7 +52,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("enrichment", ("reference_db", "default_max_temp_c")),
     ("replay", ("max_out_of_orderness_seconds", "replay_chunk_size", "replay_speed")),
     ("runner", ("runner", "streaming", "dry_run", "report", "max_invalid_ratio", "progress", "progress_seconds",
-                "debug")),
+                "report_every_seconds", "debug")),
 )
 _UNITS = {"max_record_bytes": "bytes", "replay_chunk_size": "records", "apply_batch_size": "changes", "default_max_temp_c": "°C",
           "max_invalid_ratio": "of the records read"}
@@ -80,6 +80,7 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "archive_window_seconds": (lambda v: v > 0, "must be > 0 seconds"),
     "max_invalid_ratio": (lambda v: 0 <= v <= 1, "must be a share between 0 and 1, e.g. 0.05"),
     "progress_seconds": (lambda v: v > 0, "must be > 0 seconds"),
+    "report_every_seconds": (lambda v: v >= 0, "must be >= 0 seconds (0: only at the end)"),
     "max_record_bytes": (lambda v: v >= 1, "must be >= 1 byte"),
     "max_future_seconds": (lambda v: 0 <= v < float("inf"), "must be >= 0 seconds"),
 }

@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 from kappaflow import beam_workarounds, java_services
 from kappaflow.errors import ConfigurationError
 from kappaflow.options import KappaflowOptions
-from kappaflow.progress import ProgressMonitor, estimate_records
+from kappaflow.progress import ProgressMonitor, counter_totals, estimate_records, fresh_metrics
 from transforms import metrics
 
 __all__ = ["Accounting", "run", "resolve_runner"]
@@ -61,16 +61,27 @@ class Accounting:
                              + self.excluded + self.aggregated + self.applied + self.superseded
                              + self.rejected)
 
-    def summary(self) -> str:
+    @property
+    def in_flight(self) -> int:
+        """Records read but not yet in one of the outcomes (a running or cancelled job)."""
+        return self.read - (self.invalid + self.duplicates + self.too_late + self.enrich_failed + self.excluded
+                            + self.aggregated + self.applied + self.superseded + self.rejected)
+
+    def summary(self, state: Optional[str] = None) -> str:
+        """The accounting line; `state` ("running", "cancelled") says the job has not drained, so
+        records still in flight are shown instead of the balance."""
         rate = self.read / self.seconds if self.seconds else 0.0
+        ending = (f"accounting {'balanced' if self.balanced else 'UNBALANCED'}" if state is None
+                  else f"in flight {self.in_flight:,}")
         return (
-            f"[{self.pipeline}] {self.mode} on {self.runner}: read {self.read:,} | invalid {self.invalid:,} | "
+            f"[{self.pipeline}] {self.mode} on {self.runner}{', ' + state if state else ''}: "
+            f"read {self.read:,} | invalid {self.invalid:,} | "
             f"duplicates {self.duplicates:,} | too late {self.too_late:,} | enrich failed "
             f"{self.enrich_failed:,} | excluded {self.excluded:,} | aggregated {self.aggregated:,} | "
             f"{self._change_outcomes()}"
             f"rows written {self.rows_written:,} | "
             f"dead letters written {self.dead_letters_written:,} | {self.seconds:.1f}s "
-            f"({rate:,.0f} records/s) | accounting {'balanced' if self.balanced else 'UNBALANCED'}"
+            f"({rate:,.0f} records/s) | {ending}"
         )
 
     def _change_outcomes(self) -> str:
@@ -114,13 +125,41 @@ def resolve_runner(options: PipelineOptions) -> tuple[object, str]:
     return name, name
 
 
-def _counter(result: beam.runners.runner.PipelineResult, name: str) -> int:
-    query = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE).with_name(name))
-    total = 0
-    for counter in query["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        total += value or 0
-    return total
+# Accounting field → the counter it is read from.
+_COUNTERS = {
+    "read": metrics.READ, "invalid": metrics.INVALID, "duplicates": metrics.DUPLICATES,
+    "too_late": metrics.TOO_LATE, "enrich_failed": metrics.ENRICH_FAILED, "excluded": metrics.EXCLUDED,
+    "aggregated": metrics.AGGREGATED, "rows_written": metrics.ROWS_WRITTEN,
+    "dead_letters_written": metrics.DEAD_LETTERS_WRITTEN, "applied": metrics.APPLIED,
+    "superseded": metrics.SUPERSEDED, "rejected": metrics.REJECTED,
+}
+
+
+def read_accounting(result: beam.runners.runner.PipelineResult, pipeline: str, runner: str, mode: str,
+                    seconds: float) -> Accounting:
+    """The accounting from a job's counters, as they stand now (running, drained or cancelled)."""
+    totals = counter_totals(fresh_metrics(result).query(MetricsFilter().with_namespace(metrics.NAMESPACE)))
+    return Accounting(pipeline=pipeline, runner=runner, mode=mode, seconds=seconds,
+                      **{field: totals.get(name, 0) for field, name in _COUNTERS.items()})
+
+
+def _wait_reporting_a_stop(result: beam.runners.runner.PipelineResult, account: Callable[[], Accounting]) -> None:
+    """Wait for the job. Ctrl-C cancels it (not only this client); a job cancelled by Ctrl-C or from
+    outside (e.g. `flink cancel`) prints its accounting as it stood, then the error goes on."""
+    from apache_beam.runners.runner import PipelineState
+
+    try:
+        result.wait_until_finish()
+    except BaseException as stop:
+        if isinstance(stop, KeyboardInterrupt):
+            result.cancel()
+        elif getattr(result, "_state", None) != PipelineState.CANCELLED:
+            raise
+        try:
+            print(account().summary("cancelled"), flush=True)
+        except Exception as err:  # noqa: BLE001 - the job service is gone: say so, keep the real error
+            print(f"(no accounting after the cancel: {type(err).__name__}: {err})", file=sys.stderr, flush=True)
+        raise
 
 
 def _store_true_flags() -> set[str]:
@@ -197,32 +236,23 @@ def run(
             build(pipeline, own)
         except (ValueError, FileNotFoundError) as err:  # the graph refused an option: nothing has run
             raise ConfigurationError(str(err)) from err
+        mode = "streaming" if streaming else "batch"
+
+        def account() -> Accounting:
+            return read_accounting(result, pipeline_name, runner_label, mode, time.monotonic() - started)
+
+        # A live job prints its accounting every --report_every_seconds while it runs (0: never).
+        every = own.report_every_seconds if streaming else 0
+        report = (lambda _result, _elapsed: account().summary("running")) if every else None
         progress = ProgressMonitor(pipeline_name, own.progress, own.progress_seconds, estimate_records(own.input),
-                                   replay=streaming)
+                                   replay=streaming, report=report, report_every=every or None)
         with progress as monitor:
             result = pipeline.run()
             monitor.follow(result)
-            result.wait_until_finish()
+            _wait_reporting_a_stop(result, account)
     finally:
         java_services.stop()  # the Java expansion service and workers, if a Java transform started them
-    accounting = Accounting(
-        pipeline=pipeline_name,
-        runner=runner_label,
-        mode="streaming" if streaming else "batch",
-        read=_counter(result, metrics.READ),
-        invalid=_counter(result, metrics.INVALID),
-        duplicates=_counter(result, metrics.DUPLICATES),
-        too_late=_counter(result, metrics.TOO_LATE),
-        enrich_failed=_counter(result, metrics.ENRICH_FAILED),
-        excluded=_counter(result, metrics.EXCLUDED),
-        aggregated=_counter(result, metrics.AGGREGATED),
-        rows_written=_counter(result, metrics.ROWS_WRITTEN),
-        dead_letters_written=_counter(result, metrics.DEAD_LETTERS_WRITTEN),
-        seconds=time.monotonic() - started,
-        applied=_counter(result, metrics.APPLIED),
-        superseded=_counter(result, metrics.SUPERSEDED),
-        rejected=_counter(result, metrics.REJECTED),
-    )
+    accounting = account()
     print(accounting.summary(), flush=True)
     if own.report:
         from kappaflow.run_report import write_report

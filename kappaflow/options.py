@@ -71,6 +71,7 @@ class KappaflowOptions(PipelineOptions):
         "max_invalid_ratio": r"^(0(\.[0-9]+)?|1(\.0+)?)$",
         "progress": r"^(auto|bar|plain|off)$",
         "progress_seconds": _NUMBER,
+        "report_every_seconds": _NUMBER,
         "max_record_bytes": _WHOLE,
         "max_future_seconds": _NUMBER,
     }
@@ -115,7 +116,8 @@ class KappaflowOptions(PipelineOptions):
                             help="Pub/Sub: attribute with a unique message id for the runner's native dedup "
                                  "(Dataflow; the DirectRunner does not support it).")
         parser.add_argument("--alerts_topic", default=None,
-                            help="Pub/Sub topic for alerts: projects/P/topics/T.")
+                            help="Topic for alerts: Pub/Sub, projects/P/topics/T; or Kafka, "
+                                 "kafka://HOST:PORT/TOPIC (Prism, Flink).")
         parser.add_argument("--bigquery_endpoint", default=os.environ.get("BIGQUERY_EMULATOR_HOST"),
                             help="BigQuery API endpoint override (host:port or URL) for local development; "
                                  "default: $BIGQUERY_EMULATOR_HOST. No Google credentials are needed with it.")
@@ -142,6 +144,9 @@ class KappaflowOptions(PipelineOptions):
                                  "line every --progress_seconds (plain, the auto choice for logs), or off.")
         parser.add_argument("--progress_seconds", type=float, default=10.0,
                             help="Seconds between two plain progress lines.")
+        parser.add_argument("--report_every_seconds", type=float, default=60.0,
+                            help="Streaming: print the accounting every N seconds while the job runs, and when "
+                                 "it is cancelled (records still in flight are shown); 0: only at the end.")
         parser.add_argument("--pii_salt", default=None,
                             help="Salt of the PII hashes; default: $KAPPAFLOW_PII_SALT, else a built-in salt. "
                                  "Set your own in production.")

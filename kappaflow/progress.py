@@ -1,5 +1,6 @@
 """Progress while a pipeline runs: one live line on a terminal (tqdm), a plain line every N seconds
-in logs, from the running job's own counters.
+in logs, from the running job's own counters; for live jobs also the whole accounting every
+`report_every` seconds (kappaflow/launcher.py says how it reads).
 
 The counters come from `PipelineResult.metrics().query()`, polled in a thread while the launcher
 waits. That works wherever `pipeline.run()` returns while the job runs: Prism, Flink, Dataflow and
@@ -16,13 +17,13 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 from apache_beam.metrics.metric import MetricsFilter
 
 from transforms import metrics
 
-__all__ = ["Snapshot", "ProgressMonitor", "estimate_records", "fresh_metrics", "read_snapshot"]
+__all__ = ["Snapshot", "ProgressMonitor", "counter_totals", "estimate_records", "fresh_metrics", "read_snapshot"]
 
 # The accounting categories a record leaves through into the dead letters.
 DEAD_LETTER_COUNTERS = (metrics.INVALID, metrics.TOO_LATE, metrics.ENRICH_FAILED, metrics.REJECTED)
@@ -40,13 +41,19 @@ class Snapshot:
     event_time: Optional[float] = None  # the newest event time stamped so far (replays), epoch seconds
 
 
-def read_snapshot(result: Any, elapsed: float) -> Snapshot:
-    """Snapshot of a (running or finished) PipelineResult; raises what the runner raises."""
-    found = fresh_metrics(result).query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+def counter_totals(found: dict) -> dict[str, int]:
+    """A metrics query's counters, summed by name over steps (committed where the runner has it)."""
     totals: dict[str, int] = {}
     for counter in found["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
         totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
+    return totals
+
+
+def read_snapshot(result: Any, elapsed: float) -> Snapshot:
+    """Snapshot of a (running or finished) PipelineResult; raises what the runner raises."""
+    found = fresh_metrics(result).query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+    totals = counter_totals(found)
     event_time = None
     for gauge in found.get("gauges", []):
         if gauge.key.metric.name == metrics.EVENT_TIME_POSITION:
@@ -103,14 +110,21 @@ class ProgressMonitor:
 
     mode: "bar" (a live tqdm line), "plain" (a line every `interval` seconds), "off", or "auto"
     (bar on a terminal, else plain). `samples` keeps what was seen, for the run report.
+    `report(result, elapsed)` → a line printed to stdout every `report_every` seconds, whatever the
+    mode (a live job's accounting); a report that raises is skipped until the next one.
     """
 
     def __init__(self, label: str, mode: str = "auto", interval: float = 10.0,
-                 total: Optional[int] = None, stream: Optional[TextIO] = None, replay: bool = False) -> None:
+                 total: Optional[int] = None, stream: Optional[TextIO] = None, replay: bool = False,
+                 report: Optional[Callable[[Any, float], str]] = None, report_every: Optional[float] = None) -> None:
         if mode not in ("auto", "bar", "plain", "off"):
             raise ValueError(f"progress mode must be auto, bar, plain or off, not {mode!r}")
         if interval <= 0:
             raise ValueError("progress interval must be > 0 seconds")
+        if report is not None and (report_every is None or report_every <= 0):
+            raise ValueError("report_every must be > 0 seconds with a report")
+        self._report = report
+        self._report_every = report_every
         self._stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if getattr(self._stream, "isatty", lambda: False)() else "plain"
@@ -130,7 +144,7 @@ class ProgressMonitor:
 
     def __enter__(self) -> "ProgressMonitor":
         self._started = time.monotonic()
-        if self.mode == "off":
+        if self.mode == "off" and self._report is None:
             return self
         if self.mode == "bar":
             from tqdm import tqdm
@@ -159,9 +173,31 @@ class ProgressMonitor:
             self._bar.close()
 
     def _loop(self) -> None:
+        never = float("inf")
         period = _LIVE_REFRESH_SECONDS if self.mode == "bar" else self._interval
-        while not self._done.wait(period):
-            self._poll()
+        next_poll = never if self.mode == "off" else period
+        next_report = self._report_every if self._report is not None else never
+        while not self._done.wait(max(0.0, min(next_poll, next_report) - (time.monotonic() - self._started))):
+            elapsed = time.monotonic() - self._started
+            if elapsed >= next_poll:
+                self._poll()
+                next_poll = elapsed + period
+            if elapsed >= next_report:
+                self._print_report(elapsed)
+                next_report = elapsed + self._report_every
+
+    def _print_report(self, elapsed: float) -> None:
+        if self._result is None:
+            return
+        try:
+            line = self._report(self._result, elapsed)
+        except Exception as err:  # the runner has no counters now: the next report tries again
+            self.unavailable = self.unavailable or f"{type(err).__name__}: {err}"
+            return
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stdout)  # above the live line, which stays
+        else:
+            print(line, file=sys.stdout, flush=True)
 
     def _poll(self, final: bool = False) -> None:
         elapsed = time.monotonic() - self._started

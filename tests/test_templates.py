@@ -53,6 +53,7 @@ EXAMPLES = {
     "max_invalid_ratio": ("0.05", ["5%", "1.5", "-0.1"]),
     "progress": ("plain", ["bars", "PLAIN"]),
     "progress_seconds": ("10", ["10s"]),
+    "report_every_seconds": ("60", ["1m", "-5"]),
     "max_record_bytes": ("1048576", ["0", "1MiB"]),
     "max_future_seconds": ("86400", ["1d", "-5"]),
     "valid_ranges": ("temperature=-40..125,humidity=0..100", ["temperature", "temperature=-40", "hot=1..x"]),
