@@ -16,7 +16,7 @@ from transforms import metrics
 from fixtures_postgres import own_postgres_server, postgres_server, postgres_url  # noqa: F401,E402
 from fixtures_pubsub import pubsub_emulator  # noqa: F401,E402
 from fixtures_bigquery import bigquery_emulator  # noqa: F401,E402
-from fixtures_kafka import kafka_broker  # noqa: F401,E402
+from fixtures_kafka import kafka_broker, shared_java_services  # noqa: F401,E402
 
 
 def pytest_configure(config):

@@ -1,39 +1,44 @@
-"""Kafka: the source's configuration and record conversion, and live jobs on Prism and embedded
-Flink reading a real KRaft broker through Beam's Java KafkaIO that end with the batch run's table
-(clickstream; CDC from Debezium topics, wrapped and bare envelopes, with tombstones after deletes).
+"""Kafka: the source's and the alerts sink's configuration and record conversion; IoT alerts
+published to a real KRaft broker through Beam's Java WriteToKafka; a live job's accounting printed
+while it runs and when Ctrl-C cancels it.
 
-The live jobs read with `--kafka_max_records` (KafkaIO's bound for tests and demos): the read stops
-after the records produced, so the job ends by itself and its table can be compared.
+The live jobs of every pipeline reading Kafka on Prism and embedded Flink, compared with the batch
+run over the same events, are in tests/test_runner_conformance.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
-from types import ModuleType
-from typing import Callable, Optional
 
 import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
 from io_connectors.kafka import (
-    TOMBSTONES, KafkaReadConfig, KafkaRecordToRawRecordFn, check_kafka, parse_kafka_config)
+    TOMBSTONES, KafkaReadConfig, KafkaRecordToRawRecordFn, KafkaWriteConfig, ToKafkaRecordFn, check_kafka,
+    kafka_write_config, parse_kafka_config)
 from io_connectors.sources import ReadInput
-from kappaflow import java_services
 from kappaflow.launcher import run
-from kappaflow.samples import cdc as cdc_samples
-from kappaflow.samples import clickstream as clickstream_samples
-from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
-from kappaflow.tables import diff_tables, read_change_tables, read_rows
-from pipelines import cdc, clickstream
+from kappaflow.samples import iot as iot_samples
+from kappaflow.schemas.iot import SENSOR_ALERTS
+from kappaflow.tables import read_rows
+from pipelines import clickstream, iot_sensors
 from transforms.event_time import EventTimeOf
 from transforms.records import RawRecord
-from transforms.schema import parse_timestamp
 
 from conftest import counter
+from fixtures_kafka import produce_iot
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -91,139 +96,110 @@ def test_records_become_raw_records_and_tombstones_are_counted(run_batch):
     assert counter(run_batch(build), TOMBSTONES) == 1
 
 
-# --- live jobs on a real broker ------------------------------------------------------------------
+def test_ingest_time_is_the_kafka_timestamp_or_the_named_payload_field(run_batch):
+    """IoT's clock-skew rule compares the device time with the ingest time: by default the Kafka
+    timestamp (the gateway's send time); with --ingest_time_field the payload's field, as for files,
+    and a record without it has none (so a Kafka run equals the batch run over the same records)."""
+    row = lambda value: beam.Row(topic="readings", partition=0, offset=3, timestamp=1_772_431_300_000, key=b"d",
+                                 value=value)
+    stamped, bare = b'{"device_id": "d", "ingest_time": 1772431200279}', b'{"device_id": "d"}'
 
-def _event_record(line: str) -> tuple[Optional[bytes], bytes, Optional[int]]:
-    """A clickstream line as the web collector sends it: keyed by user, stamped with its event time;
-    a malformed line goes as it is (the parser dead-letters it, as in the batch run)."""
-    try:
-        event = json.loads(line)
-        return str(event["user_id"]).encode(), line.encode(), int(parse_timestamp(event["timestamp"]) * 1000)
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return None, line.encode(), None
+    def build(p):
+        rows = p | beam.Create([row(stamped), row(bare)])
+        by_timestamp = rows | "ByTimestamp" >> beam.ParDo(KafkaRecordToRawRecordFn())
+        by_field = rows | "ByField" >> beam.ParDo(KafkaRecordToRawRecordFn("ingest_time"))
+        origin = "kafka:readings/0@3"
+        assert_that(by_timestamp, equal_to([RawRecord(stamped, origin, 1_772_431_300.0),
+                                            RawRecord(bare, origin, 1_772_431_300.0)]), label="timestamp")
+        assert_that(by_field, equal_to([RawRecord({"device_id": "d"}, origin, 1_772_431_200.279),
+                                        RawRecord({"device_id": "d"}, origin, None)]), label="field")
+
+    run_batch(build)
 
 
-def _produce_clickstream(broker, directory: Path) -> tuple[str, str, int, tuple[str, ...]]:
-    config = clickstream_samples.SampleConfig(events=600, too_late_share=0.0)
-    events = str(directory / "events.jsonl")
+def test_alerts_topic_takes_one_kafka_topic_and_the_security_settings():
+    opts = PipelineOptions(["--kafka_config=security.protocol=SASL_SSL,sasl.mechanism=PLAIN,"
+                            "auto.offset.reset=latest,ssl.truststore.location=/etc/ts.jks"])
+    config = kafka_write_config(opts, "kafka://10.0.0.1:9092,10.0.0.2:9092/alerts")
+    assert config.topic == "alerts"
+    # The consumer's offset reset is not the producer's business; how to reach the cluster is.
+    assert config.producer_properties() == {
+        "bootstrap.servers": "10.0.0.1:9092,10.0.0.2:9092", "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN", "ssl.truststore.location": "/etc/ts.jks"}
+    for url in ("kafka://h:9092/a,b", "kafka://h/alerts", "projects/p/topics/alerts"):
+        with pytest.raises(ValueError, match="expected kafka://HOST:PORT"):
+            KafkaWriteConfig(url)
+    key, value = next(ToKafkaRecordFn("alert_id", ("window_start",)).process(
+        {"alert_id": "dev-1/2026", "window_start": 1_772_431_200.0, "max": 95.5}))
+    assert key == b"dev-1/2026"
+    assert json.loads(value) == {"alert_id": "dev-1/2026", "window_start": "2026-03-02T06:00:00.000000Z",
+                                 "max": 95.5}
+
+
+@pytest.fixture(scope="module")
+def iot_sample(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("kafka-iot")
+    config = iot_samples.SampleConfig(readings=600)
+    readings = str(directory / "readings.jsonl")
     reference = f"sqlite:///{directory}/reference.db"
-    clickstream_samples.write_sample(events, config)
-    clickstream_samples.build_reference_db(reference, config)
-    topic = broker.topic()
-    produced = broker.produce(topic, map(_event_record, Path(events).read_text(encoding="utf-8").splitlines()))
-    return events, f"kafka://{broker.bootstrap}/{topic}", produced, (f"--reference_db={reference}",)
-
-
-def _change_records(line: str, key_columns: dict[str, list[str]]) -> tuple[str, list]:
-    """A Debezium line as Kafka Connect publishes it: on its table's topic, keyed by the row's
-    primary key, stamped with the change time, and after a delete a tombstone (null value) with the
-    same key. Wrapped (`schema` + `payload`) and bare envelopes go as they are. → (table, records)."""
-    try:
-        decoded = json.loads(line)
-        envelope = decoded["payload"] if isinstance(decoded.get("payload"), dict) else decoded
-        table = envelope["source"]["table"]
-        image = envelope.get("after") or envelope.get("before") or {}
-        key = json.dumps({c: image[c] for c in key_columns[table]}).encode()
-        stamp = int(envelope["source"]["ts_ms"])
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return "customers", [(None, line.encode(), None)]  # a bad event: the parser dead-letters it
-    records = [(key, line.encode(), stamp)]
-    if envelope.get("op") == "d":
-        records.append((key, None, stamp))
-    return table, records
-
-
-def _produce_cdc(broker, directory: Path) -> tuple[str, str, int, tuple[str, ...]]:
-    cdc_samples.write_sample(str(directory), cdc_samples.CdcSampleConfig(changes=400))
-    key_columns = {table: columns.split("+") for table, columns in
-                   (item.split(":") for item in cdc_samples.PRIMARY_KEYS.split(","))}
-    topics = {table: broker.topic() for table in key_columns}
-    records: dict[str, list] = {topic: [] for topic in topics.values()}
-    for name in cdc_samples.FILES:
-        for line in (directory / name).read_text(encoding="utf-8").splitlines():
-            table, table_records = _change_records(line, key_columns)
-            records[topics.get(table, topics["customers"])].extend(table_records)
-    produced = sum(broker.produce(topic, items) for topic, items in records.items())
-    tombstones = sum(1 for items in records.values() for _, value, _ in items if value is None)
-    assert tombstones > 0
-    url = f"kafka://{broker.bootstrap}/{','.join(topics.values())}"
-    return f"{directory}/*.jsonl", url, produced, (f"--primary_keys={cdc_samples.PRIMARY_KEYS}",)
-
-
-def _cdc_output(url: str) -> dict:
-    return {(table, *key): row for table, rows in read_change_tables(url).items() for key, row in rows.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class LiveCase:
-    module: ModuleType
-    options_class: type
-    produce: Callable[[object, Path], tuple[str, str, int, tuple[str, ...]]]
-    read_output: Callable[[str], dict]
-
-
-CASES = {
-    "clickstream": LiveCase(clickstream, clickstream.ClickstreamOptions, _produce_clickstream,
-                            lambda url: read_rows(url, CLICKSTREAM_METRICS)),
-    "cdc": LiveCase(cdc, cdc.CdcOptions, _produce_cdc, _cdc_output),
-}
-
-
-def _counts(acc):
-    # CDC's split of changes into applied, superseded and duplicates depends on arrival order
-    # (a change older than the applied one is superseded); the sum and the table do not.
-    return (acc.read, acc.invalid, acc.too_late, acc.enrich_failed, acc.aggregated,
-            acc.duplicates + acc.applied + acc.superseded)
-
-
-@pytest.fixture(scope="module")
-def shared_java_services():
-    """One expansion service and Java worker pool for the module's runs (each run would otherwise
-    start and stop its own: ~5-30 s of JVM start-up); stopped when the module is done."""
-    with java_services.kept():
-        yield
-    assert not java_services.running()
-
-
-@pytest.fixture(scope="module")
-def on_kafka(kafka_broker, tmp_path_factory, shared_java_services):
-    """pipeline name → its sample produced to Kafka and the batch run over the same events, made once."""
-    made: dict = {}
-
-    def get(name: str) -> dict:
-        if name not in made:
-            case = CASES[name]
-            directory = tmp_path_factory.mktemp(f"kafka-{name}")
-            batch_input, url, produced, args = case.produce(kafka_broker, directory)
-            output = f"sqlite:///{directory}/batch.db"
-            batch = run(name, case.module.build, [f"--input={batch_input}", f"--output={output}", *args],
-                        case.options_class)
-            assert batch.balanced, batch.summary()
-            made[name] = {"url": url, "produced": produced, "args": args, "batch": batch,
-                          "batch_rows": case.read_output(output)}
-        return made[name]
-
-    return get
+    iot_samples.write_sample(readings, config)
+    iot_samples.build_reference_db(reference, config)
+    return readings, (f"--reference_db={reference}", "--ingest_time_field=ingest_time")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,runner,label", [
-    ("clickstream", "PrismRunner", "PrismRunner"),
-    ("clickstream", "FlinkRunner", "embedded Flink"),
-    ("cdc", "PrismRunner", "PrismRunner"),
-])
-def test_live_job_from_kafka_ends_with_the_batch_table(name, runner, label, on_kafka, tmp_path):
-    sample, case = on_kafka(name), CASES[name]
-    output = f"sqlite:///{tmp_path}/live.db"
-    acc = run(name, case.module.build,
-              [f"--input={sample['url']}", f"--output={output}", *sample["args"], f"--runner={runner}",
-               "--streaming", f"--kafka_consumer_group=kappaflow-test-{uuid.uuid4().hex[:8]}",
-               f"--kafka_max_records={sample['produced']}"],
-              case.options_class)
-
-    assert label in acc.runner and acc.mode == "streaming", acc.runner
-    assert java_services.running()  # kept for the next run by shared_java_services, which stops them
+def test_iot_alerts_arrive_on_a_kafka_topic(kafka_broker, iot_sample, tmp_path, shared_java_services):
+    """Every alert the table holds arrives on the topic, keyed by its alert_id, with its fields
+    (a batch run on Prism: one pane per window, so one record per alert)."""
+    readings, args = iot_sample
+    topic = kafka_broker.topic()
+    output = f"sqlite:///{tmp_path}/out.db"
+    acc = run("iot_sensors", iot_sensors.build,
+              [f"--input={readings}", f"--output={output}", *args, "--runner=PrismRunner",
+               f"--alerts_topic=kafka://{kafka_broker.bootstrap}/{topic}"], iot_sensors.IotSensorsOptions)
     assert acc.balanced, acc.summary()
-    assert _counts(acc) == _counts(sample["batch"]), acc.summary()
-    diff = diff_tables(sample["batch_rows"], case.read_output(output))
-    assert diff.identical, diff.summary()
+
+    alerts = {key[0]: row for key, row in read_rows(output, SENSOR_ALERTS).items()}
+    assert alerts, "the sample raised no alert: nothing to publish"
+    published = kafka_broker.consume(topic, expected=len(alerts) + 1, timeout_seconds=15)
+    assert sorted(r.key.decode() for r in published) == sorted(alerts)
+    for record in published:
+        message, row = json.loads(record.value), alerts[record.key.decode()]
+        assert (message["device_id"], message["severity"], message["max"]) == (
+            row["device_id"], row["severity"], row["max"])
+
+
+@pytest.mark.slow
+def test_live_job_prints_its_accounting_while_it_runs_and_when_cancelled(kafka_broker, iot_sample, tmp_path):
+    """The command line, as a user runs it: an unbounded Kafka read on Prism prints the accounting
+    every --report_every_seconds; Ctrl-C cancels the job and prints where it stood."""
+    readings, args = iot_sample
+    url, produced = produce_iot(kafka_broker, readings)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    command = [sys.executable, "-m", "pipelines.iot_sensors", f"--input={url}", *args, "--streaming",
+               "--runner=PrismRunner", f"--output=sqlite:///{tmp_path}/out.db", "--progress=off",
+               f"--kafka_consumer_group=kappaflow-test-{uuid.uuid4().hex[:8]}", "--report_every_seconds=3"]
+    errors = tmp_path / "stderr.txt"  # a file: a full stderr pipe would block the job
+    job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors.open("w"), text=True)
+    running = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and job.poll() is None:
+            line = job.stdout.readline()
+            if ", running: read " in line:
+                running.append(line)
+                # Two reports after every record was read: the job is live and the counts are current.
+                if sum(1 for r in running if f"read {produced:,} " in r) >= 2:
+                    break
+        assert job.poll() is None, f"the job ended by itself: {job.communicate()}"
+        job.send_signal(signal.SIGINT)
+        out, _ = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    err = errors.read_text()
+    assert len(running) >= 2, running
+    assert all(re.search(r"\| in flight [0-9,]+ \| ", r) for r in running), running
+    cancelled = [line for line in out.splitlines() if ", cancelled: read " in line]
+    assert len(cancelled) == 1 and f"read {produced:,} " in cancelled[0], out
+    assert job.returncode == 130 and "interrupted" in err, (job.returncode, err[-2000:])

@@ -76,3 +76,37 @@ def test_polling_a_running_prism_job_keeps_its_final_counters_whole():
     assert monitor.unavailable is None
     assert len(monitor.samples) >= 2 and monitor.samples[0].read < 300  # polled while it ran
     assert counter(result, metrics.READ) == 300
+
+
+def test_accounting_reported_every_n_seconds_while_a_prism_job_runs(capsys):
+    """A live job's accounting every `report_every` seconds, from the counters as they stand, even
+    with the progress line off; records not yet in an outcome are shown in flight."""
+    from kappaflow import prism
+    from kappaflow.launcher import read_accounting
+
+    options = PipelineOptions([])
+    runner, _ = prism.resolve(options)
+    read = Metrics.counter(metrics.NAMESPACE, metrics.READ)
+    aggregated = Metrics.counter(metrics.NAMESPACE, metrics.AGGREGATED)
+
+    def read_slowly(x):
+        time.sleep(0.01)
+        read.inc()
+        return x
+
+    p = beam.Pipeline(runner=runner, options=options)
+    _ = (p | beam.Create(range(300)) | "Spread" >> beam.Reshuffle() | "Read" >> beam.Map(read_slowly)
+         | "Shuffle" >> beam.Reshuffle() | "Aggregate" >> beam.Map(lambda x: aggregated.inc()))
+
+    def report(result, elapsed):
+        return read_accounting(result, "demo", "prism", "streaming", elapsed).summary("running")
+
+    with ProgressMonitor("demo", mode="off", report=report, report_every=0.3) as monitor:
+        result = p.run()
+        monitor.follow(result)
+        result.wait_until_finish()
+    lines = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("[demo] streaming on prism, running: ")]
+    assert len(lines) >= 2, lines
+    assert "read 300 " not in lines[0] and "| in flight " in lines[0], lines  # reported while it ran
+    assert read_accounting(result, "demo", "prism", "streaming", 1.0).in_flight == 0

@@ -2,7 +2,10 @@
 
 Adding a pipeline is one `PipelineCase` in PIPELINES. Runners: the DirectRunner (batch, streaming
 replay), Prism (batch, streaming), embedded Flink (batch, streaming) and, for the first pipeline, a
-local standalone Flink cluster. The Prism binary and the Flink job-server classpath come from
+local standalone Flink cluster. Live from Kafka: the same events produced to a real KRaft broker as
+their sources send them (fixtures_kafka.py), read through Beam's Java KafkaIO on Prism and embedded
+Flink, bounded by `--kafka_max_records` (the read stops after the records produced, so the job ends
+by itself and its table can be compared). The Prism binary and the Flink job-server classpath come from
 `make runners` (a dependency of `make test`); a missing one fails these tests, it never skips them.
 
 Two samples per pipeline:
@@ -18,6 +21,7 @@ import dataclasses
 import os
 import socket
 import subprocess
+import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Optional
@@ -33,6 +37,8 @@ from kappaflow.schemas.iot import SENSOR_ALERTS, SENSOR_STATS
 from kappaflow.tables import diff_tables, explain_difference, read_change_tables, read_rows, too_late_records
 from pipelines import cdc, clickstream, iot_sensors
 
+from fixtures_kafka import KafkaBroker, produce_cdc, produce_clickstream, produce_iot
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
@@ -45,6 +51,8 @@ class PipelineCase:
     read_output: Callable[[str], dict]
     # (directory, with too-late records?) → --input value and extra arguments (e.g. reference data)
     make_sample: Callable[[Path, bool], tuple[str, tuple[str, ...]]]
+    # (broker, --input of the sample) → (kafka:// URL of its events, Kafka records produced)
+    to_kafka: Callable[[KafkaBroker, str], tuple[str, int]]
     # (batch rows, streaming rows, too-late dead letters) → is streaming = batch minus them?
     # None: the pipeline has no too-late sample (no windows, or no exact explanation yet).
     explain: Optional[Callable[[dict, dict, list], bool]] = None
@@ -94,9 +102,9 @@ def _cdc_output(url: str) -> dict:
 
 PIPELINES = (
     PipelineCase(clickstream, clickstream.ClickstreamOptions, lambda url: read_rows(url, CLICKSTREAM_METRICS),
-                 _clickstream_sample, explain_difference),
-    PipelineCase(iot_sensors, iot_sensors.IotSensorsOptions, _iot_output, _iot_sample),
-    PipelineCase(cdc, cdc.CdcOptions, _cdc_output, _cdc_sample),
+                 _clickstream_sample, produce_clickstream, explain_difference),
+    PipelineCase(iot_sensors, iot_sensors.IotSensorsOptions, _iot_output, _iot_sample, produce_iot),
+    PipelineCase(cdc, cdc.CdcOptions, _cdc_output, _cdc_sample, produce_cdc),
 )
 
 
@@ -190,12 +198,8 @@ def _args(runner: RunnerCase, request) -> tuple[str, ...]:
     return runner.args
 
 
-@pytest.mark.parametrize("case,runner", _runner_params())
-def test_same_table_and_accounting(case, runner, samples, tmp_path, request):
-    sample = samples(case, too_late=False)
-    output = f"sqlite:///{tmp_path}/out.db"
-    acc = _run(case, sample.input, sample.args, output, *_args(runner, request))
-
+def _assert_batch_table_and_accounting(case: PipelineCase, runner: RunnerCase, sample: Sample, acc: Accounting,
+                                       output: str) -> None:
     assert runner.label in acc.runner, acc.runner
     assert acc.mode == ("streaming" if runner.streaming else "batch")
     assert acc.balanced, acc.summary()
@@ -206,6 +210,14 @@ def test_same_table_and_accounting(case, runner, samples, tmp_path, request):
     rows = case.read_output(output)
     diff = diff_tables(sample.batch_rows, rows)
     assert diff.identical, diff.summary()
+
+
+@pytest.mark.parametrize("case,runner", _runner_params())
+def test_same_table_and_accounting(case, runner, samples, tmp_path, request):
+    sample = samples(case, too_late=False)
+    output = f"sqlite:///{tmp_path}/out.db"
+    acc = _run(case, sample.input, sample.args, output, *_args(runner, request))
+    _assert_batch_table_and_accounting(case, runner, sample, acc, output)
 
 
 def _streaming_params():
@@ -291,3 +303,35 @@ def test_flink_cluster_survives_a_killed_taskmanager(samples, tmp_path, flink_cl
     rows = case.read_output(output)
     diff = diff_tables(sample.batch_rows, rows)
     assert diff.identical, diff.summary()
+
+
+KAFKA_RUNNERS = (
+    RunnerCase("prism-kafka", ("--runner=PrismRunner", "--streaming"), "PrismRunner"),
+    RunnerCase("flink-kafka", ("--runner=FlinkRunner", "--streaming"), "checkpoints every"),
+)
+
+
+@pytest.fixture(scope="session")
+def on_kafka(kafka_broker):
+    """pipeline → (kafka:// URL, records produced): its ordered sample produced once."""
+    made: dict[str, tuple[str, int]] = {}
+
+    def get(case: PipelineCase, sample: Sample) -> tuple[str, int]:
+        if case.name not in made:
+            made[case.name] = case.to_kafka(kafka_broker, sample.input)
+        return made[case.name]
+
+    return get
+
+
+# Last in the module: the Java expansion service and workers are kept from the first of these
+# runs to the end of the module (shared_java_services).
+@pytest.mark.parametrize("case,runner", [pytest.param(c, r, id=f"{c.name}-{r.id}")
+                                         for c in PIPELINES for r in KAFKA_RUNNERS])
+def test_live_from_kafka_same_table_and_accounting(case, runner, samples, on_kafka, shared_java_services, tmp_path):
+    sample = samples(case, too_late=False)
+    url, produced = on_kafka(case, sample)
+    output = f"sqlite:///{tmp_path}/out.db"
+    acc = _run(case, url, sample.args, output, *runner.args, f"--kafka_max_records={produced}",
+               f"--kafka_consumer_group=kappaflow-test-{uuid.uuid4().hex[:8]}")  # a fresh group: read it all
+    _assert_batch_table_and_accounting(case, runner, sample, acc, output)
