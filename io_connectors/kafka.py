@@ -33,8 +33,9 @@ Tombstones. A record with a null value is Kafka's tombstone (Debezium sends one 
 for log compaction); it carries no change, so it is counted (`kafka_tombstones`) and dropped here.
 
 Writing (`--alerts_topic=kafka://HOST:PORT/TOPIC`): `WriteKafkaMessages` sends dicts as JSON values
-through Beam's Java `WriteToKafka`, keyed by their id field (an alert's every pane lands on one
-partition in order, and a compacted topic keeps its last pane). The producer gets the URL's
+through Beam's Java `WriteToKafka`, keyed by their id field: every pane of an alert lands on one
+partition, not necessarily in pane order (panes leave in different bundles), so consumers keep
+the record with the highest `pane_index` per key. The producer gets the URL's
 servers and the security settings (security.*, sasl.*, ssl.*) of `--kafka_config`. A send that
 fails fails the bundle, which the runner retries: there are no per-message dead letters.
 """
@@ -146,10 +147,10 @@ class KafkaRecordToRawRecordFn(beam.DoFn):
     def process(self, record: Any) -> Iterator[RawRecord]:
         if record.value is None:
             self._tombstones.inc()
-            return
-        stamp = record.timestamp / 1000.0 if record.timestamp is not None and record.timestamp >= 0 else None
-        raw = RawRecord(record.value, f"kafka:{record.topic}/{record.partition}@{record.offset}", stamp)
-        yield raw if self._ingest_time_field is None else lift_ingest_time(raw, self._ingest_time_field)
+        else:
+            stamp = record.timestamp / 1000.0 if record.timestamp is not None and record.timestamp >= 0 else None
+            raw = RawRecord(record.value, f"kafka:{record.topic}/{record.partition}@{record.offset}", stamp)
+            yield raw if self._ingest_time_field is None else lift_ingest_time(raw, self._ingest_time_field)
 
 
 class ReadKafkaRecords(beam.PTransform):

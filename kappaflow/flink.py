@@ -63,7 +63,11 @@ class CheckpointOptions(PipelineOptions):
                             help="Flink: stop sources idle this long, so a finite (replayed) stream "
                                  f"ends the job; streaming runs default to {DEFAULT_IDLE_SHUTDOWN_MS} "
                                  "(Beam's default with checkpoints is never); checkpoints are only "
-                                 "taken before the source stops.")
+                                 "taken before the source stops. A Kafka read without a bound keeps "
+                                 "Beam's default.")
+        parser.add_argument("--savepoint_path", default=None,
+                            help="Flink: start the job from this savepoint (its state and Kafka offsets), e.g. "
+                                 "one `flink stop --savepointPath` wrote.")
 
 
 def classpath() -> str:
@@ -104,6 +108,17 @@ class KappaflowFlinkRunner(FlinkRunner):
         return _shared_job_server()
 
 
+def _reads_forever(options: PipelineOptions) -> bool:
+    """A live Kafka read (no --kafka_max_records/--kafka_max_read_seconds). Its Impulse source must
+    stay up: once a source has finished Flink takes no more checkpoints, and KafkaIO commits its
+    offsets only when a checkpoint completes."""
+    from io_connectors.kafka import kafka_read_config
+    from kappaflow.options import KappaflowOptions
+
+    kafka = kafka_read_config(options.view_as(KappaflowOptions))
+    return kafka is not None and kafka.max_records is None and kafka.max_read_seconds is None
+
+
 def resolve(options: PipelineOptions) -> tuple[KappaflowFlinkRunner, str]:
     flink = options.view_as(FlinkRunnerOptions)
     if flink.flink_master in (None, "", "[auto]"):
@@ -122,7 +137,7 @@ def resolve(options: PipelineOptions) -> tuple[KappaflowFlinkRunner, str]:
         checkpoints.checkpointing_interval = DEFAULT_CHECKPOINT_MS
     if streaming and checkpoints.finish_bundle_before_checkpointing is None:
         checkpoints.finish_bundle_before_checkpointing = True
-    if streaming and checkpoints.shutdown_sources_after_idle_ms is None:
+    if streaming and checkpoints.shutdown_sources_after_idle_ms is None and not _reads_forever(options):
         checkpoints.shutdown_sources_after_idle_ms = DEFAULT_IDLE_SHUTDOWN_MS
     where = ("embedded Flink" if flink.flink_master == "[local]"
              else f"Flink cluster {flink.flink_master}")

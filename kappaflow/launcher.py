@@ -146,20 +146,30 @@ def read_accounting(result: beam.runners.runner.PipelineResult, pipeline: str, r
 def _wait_reporting_a_stop(result: beam.runners.runner.PipelineResult, account: Callable[[], Accounting]) -> None:
     """Wait for the job. Ctrl-C cancels it (not only this client); a job cancelled by Ctrl-C or from
     outside (e.g. `flink cancel`) prints its accounting as it stood, then the error goes on."""
+    import signal
+    import threading
+
     from apache_beam.runners.runner import PipelineState
 
+    # Beam's job-server wrapper answers SIGINT by stopping the job server first (Prism: the job with
+    # it; a Flink cluster's job runs on, unseen): here Ctrl-C only interrupts the wait.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
     try:
         result.wait_until_finish()
     except BaseException as stop:
-        if isinstance(stop, KeyboardInterrupt):
-            result.cancel()
-        elif getattr(result, "_state", None) != PipelineState.CANCELLED:
+        if not isinstance(stop, KeyboardInterrupt) and getattr(result, "_state", None) != PipelineState.CANCELLED:
             raise
         try:
+            if isinstance(stop, KeyboardInterrupt):
+                result.cancel()
             print(account().summary("cancelled"), flush=True)
         except Exception as err:  # noqa: BLE001 - the job service is gone: say so, keep the real error
             print(f"(no accounting after the cancel: {type(err).__name__}: {err})", file=sys.stderr, flush=True)
         raise
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _store_true_flags() -> set[str]:

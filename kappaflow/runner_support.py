@@ -35,6 +35,15 @@ class Feature:
     note: str = ""
 
 
+def _commits_at_checkpoints(options) -> bool:
+    """A live Kafka read in a consumer group: KafkaIO commits its offsets from a @RequiresStableInput DoFn."""
+    from io_connectors.kafka import kafka_read_config
+
+    kafka = kafka_read_config(options)
+    return (kafka is not None and kafka.consumer_group is not None and kafka.max_records is None
+            and kafka.max_read_seconds is None)
+
+
 FEATURES = (
     Feature("Python Pub/Sub read (--input_subscription)", lambda o: bool(getattr(o, "input_subscription", None)),
             frozenset({"DirectRunner", "DataflowRunner"}),
@@ -45,11 +54,18 @@ FEATURES = (
             frozenset({"DataflowRunner"}),
             "drop --pubsub_id_label: the pipelines' own dedup (by event id) removes re-deliveries on every runner"),
     Feature("Java transforms: Kafka (--input, --alerts_topic=kafka://...)",
-            lambda o: any(str(getattr(o, name, None) or "").startswith("kafka://") for name in ("input", "alerts_topic")),
+            lambda o: any(str(getattr(o, name, None) or "").startswith("kafka://")
+                          for name in ("input", "alerts_topic")),
             frozenset({"PrismRunner", "FlinkRunner"}),
             "run it with --runner=PrismRunner (this machine) or --runner=FlinkRunner (embedded or a cluster)",
             "Beam's Java KafkaIO through kappaflow's expansion service, Java workers in the EXTERNAL "
             "environment (no Docker); the Python DirectRunner cannot run a Java transform"),
+    Feature("Kafka offsets committed at checkpoints (--kafka_consumer_group, live read)", _commits_at_checkpoints,
+            frozenset({"FlinkRunner"}),
+            "run it with --runner=FlinkRunner, or drop --kafka_consumer_group (each run then starts at "
+            "auto.offset.reset), or bound the read with --kafka_max_records",
+            "KafkaIO commits from a @RequiresStableInput step, which Prism 2.70 refuses "
+            "(beam:requirement:pardo:stable_input:v1)"),
 )
 
 

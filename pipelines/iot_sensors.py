@@ -171,7 +171,8 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     failures = [parsed[DEAD_LETTER_TAG], corrected[DEAD_LETTER_TAG], converted[DEAD_LETTER_TAG],
                 plausible[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], enriched[DEAD_LETTER_TAG],
                 in_time[DEAD_LETTER_TAG], stats_failures, alert_failures]
-    # Every pane of an alert; consumers dedup on alert_id (a Pub/Sub attribute, the Kafka key).
+    # Every pane of an alert; consumers dedup on alert_id (a Pub/Sub attribute, the Kafka key),
+    # keeping the highest pane_index.
     if is_kafka_url(opts.alerts_topic):  # a failed send fails the bundle: the runner retries it
         alerts | "PublishAlertsToKafka" >> WriteKafkaMessages(
             kafka_write_config(opts, opts.alerts_topic), "alert_id", schema=SENSOR_ALERTS)

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import apache_beam as beam
@@ -149,8 +148,8 @@ def iot_sample(tmp_path_factory):
 
 @pytest.mark.slow
 def test_iot_alerts_arrive_on_a_kafka_topic(kafka_broker, iot_sample, tmp_path, shared_java_services):
-    """Every alert the table holds arrives on the topic, keyed by its alert_id, with its fields
-    (a batch run on Prism: one pane per window, so one record per alert)."""
+    """Every alert the table holds arrives on the topic, keyed by its alert_id; the record of a key
+    with the highest pane_index is the alert's last pane, the table's row."""
     readings, args = iot_sample
     topic = kafka_broker.topic()
     output = f"sqlite:///{tmp_path}/out.db"
@@ -161,10 +160,14 @@ def test_iot_alerts_arrive_on_a_kafka_topic(kafka_broker, iot_sample, tmp_path, 
 
     alerts = {key[0]: row for key, row in read_rows(output, SENSOR_ALERTS).items()}
     assert alerts, "the sample raised no alert: nothing to publish"
-    published = kafka_broker.consume(topic, expected=len(alerts) + 1, timeout_seconds=15)
-    assert sorted(r.key.decode() for r in published) == sorted(alerts)
-    for record in published:
-        message, row = json.loads(record.value), alerts[record.key.decode()]
+    published = kafka_broker.consume(topic, expected=10 * len(alerts), timeout_seconds=15)
+    panes: dict[str, list[dict]] = {}
+    for record in published:  # every pane (Prism fires a window's panes even in batch), in any order
+        panes.setdefault(record.key.decode(), []).append(json.loads(record.value))
+    assert sorted(panes) == sorted(alerts)
+    last = {alert_id: max(messages, key=lambda m: m["pane_index"]) for alert_id, messages in panes.items()}
+    for alert_id, message in last.items():
+        row = alerts[alert_id]
         assert (message["device_id"], message["severity"], message["max"]) == (
             row["device_id"], row["severity"], row["max"])
 
@@ -178,7 +181,7 @@ def test_live_job_prints_its_accounting_while_it_runs_and_when_cancelled(kafka_b
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     command = [sys.executable, "-m", "pipelines.iot_sensors", f"--input={url}", *args, "--streaming",
                "--runner=PrismRunner", f"--output=sqlite:///{tmp_path}/out.db", "--progress=off",
-               f"--kafka_consumer_group=kappaflow-test-{uuid.uuid4().hex[:8]}", "--report_every_seconds=3"]
+               "--report_every_seconds=3"]  # no consumer group: Prism cannot commit offsets (runner_support)
     errors = tmp_path / "stderr.txt"  # a file: a full stderr pipe would block the job
     job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors.open("w"), text=True)
     running = []
@@ -191,7 +194,7 @@ def test_live_job_prints_its_accounting_while_it_runs_and_when_cancelled(kafka_b
                 # Two reports after every record was read: the job is live and the counts are current.
                 if sum(1 for r in running if f"read {produced:,} " in r) >= 2:
                     break
-        assert job.poll() is None, f"the job ended by itself: {job.communicate()}"
+        assert job.poll() is None, f"the job ended by itself: {errors.read_text()[-3000:]}"
         job.send_signal(signal.SIGINT)
         out, _ = job.communicate(timeout=120)
     finally:
@@ -199,7 +202,8 @@ def test_live_job_prints_its_accounting_while_it_runs_and_when_cancelled(kafka_b
             job.kill()
     err = errors.read_text()
     assert len(running) >= 2, running
-    assert all(re.search(r"\| in flight [0-9,]+ \| ", r) for r in running), running
+    assert all(re.search(r"\| in flight [0-9,]+$", r.strip()) for r in running), running
     cancelled = [line for line in out.splitlines() if ", cancelled: read " in line]
     assert len(cancelled) == 1 and f"read {produced:,} " in cancelled[0], out
     assert job.returncode == 130 and "interrupted" in err, (job.returncode, err[-2000:])
+    print(running[-1], cancelled[0])

@@ -335,3 +335,166 @@ def test_live_from_kafka_same_table_and_accounting(case, runner, samples, on_kaf
     acc = _run(case, url, sample.args, output, *runner.args, f"--kafka_max_records={produced}",
                f"--kafka_consumer_group=kappaflow-test-{uuid.uuid4().hex[:8]}")  # a fresh group: read it all
     _assert_batch_table_and_accounting(case, runner, sample, acc, output)
+
+
+# --- delivery on a standalone Flink cluster: a live Kafka job stopped and resumed ---------------
+
+def _committed(broker: KafkaBroker, group: str) -> int:
+    """Offsets the group has committed, summed over partitions (KafkaIO commits at checkpoints)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        return sum(max(o.offset, 0) for o in admin.list_consumer_group_offsets(group).values())
+    finally:
+        admin.close()
+
+
+def _stop_with_savepoint(master: str, job: str, directory: str, drain: bool) -> str:
+    """Flink's stop-with-savepoint (REST, as `flink stop [--drain]`); → the savepoint's path."""
+    import json
+    import time
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{master}/jobs/{job}/stop", method="POST",
+                                     data=json.dumps({"targetDirectory": directory, "drain": drain}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        trigger = json.load(response)["request-id"]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        status = _rest(master, f"/jobs/{job}/savepoints/{trigger}")
+        if status["status"]["id"] == "COMPLETED":
+            operation = status["operation"]
+            assert "failure-cause" not in operation, operation["failure-cause"].get("stack-trace", operation)[:3000]
+            return operation["location"]
+        time.sleep(0.5)
+    raise TimeoutError(f"no savepoint of job {job} after 180 s")
+
+
+def _when_committed(master: str, broker: KafkaBroker, group: str, count: int, done=None,
+                    timeout_seconds: float = 400) -> Optional[str]:
+    """The running job's id once `group` has committed `count` offsets (None if `done` is set first)."""
+    import threading
+    import time
+
+    done = done or threading.Event()
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline and not done.is_set():
+        running = [j for j in _rest(master, "/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
+        if running and _committed(broker, group) >= count:
+            return running[0]["jid"]
+        done.wait(0.5)
+    if done.is_set():
+        return None
+    raise TimeoutError(f"{group} did not commit {count} offsets in {timeout_seconds:.0f} s")
+
+
+class _WhenCommitted:
+    """Beside the launcher (which needs the main thread): once the running job's group has committed
+    `count` offsets, run `action(job id)`; its result or error is kept for the main thread."""
+
+    def __init__(self, master: str, broker: KafkaBroker, group: str, count: int, action: Callable[[str], object]):
+        import threading
+
+        self.outcome: dict = {}
+        self._args = (master, broker, group, count, action)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        master, broker, group, count, action = self._args
+        try:
+            job = _when_committed(master, broker, group, count, self._done)
+            if job is not None:
+                self.outcome["job"] = job
+                self.outcome["result"] = action(job)
+        except Exception as error:  # noqa: BLE001 - reported by the main thread
+            self.outcome["error"] = error
+
+    def __enter__(self) -> "_WhenCommitted":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=200)
+        if exc[0] is None and "error" in self.outcome:
+            raise self.outcome["error"]
+
+
+def _split_sample(sample: Sample) -> tuple[list, list]:
+    from fixtures_kafka import keyed_records
+
+    records = keyed_records(Path(sample.input).read_text(encoding="utf-8").splitlines(), "user_id",
+                            lambda event: event["timestamp"])
+    return records[:len(records) // 2], records[len(records) // 2:]
+
+
+def _live_cluster_args(master: str, group: str) -> tuple[str, ...]:
+    return ("--runner=FlinkRunner", f"--flink_master={master}", "--streaming", f"--kafka_consumer_group={group}",
+            "--checkpointing_interval=1000", "--report_every_seconds=0",
+            # An idle partition's watermark is the wall clock, months past the sample's event time:
+            # a year of lateness keeps the windows open for the second half of the events.
+            "--allowed_lateness_seconds=31536000")
+
+
+def test_flink_cluster_kafka_job_resumes_from_a_savepoint(samples, tmp_path, flink_cluster, kafka_broker,
+                                                           shared_java_services):
+    """A live Kafka job is stopped with a savepoint once its group committed the first half of the
+    events; more events arrive; a new job from the savepoint reads exactly the rest (its own
+    counters), not the topic from the start, and, drained, ends with the batch table."""
+    case, master = PIPELINES[0], flink_cluster["master"]
+    sample = samples(case, too_late=False)
+    first, second = _split_sample(sample)
+    topic, group = kafka_broker.topic(), f"kappaflow-test-{uuid.uuid4().hex[:8]}"
+    url, output = f"kafka://{kafka_broker.bootstrap}/{topic}", f"sqlite:///{tmp_path}/out.db"
+    savepoints = str(tmp_path / "savepoints")
+    kafka_broker.produce(topic, first)
+
+    stop = lambda job: _stop_with_savepoint(master, job, savepoints, drain=False)
+    with _WhenCommitted(master, kafka_broker, group, len(first), stop) as stopped:
+        before = _run(case, url, sample.args, output, *_live_cluster_args(master, group))
+    kafka_broker.produce(topic, second)
+    drain = lambda job: _stop_with_savepoint(master, job, savepoints, drain=True)
+    with _WhenCommitted(master, kafka_broker, group, len(first) + len(second), drain):
+        after = _run(case, url, sample.args, output, *_live_cluster_args(master, group),
+                     f"--savepoint_path={stopped.outcome['result']}")
+
+    assert (before.read, after.read) == (len(first), len(second)), (before.summary(), after.summary())
+    assert after.balanced, after.summary()
+    assert before.aggregated + after.aggregated == sample.batch.aggregated, (before.summary(), after.summary())
+    diff = diff_tables(sample.batch_rows, case.read_output(output))
+    assert diff.identical, diff.summary()
+
+
+def test_flink_cluster_kafka_job_survives_a_killed_taskmanager(samples, tmp_path, flink_cluster, kafka_broker,
+                                                               shared_java_services):
+    """Kill -9 the TaskManager once the group committed the first half of the events, start a new
+    one, produce the rest: the job restores its last checkpoint, reads on from its offsets (the
+    restored attempt's counters hold the second half only), and, drained, ends with the batch table."""
+    case, master = PIPELINES[0], flink_cluster["master"]
+    cluster, env = ["bash", flink_cluster["script"]], flink_cluster["env"]
+    sample = samples(case, too_late=False)
+    first, second = _split_sample(sample)
+    topic, group = kafka_broker.topic(), f"kappaflow-test-{uuid.uuid4().hex[:8]}"
+    url, output = f"kafka://{kafka_broker.bootstrap}/{topic}", f"sqlite:///{tmp_path}/out.db"
+    kafka_broker.produce(topic, first)
+
+    def kill_then_produce_then_drain(job: str) -> str:
+        subprocess.run([*cluster, "kill-taskmanager"], env=env, check=True, timeout=60)
+        subprocess.run([*cluster, "start-taskmanager"], env=env, check=True, timeout=120)
+        kafka_broker.produce(topic, second)
+        restarted = _when_committed(master, kafka_broker, group, len(first) + len(second))
+        return _stop_with_savepoint(master, restarted, str(tmp_path / "savepoints"), drain=True)
+
+    with _WhenCommitted(master, kafka_broker, group, len(first), kill_then_produce_then_drain) as killed:
+        acc = _run(case, url, sample.args, output, *_live_cluster_args(master, group))
+
+    exceptions = _rest(master, f"/jobs/{killed.outcome['job']}/exceptions")
+    assert exceptions.get("exceptionHistory", {}).get("entries") or exceptions.get("root-exception"), (
+        "no failure recorded: the kill did not hit the job")
+    print(acc.summary())
+    assert acc.read == len(second), acc.summary()
+    diff = diff_tables(sample.batch_rows, case.read_output(output))
+    assert diff.identical, diff.summary()
