@@ -35,15 +35,6 @@ class Feature:
     note: str = ""
 
 
-def _commits_at_checkpoints(options) -> bool:
-    """A live Kafka read in a consumer group: KafkaIO commits its offsets from a @RequiresStableInput DoFn."""
-    from io_connectors.kafka import kafka_read_config
-
-    kafka = kafka_read_config(options)
-    return (kafka is not None and kafka.consumer_group is not None and kafka.max_records is None
-            and kafka.max_read_seconds is None)
-
-
 FEATURES = (
     Feature("Python Pub/Sub read (--input_subscription)", lambda o: bool(getattr(o, "input_subscription", None)),
             frozenset({"DirectRunner", "DataflowRunner"}),
@@ -60,12 +51,6 @@ FEATURES = (
             "run it with --runner=PrismRunner (this machine) or --runner=FlinkRunner (embedded or a cluster)",
             "Beam's Java KafkaIO through kappaflow's expansion service, Java workers in the EXTERNAL "
             "environment (no Docker); the Python DirectRunner cannot run a Java transform"),
-    Feature("Kafka offsets committed at checkpoints (--kafka_consumer_group, live read)", _commits_at_checkpoints,
-            frozenset({"FlinkRunner"}),
-            "run it with --runner=FlinkRunner, or drop --kafka_consumer_group (each run then starts at "
-            "auto.offset.reset), or bound the read with --kafka_max_records",
-            "KafkaIO commits from a @RequiresStableInput step, which Prism 2.70 refuses "
-            "(beam:requirement:pardo:stable_input:v1)"),
 )
 
 

@@ -16,6 +16,11 @@ export FLINK_CONF_DIR="$RUN/conf" FLINK_LOG_DIR="$RUN/log" FLINK_PID_DIR="$RUN"
 configure() {
   mkdir -p "$FLINK_CONF_DIR" "$FLINK_LOG_DIR"
   cp "$FLINK_HOME"/conf/log4j*.properties "$FLINK_CONF_DIR/"
+  # Flink's own JVM options for Java 17 (--add-opens ...), from the distribution's config: without
+  # them a checkpoint of Kryo-serialized state fails (KafkaIO's offset commit: "module java.base
+  # does not opens java.util").
+  local java_opts
+  java_opts="$(sed -n 's/^ *all: *//p' "$FLINK_HOME/conf/config.yaml" | head -1)"
   # Flat keys are valid YAML for Flink 1.19's config.yaml. Loopback only; small memory for a laptop.
   cat > "$FLINK_CONF_DIR/config.yaml" <<YAML
 jobmanager.rpc.address: 127.0.0.1
@@ -36,6 +41,7 @@ taskmanager.data.port: 0
 # A restarted TaskManager must be able to take the job back quickly.
 heartbeat.timeout: 10000
 heartbeat.interval: 2000
+env.java.opts.all: $java_opts
 YAML
 }
 

@@ -49,7 +49,8 @@ def test_url_names_servers_and_topics_and_config_goes_to_the_consumer():
     assert config.topics == ["clicks", "views"]
     assert config.consumer_properties() == {
         "bootstrap.servers": "10.0.0.1:9092,10.0.0.2:9092", "group.id": "kappaflow-clicks",
-        "security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "auto.offset.reset": "latest"}
+        "enable.auto.commit": "true", "security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
+        "auto.offset.reset": "latest"}
     # Without a group nothing is committed; a new job starts at the earliest retained record.
     assert KafkaReadConfig("kafka://h:9092/t").consumer_properties() == {
         "bootstrap.servers": "h:9092", "auto.offset.reset": "earliest"}
@@ -181,7 +182,7 @@ def test_live_job_prints_its_accounting_while_it_runs_and_when_cancelled(kafka_b
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     command = [sys.executable, "-m", "pipelines.iot_sensors", f"--input={url}", *args, "--streaming",
                "--runner=PrismRunner", f"--output=sqlite:///{tmp_path}/out.db", "--progress=off",
-               "--report_every_seconds=3"]  # no consumer group: Prism cannot commit offsets (runner_support)
+               "--report_every_seconds=3"]
     errors = tmp_path / "stderr.txt"  # a file: a full stderr pipe would block the job
     job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors.open("w"), text=True)
     running = []

@@ -340,7 +340,8 @@ def test_live_from_kafka_same_table_and_accounting(case, runner, samples, on_kaf
 # --- delivery on a standalone Flink cluster: a live Kafka job stopped and resumed ---------------
 
 def _committed(broker: KafkaBroker, group: str) -> int:
-    """Offsets the group has committed, summed over partitions (KafkaIO commits at checkpoints)."""
+    """Offsets the group has committed, summed over partitions: what the job's consumer has polled
+    (it commits every second here, see _live_cluster_args)."""
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
@@ -433,7 +434,7 @@ def _split_sample(sample: Sample) -> tuple[list, list]:
 
 def _live_cluster_args(master: str, group: str) -> tuple[str, ...]:
     return ("--runner=FlinkRunner", f"--flink_master={master}", "--streaming", f"--kafka_consumer_group={group}",
-            "--checkpointing_interval=1000", "--report_every_seconds=0",
+            "--kafka_config=auto.commit.interval.ms=1000", "--checkpointing_interval=1000", "--report_every_seconds=0",
             # An idle partition's watermark is the wall clock, months past the sample's event time:
             # a year of lateness keeps the windows open for the second half of the events.
             "--allowed_lateness_seconds=31536000")
@@ -470,9 +471,11 @@ def test_flink_cluster_kafka_job_resumes_from_a_savepoint(samples, tmp_path, fli
 
 def test_flink_cluster_kafka_job_survives_a_killed_taskmanager(samples, tmp_path, flink_cluster, kafka_broker,
                                                                shared_java_services):
-    """Kill -9 the TaskManager once the group committed the first half of the events, start a new
+    """Kill -9 the TaskManager once a checkpoint holds the first half of the events, start a new
     one, produce the rest: the job restores its last checkpoint, reads on from its offsets (the
     restored attempt's counters hold the second half only), and, drained, ends with the batch table."""
+    import time
+
     case, master = PIPELINES[0], flink_cluster["master"]
     cluster, env = ["bash", flink_cluster["script"]], flink_cluster["env"]
     sample = samples(case, too_late=False)
@@ -482,6 +485,10 @@ def test_flink_cluster_kafka_job_survives_a_killed_taskmanager(samples, tmp_path
     kafka_broker.produce(topic, first)
 
     def kill_then_produce_then_drain(job: str) -> str:
+        # Every record of the first half was polled: once one more checkpoint completes, it holds them.
+        completed = _rest(master, f"/jobs/{job}/checkpoints")["counts"]["completed"]
+        while _rest(master, f"/jobs/{job}/checkpoints")["counts"]["completed"] < completed + 2:
+            time.sleep(0.2)
         subprocess.run([*cluster, "kill-taskmanager"], env=env, check=True, timeout=60)
         subprocess.run([*cluster, "start-taskmanager"], env=env, check=True, timeout=120)
         kafka_broker.produce(topic, second)

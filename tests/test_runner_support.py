@@ -25,9 +25,6 @@ def _run(tmp_path, *args):
      r"--pubsub_id_label\) is not supported on DirectRunner: drop --pubsub_id_label"),
     (("--streaming", "--input=kafka://127.0.0.1:9/clicks"),
      r"^clickstream: Java transforms: Kafka .* not supported on DirectRunner: run it with --runner=PrismRunner"),
-    (("--runner=PrismRunner", "--streaming", "--input=kafka://127.0.0.1:9/clicks", "--kafka_consumer_group=g"),
-     r"^clickstream: Kafka offsets committed at checkpoints .* not supported on PrismRunner: "
-     r"run it with --runner=FlinkRunner, or drop --kafka_consumer_group"),
 ])
 def test_unsupported_combination_stops_in_one_line_naming_the_alternative(tmp_path, args, message):
     with pytest.raises(SystemExit, match=message) as stopped:
