@@ -158,7 +158,10 @@ def _wait_reporting_a_stop(result: beam.runners.runner.PipelineResult, account: 
     try:
         result.wait_until_finish()
     except BaseException as stop:
-        if not isinstance(stop, KeyboardInterrupt) and getattr(result, "_state", None) != PipelineState.CANCELLED:
+        # Beam's Flink job server reports a job cancelled on the cluster as FAILED.
+        cancelled = (getattr(result, "_state", None) == PipelineState.CANCELLED
+                     or "JobCancellationException" in str(stop))
+        if not isinstance(stop, KeyboardInterrupt) and not cancelled:
             raise
         try:
             if isinstance(stop, KeyboardInterrupt):

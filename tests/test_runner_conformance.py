@@ -343,10 +343,15 @@ def _committed(broker: KafkaBroker, group: str) -> int:
     """Offsets the group has committed, summed over partitions: what the job's consumer has polled
     (it commits every second here, see _live_cluster_args)."""
     from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
 
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     try:
         return sum(max(o.offset, 0) for o in admin.list_consumer_group_offsets(group).values())
+    except KafkaError as error:
+        if error.retriable:  # e.g. the group's coordinator is not chosen yet: nothing committed
+            return 0
+        raise
     finally:
         admin.close()
 
@@ -382,7 +387,10 @@ def _when_committed(master: str, broker: KafkaBroker, group: str, count: int, do
     done = done or threading.Event()
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline and not done.is_set():
-        running = [j for j in _rest(master, "/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
+        try:
+            running = [j for j in _rest(master, "/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
+        except OSError:  # a busy JobManager (2 shared cores): ask again
+            running = []
         if running and _committed(broker, group) >= count:
             return running[0]["jid"]
         done.wait(0.5)
@@ -410,8 +418,14 @@ class _WhenCommitted:
             if job is not None:
                 self.outcome["job"] = job
                 self.outcome["result"] = action(job)
-        except Exception as error:  # noqa: BLE001 - reported by the main thread
+        except Exception as error:  # noqa: BLE001 - reported by the main thread, which the cancel frees
             self.outcome["error"] = error
+            for job in _rest(master, "/jobs/overview")["jobs"]:
+                if job["state"] in ("RUNNING", "RESTARTING", "CREATED"):
+                    import urllib.request
+
+                    urllib.request.urlopen(urllib.request.Request(f"http://{master}/jobs/{job['jid']}?mode=cancel",
+                                                                  method="PATCH"), timeout=10)
 
     def __enter__(self) -> "_WhenCommitted":
         self._thread.start()
@@ -420,7 +434,7 @@ class _WhenCommitted:
     def __exit__(self, *exc: object) -> None:
         self._done.set()
         self._thread.join(timeout=200)
-        if exc[0] is None and "error" in self.outcome:
+        if "error" in self.outcome:
             raise self.outcome["error"]
 
 
@@ -434,37 +448,74 @@ def _split_sample(sample: Sample) -> tuple[list, list]:
 
 def _live_cluster_args(master: str, group: str) -> tuple[str, ...]:
     return ("--runner=FlinkRunner", f"--flink_master={master}", "--streaming", f"--kafka_consumer_group={group}",
-            "--kafka_config=auto.commit.interval.ms=1000", "--checkpointing_interval=1000", "--report_every_seconds=0",
+            # Small polls committed every second: a consumer that went back to the start would show.
+            "--kafka_config=auto.commit.interval.ms=1000,max.poll.records=50",
+            "--checkpointing_interval=1000", "--report_every_seconds=0",
             # An idle partition's watermark is the wall clock, months past the sample's event time:
             # a year of lateness keeps the windows open for the second half of the events.
             "--allowed_lateness_seconds=31536000")
 
 
+def _resume_then_cancel(master: str, broker: KafkaBroker, group: str, total: int, table_done: Callable[[], bool],
+                        outcome: dict) -> None:
+    """While a restored job reads on: the smallest offset sum the group commits (a consumer back at
+    the start would commit less than before the stop) until it committed `total`; then, once the
+    table is complete, cancel the job. A restored Beam 2.70 job takes no more checkpoints (its
+    Impulse source task has finished), so it cannot be drained or savepointed again."""
+    import time
+    import urllib.request
+
+    deadline, lowest = time.monotonic() + 400, None
+    while time.monotonic() < deadline:
+        committed = _committed(broker, group)
+        lowest = committed if lowest is None else min(lowest, committed)
+        if committed >= total and table_done():
+            break
+        time.sleep(0.3)
+    outcome["lowest_committed"] = lowest
+    jobs = None
+    while jobs is None:
+        try:
+            jobs = _rest(master, "/jobs/overview")["jobs"]
+        except OSError:  # a busy JobManager: ask again
+            time.sleep(1)
+    for job in jobs:
+        if job["state"] == "RUNNING":
+            urllib.request.urlopen(urllib.request.Request(f"http://{master}/jobs/{job['jid']}?mode=cancel",
+                                                          method="PATCH"), timeout=10)
+
+
 def test_flink_cluster_kafka_job_resumes_from_a_savepoint(samples, tmp_path, flink_cluster, kafka_broker,
                                                            shared_java_services):
-    """A live Kafka job is stopped with a savepoint once its group committed the first half of the
-    events; more events arrive; a new job from the savepoint reads exactly the rest (its own
-    counters), not the topic from the start, and, drained, ends with the batch table."""
+    """A live Kafka job is stopped with a savepoint once its consumer polled the first half of the
+    events; more events arrive; a new job from the savepoint reads on from the savepoint's offsets
+    (the group's committed offsets never fall back) and the table becomes the batch table."""
+    import threading
+
     case, master = PIPELINES[0], flink_cluster["master"]
     sample = samples(case, too_late=False)
     first, second = _split_sample(sample)
     topic, group = kafka_broker.topic(), f"kappaflow-test-{uuid.uuid4().hex[:8]}"
     url, output = f"kafka://{kafka_broker.bootstrap}/{topic}", f"sqlite:///{tmp_path}/out.db"
-    savepoints = str(tmp_path / "savepoints")
     kafka_broker.produce(topic, first)
 
-    stop = lambda job: _stop_with_savepoint(master, job, savepoints, drain=False)
+    stop = lambda job: _stop_with_savepoint(master, job, str(tmp_path / "savepoints"), drain=False)
     with _WhenCommitted(master, kafka_broker, group, len(first), stop) as stopped:
         before = _run(case, url, sample.args, output, *_live_cluster_args(master, group))
-    kafka_broker.produce(topic, second)
-    drain = lambda job: _stop_with_savepoint(master, job, savepoints, drain=True)
-    with _WhenCommitted(master, kafka_broker, group, len(first) + len(second), drain):
-        after = _run(case, url, sample.args, output, *_live_cluster_args(master, group),
-                     f"--savepoint_path={stopped.outcome['result']}")
+    # Read: the first half. Not all aggregated: what the windows held went into the savepoint.
+    assert before.read == len(first), before.summary()
 
-    assert (before.read, after.read) == (len(first), len(second)), (before.summary(), after.summary())
-    assert after.balanced, after.summary()
-    assert before.aggregated + after.aggregated == sample.batch.aggregated, (before.summary(), after.summary())
+    kafka_broker.produce(topic, second)
+    resumed: dict = {}
+    table_done = lambda: diff_tables(sample.batch_rows, case.read_output(output)).identical
+    watcher = threading.Thread(target=_resume_then_cancel, daemon=True, args=(
+        master, kafka_broker, group, len(first) + len(second), table_done, resumed))
+    watcher.start()
+    with pytest.raises(RuntimeError, match="Job was cancelled"):
+        _run(case, url, sample.args, output, *_live_cluster_args(master, group),
+             f"--savepoint_path={stopped.outcome['result']}")
+    watcher.join(timeout=60)
+    assert resumed["lowest_committed"] >= len(first), resumed
     diff = diff_tables(sample.batch_rows, case.read_output(output))
     assert diff.identical, diff.summary()
 
@@ -472,8 +523,8 @@ def test_flink_cluster_kafka_job_resumes_from_a_savepoint(samples, tmp_path, fli
 def test_flink_cluster_kafka_job_survives_a_killed_taskmanager(samples, tmp_path, flink_cluster, kafka_broker,
                                                                shared_java_services):
     """Kill -9 the TaskManager once a checkpoint holds the first half of the events, start a new
-    one, produce the rest: the job restores its last checkpoint, reads on from its offsets (the
-    restored attempt's counters hold the second half only), and, drained, ends with the batch table."""
+    one, produce the rest: the job restores its last checkpoint and reads on from its offsets (the
+    group's committed offsets never fall back), and the table becomes the batch table."""
     import time
 
     case, master = PIPELINES[0], flink_cluster["master"]
@@ -483,25 +534,34 @@ def test_flink_cluster_kafka_job_survives_a_killed_taskmanager(samples, tmp_path
     topic, group = kafka_broker.topic(), f"kappaflow-test-{uuid.uuid4().hex[:8]}"
     url, output = f"kafka://{kafka_broker.bootstrap}/{topic}", f"sqlite:///{tmp_path}/out.db"
     kafka_broker.produce(topic, first)
+    resumed: dict = {}
 
-    def kill_then_produce_then_drain(job: str) -> str:
-        # Every record of the first half was polled: once one more checkpoint completes, it holds them.
-        completed = _rest(master, f"/jobs/{job}/checkpoints")["counts"]["completed"]
-        while _rest(master, f"/jobs/{job}/checkpoints")["counts"]["completed"] < completed + 2:
+    def kill_then_resume(job: str) -> None:
+        # Every record of the first half was polled: once two more checkpoints complete, they hold them.
+        def completed() -> int:
+            try:
+                return _rest(master, f"/jobs/{job}/checkpoints")["counts"]["completed"]
+            except OSError:  # a busy JobManager: ask again
+                return -1
+
+        first_seen = -1
+        while first_seen < 0:
+            first_seen = completed()
+        while completed() < first_seen + 2:
             time.sleep(0.2)
         subprocess.run([*cluster, "kill-taskmanager"], env=env, check=True, timeout=60)
         subprocess.run([*cluster, "start-taskmanager"], env=env, check=True, timeout=120)
         kafka_broker.produce(topic, second)
-        restarted = _when_committed(master, kafka_broker, group, len(first) + len(second))
-        return _stop_with_savepoint(master, restarted, str(tmp_path / "savepoints"), drain=True)
+        table_done = lambda: diff_tables(sample.batch_rows, case.read_output(output)).identical
+        _resume_then_cancel(master, kafka_broker, group, len(first) + len(second), table_done, resumed)
 
-    with _WhenCommitted(master, kafka_broker, group, len(first), kill_then_produce_then_drain) as killed:
-        acc = _run(case, url, sample.args, output, *_live_cluster_args(master, group))
+    with _WhenCommitted(master, kafka_broker, group, len(first), kill_then_resume) as killed:
+        with pytest.raises(RuntimeError, match="Job was cancelled"):
+            _run(case, url, sample.args, output, *_live_cluster_args(master, group))
 
     exceptions = _rest(master, f"/jobs/{killed.outcome['job']}/exceptions")
     assert exceptions.get("exceptionHistory", {}).get("entries") or exceptions.get("root-exception"), (
         "no failure recorded: the kill did not hit the job")
-    print(acc.summary())
-    assert acc.read == len(second), acc.summary()
+    assert resumed["lowest_committed"] >= len(first), resumed
     diff = diff_tables(sample.batch_rows, case.read_output(output))
     assert diff.identical, diff.summary()
