@@ -26,12 +26,13 @@ import sqlalchemy as sa
 from apache_beam.metrics import Metrics
 
 from io_connectors.change_tables import VERSION, ChangeTables
-from io_connectors.sql_sink import create_engine, versioned_upsert_statement
-from transforms import metrics
+from io_connectors.sql_sink import versioned_upsert_statement
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.retry import RetryPolicy
+from kappaflow.core.schema import FieldType
+from kappaflow.core.sql import create_engine
 from transforms.debezium import PrimaryKeys
-from transforms.enrich_database import RetryPolicy
-from transforms.records import DEAD_LETTER_TAG, dead_letter
-from transforms.schema import FieldType
 
 __all__ = ["Outcome", "apply_changes", "newest_changes", "newest_per_key", "ReportOutcomes", "ApplyChangesFn", "ApplyChanges"]
 

@@ -31,18 +31,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import metrics
-from transforms.records import RawRecord
+from kappaflow.core import metrics
+from kappaflow.core.records import RawRecord
 
 __all__ = [
     "KafkaOptions", "KafkaReadConfig", "KafkaRecordToRawRecordFn", "ReadKafkaRecords", "check_kafka", "is_kafka_url",
-    "kafka_read_config", "parse_kafka_config",
+    "parse_kafka_config",
 ]
 
 SCHEME = "kafka://"
@@ -86,6 +86,9 @@ class KafkaReadConfig:
     max_read_seconds: Optional[int] = None
     # A Java worker pool already running (e.g. next to each TaskManager of a remote Flink cluster).
     java_worker_pool: Optional[str] = None
+    # worker pool -> address of Beam's Java expansion service; the runtime supplies the one it runs
+    # (kappaflow/java_services.py), so the connector never starts processes itself.
+    expansion_service: Optional[Callable[[Optional[str]], str]] = None
 
     def __post_init__(self) -> None:
         if not _URL.match(self.url):
@@ -139,9 +142,9 @@ class ReadKafkaRecords(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         from apache_beam.io.kafka import ReadFromKafka
 
-        from kappaflow import java_services
-
         config = self._config
+        if config.expansion_service is None:
+            raise ValueError(f"--input={config.url}: a Kafka read needs Beam's Java expansion service")
         return (
             pbegin
             | "ReadFromKafka" >> ReadFromKafka(
@@ -152,7 +155,7 @@ class ReadKafkaRecords(beam.PTransform):
                 commit_offset_in_finalize=bool(config.consumer_group),
                 max_num_records=config.max_records,
                 max_read_time=config.max_read_seconds,
-                expansion_service=java_services.expansion_service(config.java_worker_pool))
+                expansion_service=config.expansion_service(config.java_worker_pool))
             | "ToRawRecords" >> beam.ParDo(KafkaRecordToRawRecordFn())
         )
 
@@ -177,16 +180,6 @@ class KafkaOptions(PipelineOptions):
                             help="Java transforms (Kafka): HOST:PORT of a running Beam Java worker pool "
                                  "(ExternalWorkerService), e.g. next to each TaskManager of a Flink cluster; "
                                  "default: one started on this machine for the run.")
-
-
-def kafka_read_config(opts: PipelineOptions) -> Optional[KafkaReadConfig]:
-    """The Kafka read the options ask for (`--input=kafka://...`), else None."""
-    url = getattr(opts, "input", None)
-    if not is_kafka_url(url):
-        return None
-    kafka = opts.view_as(KafkaOptions)
-    return KafkaReadConfig(url, kafka.kafka_consumer_group, parse_kafka_config(kafka.kafka_config),
-                           kafka.kafka_max_records, kafka.kafka_max_read_seconds, kafka.java_worker_pool)
 
 
 def check_kafka(url: str) -> None:

@@ -26,10 +26,10 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from io_connectors.batched_write import WriteInBatchesFn
-from transforms import metrics
-from transforms.enrich_database import RetryPolicy
-from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
-from transforms.schema import FieldType, Schema, format_timestamp
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord, dead_letter
+from kappaflow.core.retry import RetryPolicy
+from kappaflow.core.schema import FieldType, Schema, format_timestamp
 
 __all__ = [
     "PubSubReadConfig", "ReadPubSubRecords", "MessageToRecordFn", "PublishMessages", "PublishMessagesFn",

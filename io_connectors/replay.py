@@ -40,7 +40,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from io_connectors.files import expand_pattern, file_format, open_positioned, position_kind
-from transforms.records import RawRecord
+from kappaflow.core.records import RawRecord
 
 __all__ = ["ReplayConfig", "ReplayFiles", "ReplayFileFn"]
 

@@ -18,37 +18,18 @@ import sqlalchemy as sa
 from apache_beam.metrics import Metrics
 
 from io_connectors.batched_write import WriteInBatchesFn
-from transforms import metrics
-from transforms.enrich_database import RetryPolicy
-from transforms.records import DEAD_LETTER_TAG, dead_letter
-from transforms.schema import Schema
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.retry import RetryPolicy
+from kappaflow.core.schema import Schema
+from kappaflow.core.sql import create_engine, safe_url
 
 __all__ = [
-    "UpsertToDatabase", "UpsertRowsFn", "create_engine", "ensure_table", "upsert_rows",
-    "check_kept_columns", "versioned_upsert_statement", "check_database", "safe_url",
+    "UpsertToDatabase", "UpsertRowsFn", "ensure_table", "upsert_rows",
+    "check_kept_columns", "versioned_upsert_statement", "check_database",
 ]
 
 _LOG = logging.getLogger(__name__)
-
-
-def create_engine(url: str) -> sa.engine.Engine:
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg2://" + url[len("postgresql://"):]  # the driver we ship
-    if url.startswith("sqlite"):
-        # Several bundles may write at once; wait for the lock instead of failing.
-        return sa.create_engine(url, connect_args={"timeout": 60})
-    if url.startswith("postgresql+psycopg2://"):
-        # A server that is down or unreachable fails the attempt in seconds; retries take over.
-        return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
-    return sa.create_engine(url, pool_pre_ping=True)
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url
 
 
 def check_database(url: str) -> None:

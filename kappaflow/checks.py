@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import sqlalchemy as sa
 
 from io_connectors.files import expand_pattern
-from io_connectors.sql_sink import create_engine, safe_url
+from kappaflow.core.sql import create_engine, safe_url
 from kappaflow.errors import ConfigurationError
 from transforms.enrich_database import LookupSpec
 

@@ -35,7 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from kappaflow.errors import ConfigurationError
 from kappaflow.options import KappaflowOptions
 
-__all__ = ["main", "run_pipeline_command", "option_groups", "pipeline_parser"]
+__all__ = ["main", "run_main", "run_pipeline_command", "option_groups", "pipeline_parser"]
 
 PROG = "kappaflow"
 
@@ -276,7 +276,7 @@ def _check_ratio(name: str, accounting: Any, limit: Optional[float]) -> Optional
 def _check_servers_and_reference(name: str, cls: type[KappaflowOptions], own: KappaflowOptions) -> None:
     """A reference server that does not answer or lacks a table is a configuration error (exit 2);
     another server that is down stops the run with exit 1 (launcher.run would too, later)."""
-    from io_connectors.preflight import EndpointUnavailable, check_endpoints
+    from kappaflow.preflight import EndpointUnavailable, check_endpoints
     from kappaflow.checks import check_reference_db
 
     lookups = getattr(_module_of(cls), "reference_lookups", None)
@@ -373,3 +373,9 @@ def console_main() -> None:
 
 if __name__ == "__main__":
     console_main()
+
+
+def run_main(pipeline_name: str, build: Callable, options_class: type[KappaflowOptions]) -> None:
+    """Entry point of `python -m pipelines.<name>`: the `kappaflow <name>` command: checks first,
+    one-line errors, exit non-zero when the accounting does not add up."""
+    sys.exit(run_pipeline_command(pipeline_name, build, options_class))

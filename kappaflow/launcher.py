@@ -23,10 +23,10 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
 from kappaflow import beam_workarounds, java_services
+from kappaflow.core import metrics
 from kappaflow.errors import ConfigurationError
 from kappaflow.options import KappaflowOptions
 from kappaflow.progress import ProgressMonitor, estimate_records
-from transforms import metrics
 
 __all__ = ["Accounting", "run", "resolve_runner"]
 
@@ -172,7 +172,7 @@ def run(
         # Processing time does not pass in a batch run: there are no early panes to fire (and
         # the FnApiRunner has no clock for processing-time triggers).
         own.early_firing_seconds = 0
-    from io_connectors.preflight import EndpointUnavailable, check_endpoints
+    from kappaflow.preflight import EndpointUnavailable, check_endpoints
     from kappaflow.runner_support import UnsupportedOnRunner, check_runner_support
 
     try:
@@ -230,14 +230,3 @@ def run(
         write_report(own.report, accounting, options, monitor.samples)
     return accounting
 
-
-def run_main(
-    pipeline_name: str,
-    build: Callable[[beam.Pipeline, KappaflowOptions], None],
-    options_class: type[KappaflowOptions],
-) -> None:
-    """Entry point of `python -m pipelines.<name>`: the `kappaflow <name>` command (kappaflow/cli.py):
-    checks first, one-line errors, exit non-zero when the accounting does not add up."""
-    from kappaflow.cli import run_pipeline_command
-
-    sys.exit(run_pipeline_command(pipeline_name, build, options_class))

@@ -22,11 +22,11 @@ import sqlalchemy as sa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from io_connectors.sinks import is_database_url
-from io_connectors.sql_sink import create_engine, safe_url
+from kappaflow.core.records import DEAD_LETTER_SCHEMA
+from kappaflow.core.schema import Schema
+from kappaflow.core.sql import create_engine, safe_url
 from kappaflow.options import KappaflowOptions
 from kappaflow.progress import Snapshot
-from transforms.records import DEAD_LETTER_SCHEMA
-from transforms.schema import Schema
 
 __all__ = ["ReportData", "gather", "render", "render_report", "redact", "reason_kind"]
 
@@ -84,11 +84,11 @@ class ReportData:
 def _window_table(pipeline: str) -> Optional[tuple[Schema, str]]:
     """The pipeline's windowed output table and the column counting its events."""
     if pipeline == "clickstream":
-        from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
+        from kappaflow.core.schemas.clickstream import CLICKSTREAM_METRICS
 
         return CLICKSTREAM_METRICS, "events"
     if pipeline == "iot_sensors":
-        from kappaflow.schemas.iot import SENSOR_STATS
+        from kappaflow.core.schemas.iot import SENSOR_STATS
 
         return SENSOR_STATS, "count"
     return None
@@ -150,7 +150,7 @@ def _read_windows(url: str, schema: Schema, measure: str, since: float) -> tuple
 
 
 def schema_time(value: Any) -> float:
-    from transforms.schema import parse_timestamp
+    from kappaflow.core.schema import parse_timestamp
 
     return value if isinstance(value, float) else parse_timestamp(value)
 

@@ -24,11 +24,12 @@ from io_connectors.archive import WriteArchive
 from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.pubsub import PublishMessages
 from io_connectors.sinks import WriteTable
-from io_connectors.sources import ReadInput
-from kappaflow.launcher import run_main
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG
+from kappaflow.core.schemas.iot import IOT_ARCHIVE, IOT_READING, SENSOR_ALERTS, SENSOR_STATS
+from kappaflow.cli import run_main
 from kappaflow.options import KappaflowOptions
-from kappaflow.schemas.iot import IOT_ARCHIVE, IOT_READING, SENSOR_ALERTS, SENSOR_STATS
-from transforms import metrics
+from kappaflow.wiring import bigquery_write_config, read_input
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.alerts import RaiseThresholdAlerts, ThresholdAlertConfig
 from transforms.clock_skew import ClockSkewConfig, CorrectClockSkew, SkewCorrectedEventTime
@@ -38,7 +39,6 @@ from transforms.event_time import WithEventTime
 from transforms.exclude import ExcludeRecords
 from transforms.late_data import RouteTooLateRecords
 from transforms.parse import ParseEvents
-from transforms.records import DEAD_LETTER_TAG
 from transforms.units import CheckPlausibleRanges, NormalizeUnits, PlausibleRanges
 from transforms.windowing import WindowConfig
 
@@ -129,7 +129,7 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     skew = ClockSkewConfig(opts.max_clock_skew_seconds)
     ranges = PlausibleRanges.parse(opts.valid_ranges)
 
-    records = p | "ReadInput" >> ReadInput.from_options(
+    records = p | "ReadInput" >> read_input(
         opts, "timestamp", event_time=SkewCorrectedEventTime(skew), ingest_time_field=opts.ingest_time_field)
     parsed = records | "ParseReadings" >> ParseEvents(
         IOT_READING, PIPELINE, "device_id", max_record_bytes=opts.max_record_bytes)
@@ -158,11 +158,13 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
         | "ExcludeBadQuality" >> ExcludeRecords(lambda r: r["quality"] == "good")
         | "AggregatePerWindow" >> AggregatePerWindow(("device_id",), METRICS, windows)
     )
-    stats_failures = stats | "WriteStats" >> WriteTable(opts.output, SENSOR_STATS, PIPELINE)
+    stats_failures = stats | "WriteStats" >> WriteTable(
+        opts.output, SENSOR_STATS, PIPELINE, bigquery=bigquery_write_config(opts))
     alerts = stats | "RaiseAlerts" >> RaiseThresholdAlerts(
         ThresholdAlertConfig(("device_id",), applies=lambda row: row["device_type"] == "temperature"))
     alert_failures = alerts | "WriteAlerts" >> WriteTable(
-        opts.output, SENSOR_ALERTS, PIPELINE, counter=metrics.ALERTS_WRITTEN, keep_on_update=("created_at",))
+        opts.output, SENSOR_ALERTS, PIPELINE, counter=metrics.ALERTS_WRITTEN, keep_on_update=("created_at",),
+        bigquery=bigquery_write_config(opts))
 
     failures = [parsed[DEAD_LETTER_TAG], corrected[DEAD_LETTER_TAG], converted[DEAD_LETTER_TAG],
                 plausible[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], enriched[DEAD_LETTER_TAG],
@@ -170,7 +172,8 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     if opts.alerts_topic:  # every pane of an alert; subscribers dedup on the alert_id attribute
         failures.append(alerts | "PublishAlerts" >> PublishMessages(
             opts.alerts_topic, PIPELINE, ("alert_id", "device_id", "severity"), schema=SENSOR_ALERTS))
-    tuple(failures) | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
+    tuple(failures) | "WriteDeadLetters" >> WriteDeadLetters(
+        opts.dead_letters_url, PIPELINE, bigquery_write_config(opts))
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from apache_beam.coders import VarIntCoder
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
-from transforms import metrics
+from kappaflow.core import metrics
 from transforms.windowing import WindowConfig
 
 __all__ = ["Metric", "AggregateCombineFn", "AggregatePerWindow", "PartiallyAggregateFn", "CountAndFormatRowsFn"]

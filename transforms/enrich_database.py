@@ -18,10 +18,12 @@ import sqlalchemy as sa
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import metrics
-from transforms.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.retry import RetryPolicy
+from kappaflow.core.sql import create_engine
 
-__all__ = ["LookupSpec", "RetryPolicy", "EnrichFromDatabase", "LookupReferenceFn"]
+__all__ = ["LookupSpec", "EnrichFromDatabase", "LookupReferenceFn"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -58,23 +60,6 @@ class LookupSpec:
             if value is None:
                 value = event.get(field)
             event[field] = self.defaults.get(field) if value is None else value
-
-
-@dataclasses.dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4
-    initial_backoff_seconds: float = 0.5
-    max_backoff_seconds: float = 8.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1 or self.initial_backoff_seconds < 0:
-            raise ValueError("retry policy needs attempts >= 1 and a non-negative backoff")
-
-    def backoffs(self) -> Iterator[float]:
-        delay = self.initial_backoff_seconds
-        for _ in range(self.attempts - 1):
-            yield delay
-            delay = min(delay * 2, self.max_backoff_seconds)
 
 
 class _TtlCache:
@@ -118,8 +103,6 @@ class LookupReferenceFn(beam.DoFn):
         self._queries = Metrics.counter(metrics.NAMESPACE, "lookup_queries")
 
     def setup(self) -> None:
-        from io_connectors.sql_sink import create_engine
-
         self._engine = create_engine(self._url)
         self._caches = [_TtlCache(self._ttl, 100_000) for _ in self._lookups]
         self._tables = [

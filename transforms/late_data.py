@@ -30,8 +30,8 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindow, WindowFn
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms import metrics
-from transforms.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
 from transforms.windowing import WindowConfig
 
 __all__ = ["RouteTooLateRecords", "RouteTooLateFn"]

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
-from io_connectors.sql_sink import create_engine
+from kappaflow.core.sql import create_engine
 from kappaflow.samples import write_lines
 
 START = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.timezone.utc).timestamp()
