@@ -16,6 +16,7 @@ setup(
         "fastavro>=1.9,<2",
         "pyarrow>=14",
         "sqlalchemy>=2.0,<2.2",
+        "tenacity>=8.2,<10",
         "psycopg2-binary>=2.9,<3",
         "crcmod>=1.7",
         "tqdm>=4.66,<5",

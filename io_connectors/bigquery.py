@@ -28,10 +28,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import logging
 import os
 import re
-import time
 from typing import Any, Iterator, Optional, Sequence
 
 import apache_beam as beam
@@ -42,7 +40,7 @@ from io_connectors.bigquery_client import bigquery_client
 from io_connectors.bigquery_loads import LoadStagedFilesFn, StageForLoads
 from kappaflow.core import metrics
 from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord, dead_letter
-from kappaflow.core.retry import RetryPolicy
+from kappaflow.core.retry import RetryPolicy, brief_error
 from kappaflow.core.schema import Field, FieldType, Schema, ValidationError, format_timestamp
 
 __all__ = [
@@ -51,7 +49,6 @@ __all__ = [
     "check_bigquery",
 ]
 
-_LOG = logging.getLogger(__name__)
 PREFIX = "bigquery:"
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 METHODS = ("AUTO", "FILE_LOADS", "STREAMING_INSERTS", "STORAGE_WRITE_API")
@@ -213,27 +210,16 @@ class WriteRowsToBigQueryFn(WriteInBatchesFn):
                 except _Rejected as rejected:
                     failed[i], errors[i] = row, next(iter(rejected.errors.values()))
                 except Exception as err:  # noqa: BLE001
-                    failed[i], errors[i] = row, _brief(err)
+                    failed[i], errors[i] = row, brief_error(err)
         for i, row in failed.items():
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
                 self._pipeline, "sink", f"{self._table_id}: {errors[i]}", to_bigquery_row(self._schema, row)))
 
     def _send_with_retry(self, rows: list[dict]) -> None:
-        backoffs = self._retry.backoffs()
-        while True:
-            try:
-                return self._send(rows)
-            except _Rejected:
-                raise
-            except Exception as err:  # noqa: BLE001 - transport and server errors are retried
-                delay = next(backoffs, None)
-                if delay is None:
-                    _LOG.error("writing to %s failed: %s", self._table_id, _brief(err))
-                    raise
-                _LOG.warning("writing to %s failed, retrying in %.1fs: %s", self._table_id, delay, _brief(err))
-                self._retries.inc()
-                time.sleep(delay)
+        # Transport and server errors are retried; rows BigQuery rejected would be rejected again.
+        self._retry.call(f"writing to {self._table_id}", lambda: self._send(rows), give_up_on=_Rejected,
+                         on_retry=self._retries.inc)
 
     def _send(self, rows: list[dict]) -> None:
         if not self._ready:
@@ -270,10 +256,6 @@ class ToLoadLinesFn(beam.DoFn):
 
 def _prepare_table(schema: Schema, keep: Sequence[str], client: Any, table_id: str) -> None:
     ensure_table_and_view(client, schema, table_id, keep)
-
-
-def _brief(err: Exception) -> str:
-    return str(err).splitlines()[0][:300] if str(err) else type(err).__name__
 
 
 METHODS = ("AUTO", "FILE_LOADS", "STREAMING_INSERTS", "STORAGE_WRITE_API")
@@ -413,6 +395,6 @@ def check_bigquery(url: str, endpoint: Optional[str]) -> None:
     except exceptions.NotFound:
         raise ConnectionError(f"BigQuery {url[len(PREFIX):]} does not exist (at {where})") from None
     except Exception as err:  # noqa: BLE001 - transport errors come in several types
-        raise ConnectionError(f"BigQuery at {where} is not reachable ({url}): {_brief(err)}") from None
+        raise ConnectionError(f"BigQuery at {where} is not reachable ({url}): {brief_error(err)}") from None
     finally:
         client.close()

@@ -29,7 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from io_connectors.bigquery import BigQueryLocation, BigQueryWriteConfig, bigquery_client
-from io_connectors.bigquery_loads import StageForLoads, delete_staged, load_staged_files, with_retries
+from io_connectors.bigquery_loads import StageForLoads, delete_staged, load_staged_files
 from io_connectors.cdc_sink import Outcome, ReportOutcomes, newest_changes
 from io_connectors.change_tables import DELETED, VERSION, ChangeTables
 from kappaflow.core import metrics
@@ -201,8 +201,8 @@ class MergeStagedChangesFn(beam.DoFn):
         table, staged = element
         paths = sorted(path for path, _ in staged)
         changes = list(_read_changes(paths))
-        outcome = with_retries(f"merging {len(changes)} changes into {table}", lambda: merge_changes(
-            self._client, self._tables, table, changes, self._temp_location), self._retry)
+        outcome = self._retry.call(f"merging {len(changes)} changes into {table}", lambda: merge_changes(
+            self._client, self._tables, table, changes, self._temp_location))
         self._merges.inc()
         yield from self._report(outcome)
         delete_staged(paths)

@@ -34,27 +34,11 @@ from kappaflow.core import metrics
 from kappaflow.core.retry import RetryPolicy
 
 __all__ = ["StageFilesFn", "StageForLoads", "LoadStagedFilesFn", "load_staged_files", "delete_staged",
-           "with_retries", "STAGING_DIR", "MAX_URIS_PER_JOB"]
+           "STAGING_DIR", "MAX_URIS_PER_JOB"]
 
 _LOG = logging.getLogger(__name__)
 STAGING_DIR = "kappaflow-bq-loads"
 MAX_URIS_PER_JOB = 10_000  # BigQuery's limit of source URIs per load job
-
-
-def with_retries(what: str, action: Callable[[], Any], retry: RetryPolicy, retries_counter: Any = None) -> Any:
-    """Run `action`, retrying transport and server errors with backoff; the last error is raised."""
-    backoffs = retry.backoffs()
-    while True:
-        try:
-            return action()
-        except Exception as err:  # noqa: BLE001 - transport and server errors come in several types
-            delay = next(backoffs, None)
-            if delay is None:
-                raise
-            _LOG.warning("%s failed, retrying in %.1fs: %s", what, delay, str(err).splitlines()[0][:300])
-            if retries_counter is not None:
-                retries_counter.inc()
-            time.sleep(delay)
 
 
 class StageFilesFn(beam.DoFn):
@@ -186,9 +170,9 @@ class LoadStagedFilesFn(beam.DoFn):
         staged = sorted(staged)
         paths = [path for path, _ in staged]
         config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", write_disposition="WRITE_APPEND")
-        with_retries(f"loading {len(paths)} files into {table_id}", lambda: (
+        self._retry.call(f"loading {len(paths)} files into {table_id}", lambda: (
             self._prepare_table(self._client, table_id),
-            load_staged_files(self._client, table_id, paths, config, "kappaflow_load")), self._retry, self._retries)
+            load_staged_files(self._client, table_id, paths, config, "kappaflow_load")), on_retry=self._retries.inc)
         self._loads.inc()
         self._written.inc(sum(lines for _, lines in staged))
         delete_staged(paths)

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import sqlalchemy as sa
 
 from io_connectors.files import expand_pattern
+from kappaflow.core.retry import brief_error
 from kappaflow.core.sql import create_engine, safe_url
 from kappaflow.errors import ConfigurationError
 from transforms.enrich_database import LookupSpec
@@ -67,7 +68,7 @@ def check_reference_db(url: str, lookups: Sequence[LookupSpec]) -> None:
                     f"--reference_db: table {table} in {safe_url(url)} lacks column(s) "
                     f"{', '.join(sorted(missing))}; add them (the pipeline looks them up)")
     except sa.exc.SQLAlchemyError as err:
-        reason = str(getattr(err, "orig", err) or err).strip().splitlines()[0][:200]
+        reason = brief_error(getattr(err, "orig", None) or err, limit=200)
         raise ConfigurationError(f"--reference_db: {safe_url(url)} is not reachable ({reason}); start the "
                                  "server or fix the URL") from None
     finally:
