@@ -35,13 +35,12 @@ from typing import Any, Callable, Iterator, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from kappaflow.core import metrics
 from kappaflow.core.records import RawRecord
 
 __all__ = [
-    "KafkaOptions", "KafkaReadConfig", "KafkaRecordToRawRecordFn", "ReadKafkaRecords", "check_kafka", "is_kafka_url",
+    "KafkaReadConfig", "KafkaRecordToRawRecordFn", "ReadKafkaRecords", "check_kafka", "is_kafka_url",
     "parse_kafka_config",
 ]
 
@@ -158,28 +157,6 @@ class ReadKafkaRecords(beam.PTransform):
                 expansion_service=config.expansion_service(config.java_worker_pool))
             | "ToRawRecords" >> beam.ParDo(KafkaRecordToRawRecordFn())
         )
-
-
-class KafkaOptions(PipelineOptions):
-    """Kafka's options. Not part of KappaflowOptions: Dataflow flex templates (generated from those)
-    cannot run kappaflow's Kafka read, which needs Java workers in the EXTERNAL environment."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--kafka_consumer_group", default=None,
-                            help="Kafka (--input=kafka://HOST:PORT/TOPIC[,TOPIC]): consumer group id; offsets are "
-                                 "committed when the runner finalizes a checkpoint, and a new job resumes after them.")
-        parser.add_argument("--kafka_config", default=None,
-                            help="Kafka: consumer settings KEY=VALUE,... (security.protocol, sasl.*, ssl.*, "
-                                 "auto.offset.reset (default earliest), ...).")
-        parser.add_argument("--kafka_max_records", type=int, default=None,
-                            help="Kafka, for tests and demos: stop reading after this many records (the job ends).")
-        parser.add_argument("--kafka_max_read_seconds", type=int, default=None,
-                            help="Kafka, for tests and demos: stop reading after this many seconds (the job ends).")
-        parser.add_argument("--java_worker_pool", default=None,
-                            help="Java transforms (Kafka): HOST:PORT of a running Beam Java worker pool "
-                                 "(ExternalWorkerService), e.g. next to each TaskManager of a Flink cluster; "
-                                 "default: one started on this machine for the run.")
 
 
 def check_kafka(url: str) -> None:

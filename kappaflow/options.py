@@ -14,7 +14,7 @@ from transforms.event_time import DEFAULT_MAX_FUTURE_SECONDS, EventTimeBounds
 from transforms.parse import DEFAULT_MAX_RECORD_BYTES
 from transforms.windowing import WindowConfig
 
-__all__ = ["KappaflowOptions"]
+__all__ = ["KappaflowOptions", "KafkaOptions"]
 
 DEFAULT_OUTPUT = "sqlite:///kappaflow.db"
 # Public (it is in this file): hashes salted with it can be reversed by anyone with a dictionary.
@@ -179,3 +179,25 @@ class KappaflowOptions(PipelineOptions):
     @property
     def dead_letters_url(self) -> str:
         return self.dead_letter_output or self.output
+
+
+class KafkaOptions(PipelineOptions):
+    """Kafka's options. Not part of KappaflowOptions: Dataflow flex templates (generated from those)
+    cannot run kappaflow's Kafka read, which needs Java workers in the EXTERNAL environment."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--kafka_consumer_group", default=None,
+                            help="Kafka (--input=kafka://HOST:PORT/TOPIC[,TOPIC]): consumer group id; offsets are "
+                                 "committed when the runner finalizes a checkpoint, and a new job resumes after them.")
+        parser.add_argument("--kafka_config", default=None,
+                            help="Kafka: consumer settings KEY=VALUE,... (security.protocol, sasl.*, ssl.*, "
+                                 "auto.offset.reset (default earliest), ...).")
+        parser.add_argument("--kafka_max_records", type=int, default=None,
+                            help="Kafka, for tests and demos: stop reading after this many records (the job ends).")
+        parser.add_argument("--kafka_max_read_seconds", type=int, default=None,
+                            help="Kafka, for tests and demos: stop reading after this many seconds (the job ends).")
+        parser.add_argument("--java_worker_pool", default=None,
+                            help="Java transforms (Kafka): HOST:PORT of a running Beam Java worker pool "
+                                 "(ExternalWorkerService), e.g. next to each TaskManager of a Flink cluster; "
+                                 "default: one started on this machine for the run.")

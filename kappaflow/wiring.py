@@ -9,12 +9,12 @@ from typing import Callable, Optional
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from io_connectors.bigquery import BigQueryWriteConfig
-from io_connectors.kafka import KafkaOptions, KafkaReadConfig, is_kafka_url, parse_kafka_config
+from io_connectors.kafka import KafkaReadConfig, is_kafka_url, parse_kafka_config
 from io_connectors.pubsub import PubSubReadConfig
 from io_connectors.sources import ReadInput
 from kappaflow import java_services
 from kappaflow.core.records import RawRecord
-from kappaflow.options import KappaflowOptions
+from kappaflow.options import KafkaOptions, KappaflowOptions
 from transforms.event_time import EventTimeOf
 
 __all__ = ["read_input", "kafka_read_config", "bigquery_write_config"]
