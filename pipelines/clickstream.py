@@ -15,9 +15,9 @@ import apache_beam as beam
 
 from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.sinks import WriteTable
-from kappaflow.core.records import DEAD_LETTER_TAG
-from kappaflow.core.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
 from kappaflow.cli import run_main
+from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK
+from kappaflow.core.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
 from kappaflow.options import KappaflowOptions
 from kappaflow.wiring import bigquery_write_config, read_input
 from transforms.aggregate import AggregatePerWindow, Metric
@@ -55,13 +55,16 @@ def to_metric_input(event: dict) -> dict:
     """The fields the metrics need; the rest (and the hashed IP) stops here."""
     properties = event.get("properties") or {}
     price = properties.get("price")
-    return {
+    selected = {
         "event_id": event["event_id"],
         "user_id": event["user_id"],
         "event_type": event["event_type"],
         "product_id": properties.get("product_id"),
         "revenue": price if event["event_type"] == "purchase" and price is not None else 0.0,
     }
+    if SOURCE_WATERMARK in event:  # a replay's: for RouteTooLate, which removes it
+        selected[SOURCE_WATERMARK] = event[SOURCE_WATERMARK]
+    return selected
 
 
 def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:

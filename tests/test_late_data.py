@@ -8,7 +8,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from kappaflow.core.records import DEAD_LETTER_TAG
+from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.late_data import RouteTooLateRecords
 from transforms.windowing import WindowConfig
@@ -191,6 +191,31 @@ def test_too_late_record_for_a_window_the_shard_never_saw_is_dead_lettered(run_s
             (0.0, 60.0, "home", 1, 1.0, "ON_TIME", 0),
         ]), label="rows")
         assert_that(dead, dead_letters_are([("late", "too late", "lost", 60.0)]), label="dead")
+
+    result = run_streaming(build)
+    assert count_of(result, "too_late") == 1
+
+
+def test_a_record_behind_its_sources_watermark_is_too_late_before_any_timer_fires(run_streaming, count_of):
+    # A replay stamps each record with its file's watermark (RawRecord.watermark): no timer has
+    # fired yet when "old" arrives, but the source had moved past [0, 60) + lateness long before.
+    config = WindowConfig(size_seconds=60, allowed_lateness_seconds=60, early_firing_seconds=None)
+
+    def from_replay(event_id: str, t: float, watermark: float) -> TimestampedValue:
+        value = event(event_id, t)
+        return TimestampedValue({**value.value, SOURCE_WATERMARK: watermark}, t)
+
+    stream = (
+        TestStream()
+        .add_elements([event("e1", 1000), from_replay("e2", 1010, 990), from_replay("old", 10, 990)])
+        .advance_watermark_to_infinity()
+    )
+
+    def build(p):
+        routed = p | stream | RouteTooLateRecords(config, "test", "event_id", shard_key=lambda e: e["page"], shards=4)
+        assert_that(routed.events | beam.Map(lambda e: (e["event_id"], SOURCE_WATERMARK in e)),
+                    equal_to([("e1", False), ("e2", False)]), label="events")
+        assert_that(routed[DEAD_LETTER_TAG], dead_letters_are([("late", "too late", "old", 0.0)]), label="dead")
 
     result = run_streaming(build)
     assert count_of(result, "too_late") == 1

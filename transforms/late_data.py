@@ -12,6 +12,9 @@ only when the watermark is more than that margin past its deadline. While the ro
 the watermark by less than the margin, every record it lets through is aggregated. The bound lags
 by more only after a shard is quiet for over 12 margins AND the watermark then jumps more than a
 margin in one step; the run's accounting shows such a loss as UNBALANCED.
+A source that knows its watermark (a replay: `RawRecord.watermark`, carried in the event under
+SOURCE_WATERMARK) saves the guess: a record behind its deadline by that watermark is too late at
+once, whatever the timers know yet, so a replay's too-late records depend on the file alone.
 Routing is sharded (not per group key), so a quiet key learns the watermark from busy neighbours.
 A fired timer is NOT a bound for other shards: batch runners (Flink) fire a key's timers when that
 key's input is done, before other keys are processed.
@@ -31,7 +34,7 @@ from apache_beam.transforms.window import GlobalWindow, WindowFn
 from apache_beam.utils.timestamp import Timestamp
 
 from kappaflow.core import metrics
-from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK, dead_letter
 from transforms.windowing import WindowConfig
 
 __all__ = ["RouteTooLateRecords", "RouteTooLateFn"]
@@ -97,12 +100,19 @@ class RouteTooLateFn(beam.DoFn):
         timers=beam.DoFn.TimerParam(TIMERS),
     ) -> Iterator[Any]:
         shard, event = element
+        source_watermark = None
+        if SOURCE_WATERMARK in event:
+            event = dict(event)  # Beam inputs are immutable
+            source_watermark = event.pop(SOURCE_WATERMARK)
         event_time = timestamp.micros / 1e6
         windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
         passed, ladder_base = self._read(shard, known)
+        # The source's own watermark, where it sent one, is exact when the record was read: it
+        # decides at once what timers would only tell after the runner published the watermark.
+        bound = passed if source_watermark is None else max(passed, source_watermark)
         open_deadlines = [
             deadline for deadline in (w.max_timestamp().micros / 1e6 + self._lateness for w in windows)
-            if deadline > passed
+            if deadline > bound
         ]
         if not open_deadlines:
             self._too_late.inc()

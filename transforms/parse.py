@@ -12,7 +12,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from kappaflow.core import metrics
-from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord, dead_letter, payload_text, printable_text
+from kappaflow.core.records import (
+    DEAD_LETTER_TAG, SOURCE_WATERMARK, RawRecord, dead_letter, payload_text, printable_text,
+)
 from kappaflow.core.schema import Schema, ValidationError
 
 __all__ = ["ParseEvents", "ParseEventFn", "PiiHasher", "decode_record", "DEFAULT_MAX_RECORD_BYTES",
@@ -93,6 +95,8 @@ class ParseEventFn(beam.DoFn):
             )
         if record.ingest_time is not None:
             event["_ingest_time"] = record.ingest_time
+        if record.watermark is not None:
+            event[SOURCE_WATERMARK] = record.watermark
         return event, None
 
     def _envelope(self, decoded: Any) -> Any:
