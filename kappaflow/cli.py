@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
+from kappaflow.core import metrics
 from kappaflow.errors import ConfigurationError
 from kappaflow.options import KappaflowOptions
 
@@ -265,7 +266,8 @@ def _dry_run(name: str, build: Callable, options: PipelineOptions, own: Kappaflo
 def _check_ratio(name: str, accounting: Any, limit: Optional[float]) -> Optional[str]:
     if limit is None or not accounting.read:
         return None
-    dead = sum(getattr(accounting, field, 0) for field in ("invalid", "too_late", "enrich_failed", "rejected"))
+    dead = sum(getattr(accounting, name, 0) for name, outcome in metrics.OUTCOMES.items()
+               if outcome.ends_in == "dead")
     ratio = dead / accounting.read
     if ratio <= limit:
         return None

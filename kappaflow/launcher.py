@@ -53,13 +53,14 @@ class Accounting:
     applied: int = 0
     superseded: int = 0
     rejected: int = 0
+    # The outcomes the pipeline declares (its options class's OUTCOMES; core/metrics.OUTCOMES).
+    outcomes: tuple[str, ...] = tuple(metrics.OUTCOMES)
 
     @property
     def balanced(self) -> bool:
-        """Every record read ended in exactly one place."""
-        return self.read == (self.invalid + self.duplicates + self.too_late + self.enrich_failed
-                             + self.excluded + self.aggregated + self.applied + self.superseded
-                             + self.rejected)
+        """Every record read ended in exactly one of the places the pipeline declares, none elsewhere."""
+        undeclared = [name for name in metrics.OUTCOMES if name not in self.outcomes and getattr(self, name)]
+        return not undeclared and self.read == sum(getattr(self, name) for name in self.outcomes)
 
     def summary(self) -> str:
         rate = self.read / self.seconds if self.seconds else 0.0
@@ -210,18 +211,11 @@ def run(
         runner=runner_label,
         mode="streaming" if streaming else "batch",
         read=_counter(result, metrics.READ),
-        invalid=_counter(result, metrics.INVALID),
-        duplicates=_counter(result, metrics.DUPLICATES),
-        too_late=_counter(result, metrics.TOO_LATE),
-        enrich_failed=_counter(result, metrics.ENRICH_FAILED),
-        excluded=_counter(result, metrics.EXCLUDED),
-        aggregated=_counter(result, metrics.AGGREGATED),
         rows_written=_counter(result, metrics.ROWS_WRITTEN),
         dead_letters_written=_counter(result, metrics.DEAD_LETTERS_WRITTEN),
         seconds=time.monotonic() - started,
-        applied=_counter(result, metrics.APPLIED),
-        superseded=_counter(result, metrics.SUPERSEDED),
-        rejected=_counter(result, metrics.REJECTED),
+        outcomes=tuple(options_class.OUTCOMES),
+        **{name: _counter(result, outcome.counter) for name, outcome in metrics.OUTCOMES.items()},
     )
     print(accounting.summary(), flush=True)
     if own.report:

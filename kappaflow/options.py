@@ -9,6 +9,7 @@ from typing import Optional
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from io_connectors.replay import ReplayConfig
+from kappaflow.core import metrics
 from transforms.dedup import DedupConfig
 from transforms.event_time import DEFAULT_MAX_FUTURE_SECONDS, EventTimeBounds
 from transforms.parse import DEFAULT_MAX_RECORD_BYTES
@@ -49,6 +50,9 @@ class KappaflowOptions(PipelineOptions):
     # class into one parser per process, so a subclass's `set_defaults` would leak into the others.
     DEFAULT_WINDOW_SECONDS = 60.0
     DEFAULT_ALLOWED_LATENESS_SECONDS = 900.0
+    # Where a record read can end in this pipeline (names of kappaflow/core/metrics.OUTCOMES): the
+    # launcher's accounting balances exactly these. Each pipeline's options class declares its own.
+    OUTCOMES: tuple[str, ...] = tuple(metrics.OUTCOMES)
 
     # Validation of each option as a flex-template parameter (kappaflow/flex_template.py); options
     # not listed get one from their argparse type.

@@ -56,6 +56,9 @@ class CdcOptions(KappaflowOptions, CdcFlags):
         "primary_keys": rf"^{_TABLE_KEY}(,{_TABLE_KEY})*$",
         "apply_batch_size": r"^[1-9][0-9]*$",
     }
+    # A change is refused as invalid, or applied, or already there (a re-delivery), or beaten by a
+    # newer change of its row, or refused by the target table.
+    OUTCOMES = ("invalid", "applied", "duplicates", "superseded", "rejected")
 
 
 def build(p: beam.Pipeline, opts: CdcOptions) -> None:

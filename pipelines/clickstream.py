@@ -43,7 +43,7 @@ METRICS = (
 
 
 class ClickstreamOptions(KappaflowOptions):
-    pass
+    OUTCOMES = ("invalid", "too_late", "duplicates", "enrich_failed", "aggregated")
 
 
 def reference_lookups(opts: ClickstreamOptions) -> tuple[LookupSpec, ...]:

@@ -87,6 +87,7 @@ class IotSensorsOptions(KappaflowOptions, IotSensorsFlags):
     # Sensors report often and late data matters for minutes, not for a quarter of an hour.
     DEFAULT_WINDOW_SECONDS = 10.0
     DEFAULT_ALLOWED_LATENESS_SECONDS = 60.0
+    OUTCOMES = ("invalid", "too_late", "duplicates", "enrich_failed", "excluded", "aggregated")
 
 
 def device_lookup(default_max_temp_c: float) -> LookupSpec:

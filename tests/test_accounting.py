@@ -41,3 +41,18 @@ def test_a_record_dropped_before_the_aggregation_makes_the_run_unbalanced(tmp_pa
     assert lossy.aggregated == honest.aggregated - 1
     assert (lossy.read, lossy.invalid, lossy.duplicates, lossy.too_late) == (
         honest.read, honest.invalid, honest.duplicates, honest.too_late)
+
+
+def test_the_accounting_balances_the_outcomes_the_pipeline_declares():
+    from kappaflow.launcher import Accounting
+    from pipelines import cdc, iot_sensors
+
+    counts = dict(pipeline="x", runner="r", mode="batch", read=10, invalid=1, duplicates=2, too_late=0,
+                  enrich_failed=0, aggregated=7, rows_written=3, dead_letters_written=1, seconds=1.0)
+    declared = clickstream.ClickstreamOptions.OUTCOMES
+    assert Accounting(**counts, outcomes=declared).balanced
+    # A record counted where this pipeline declares no outcome is a hole, even if the sum adds up.
+    assert not Accounting(**{**counts, "aggregated": 6}, applied=1, outcomes=declared).balanced
+    assert Accounting(**{**counts, "aggregated": 6}, applied=1).balanced  # every outcome declared (the default)
+    assert {"applied", "superseded", "rejected"} <= set(cdc.CdcOptions.OUTCOMES)
+    assert "excluded" in iot_sensors.IotSensorsOptions.OUTCOMES and "excluded" not in declared

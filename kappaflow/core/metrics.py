@@ -1,5 +1,7 @@
 """Names of the counters that make up a run's accounting; the launcher reads them back."""
 
+from typing import NamedTuple
+
 NAMESPACE = "kappaflow"
 
 READ = "records_read"
@@ -22,3 +24,24 @@ EVENT_TIME_POSITION = "event_time_position"
 APPLIED = "changes_applied"
 SUPERSEDED = "changes_superseded"
 REJECTED = "changes_rejected"
+
+
+class Outcome(NamedTuple):
+    counter: str  # the counter that counts it
+    ends_in: str  # "table" (an output), "dead" (a dead letter) or "dropped" (on purpose)
+
+
+# Every place a record read can end, by its name in the accounting (kappaflow/launcher.Accounting).
+# A pipeline declares the ones it has (its options class's OUTCOMES); the accounting balances
+# exactly those, and a record counted in any other is a hole in the accounting.
+OUTCOMES: dict[str, Outcome] = {
+    "invalid": Outcome(INVALID, "dead"),
+    "duplicates": Outcome(DUPLICATES, "dropped"),
+    "too_late": Outcome(TOO_LATE, "dead"),
+    "enrich_failed": Outcome(ENRICH_FAILED, "dead"),
+    "excluded": Outcome(EXCLUDED, "dropped"),
+    "aggregated": Outcome(AGGREGATED, "table"),
+    "applied": Outcome(APPLIED, "table"),
+    "superseded": Outcome(SUPERSEDED, "dropped"),
+    "rejected": Outcome(REJECTED, "dead"),
+}
