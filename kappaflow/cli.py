@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from kappaflow.core import metrics
 from kappaflow.errors import ConfigurationError
-from kappaflow.options import KappaflowOptions
+from kappaflow.options import OPTION_GROUPS, KappaflowOptions
 
 __all__ = ["main", "run_main", "run_pipeline_command", "option_groups", "pipeline_parser"]
 
@@ -172,6 +172,9 @@ def pipeline_parser(name: str, cls: Optional[type[KappaflowOptions]] = None) -> 
             kwargs.update(default=_default(cls, action), type=action.type, choices=action.choices,
                           metavar=_metavar(action))
         group.add_argument(*action.option_strings, **kwargs)
+    for title, group in groups.items():
+        if not group._group_actions:  # e.g. CDC has no windows: say so rather than hide the group
+            group.description = f"none: {name} has no {title} options"
     for dest, spec in _BEAM_SHOWN.items():
         groups["runner"].add_argument(f"--{dest}", dest=dest, **spec)
     groups["runner"].add_argument("--debug", action="store_true",
@@ -191,6 +194,17 @@ def _every_option_parser(beam_only: bool = False) -> _RaisingParser:
         if not beam_only or cls.__module__.startswith("apache_beam"):
             cls._add_argparse_args(parser)
     return parser
+
+
+def _other_pipelines_flags(cls: type[KappaflowOptions]) -> set[str]:
+    """Flags of the option groups some pipelines declare and `cls` does not: Beam parses every
+    registered group in every run, so without this check e.g. CDC would take --reference_db and
+    ignore it."""
+    from kappaflow.flex_template import _actions
+
+    own = {s for a in _actions(cls) for s in a.option_strings}
+    groups = [group for group in OPTION_GROUPS if not issubclass(cls, group)]
+    return {s for group in groups for a in _actions(group) for s in a.option_strings} - own
 
 
 def _unknown_option_message(name: str, arg: str, known: Sequence[str]) -> str:
@@ -225,6 +239,10 @@ def parse_command_line(name: str, cls: type[KappaflowOptions], argv: Sequence[st
         if unknown:
             raise ConfigurationError(_unknown_option_message(name, unknown[0], known))
         values, rest = ours.parse_known_args(argv)
+        foreign = [a for a in rest if a.split("=", 1)[0] in _other_pipelines_flags(cls)]
+        if foreign:
+            raise ConfigurationError(f"{foreign[0].split('=', 1)[0]} is not an option of {name}; "
+                                     f"{PROG} {name} --help lists its options")
     except ConfigurationError as err:
         flag = re.match(r"argument (--\w+)", str(err))
         raise ConfigurationError(f"{err}{_example(ours, flag.group(1)) if flag else ''}") from None
@@ -232,7 +250,7 @@ def parse_command_line(name: str, cls: type[KappaflowOptions], argv: Sequence[st
         value = getattr(values, dest, None)
         if value is not None and not ok(value):
             raise ConfigurationError(f"--{dest}={value:g}: {rule}{_example(ours, f'--{dest}')}")
-    if not values.input and not values.input_subscription:
+    if not values.input and not getattr(values, "input_subscription", None):
         raise ConfigurationError("--input is required: files (e.g. --input='events/*.jsonl'), or "
                                  "bigquery:PROJECT.DATASET.TABLE; or --input_subscription with --streaming")
     folder = os.path.dirname(os.path.abspath(values.report)) if values.report else None
@@ -282,16 +300,17 @@ def _check_servers_and_reference(name: str, cls: type[KappaflowOptions], own: Ka
     from kappaflow.checks import check_reference_db
 
     lookups = getattr(_module_of(cls), "reference_lookups", None)
-    reference = lookups(own) if lookups is not None and own.reference_db else None
-    embedded = bool(own.reference_db) and own.reference_db.startswith("sqlite")
+    url = getattr(own, "reference_db", None)  # EnrichmentOptions
+    reference = lookups(own) if lookups is not None and url else None
+    embedded = bool(url) and url.startswith("sqlite")
     if reference and not embedded:
-        check_reference_db(own.reference_db, reference)
+        check_reference_db(url, reference)
     try:
         check_endpoints(own)
     except EndpointUnavailable as err:
         raise SystemExit(f"{name}: {err}") from None  # one line, exit status 1
     if reference and embedded:
-        check_reference_db(own.reference_db, reference)
+        check_reference_db(url, reference)
 
 
 def run_pipeline_command(name: str, build: Callable, cls: type[KappaflowOptions],

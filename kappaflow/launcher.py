@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 from kappaflow import beam_workarounds, java_services
 from kappaflow.core import metrics
 from kappaflow.errors import ConfigurationError
-from kappaflow.options import KappaflowOptions
+from kappaflow.options import KappaflowOptions, PubSubInputOptions, WindowOptions
 from kappaflow.progress import ProgressMonitor, estimate_records
 
 __all__ = ["Accounting", "run", "resolve_runner"]
@@ -88,7 +88,7 @@ def resolve_runner(options: PipelineOptions) -> tuple[object, str]:
     standard = options.view_as(StandardOptions)
     name = standard.runner or "DirectRunner"
     if name in ("DirectRunner", "direct"):
-        if standard.streaming and options.view_as(KappaflowOptions).input_subscription:
+        if standard.streaming and options.view_as(PubSubInputOptions).input_subscription:
             # Beam's Python Pub/Sub source runs only on the Python DirectRunner (and Dataflow).
             from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
@@ -167,9 +167,9 @@ def run(
 ) -> Accounting:
     options = PipelineOptions(normalize_boolean_flags(sys.argv[1:] if argv is None else argv))
     own = options.view_as(options_class)
-    if not own.input and not own.input_subscription:
+    if not own.input and not getattr(own, "input_subscription", None):
         raise SystemExit(f"{pipeline_name}: --input (files, bigquery:P.D.T) or --input_subscription is required")
-    if not options.view_as(StandardOptions).streaming:
+    if not options.view_as(StandardOptions).streaming and isinstance(own, WindowOptions):
         # Processing time does not pass in a batch run: there are no early panes to fire (and
         # the FnApiRunner has no clock for processing-time triggers).
         own.early_firing_seconds = 0

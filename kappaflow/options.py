@@ -15,7 +15,8 @@ from transforms.event_time import DEFAULT_MAX_FUTURE_SECONDS, EventTimeBounds
 from transforms.parse import DEFAULT_MAX_RECORD_BYTES
 from transforms.windowing import WindowConfig
 
-__all__ = ["KappaflowOptions", "KafkaOptions"]
+__all__ = ["KappaflowOptions", "EnrichmentOptions", "WindowOptions", "PubSubInputOptions", "OPTION_GROUPS",
+           "KafkaOptions"]
 
 DEFAULT_OUTPUT = "sqlite:///kappaflow.db"
 # Public (it is in this file): hashes salted with it can be reversed by anyone with a dictionary.
@@ -46,10 +47,10 @@ _SINK_URL = r"^([a-z][a-z0-9+]*://.+|bigquery:[A-Za-z0-9_.:-]+|/.+)$"
 
 
 class KappaflowOptions(PipelineOptions):
-    # Per-pipeline defaults live on the class, not in argparse: Beam parses every registered options
-    # class into one parser per process, so a subclass's `set_defaults` would leak into the others.
-    DEFAULT_WINDOW_SECONDS = 60.0
-    DEFAULT_ALLOWED_LATENESS_SECONDS = 900.0
+    """The options every pipeline has. A pipeline's own options class adds the groups it uses
+    (EnrichmentOptions, WindowOptions, PubSubInputOptions, its own flags): the command line refuses
+    a flag the pipeline does not declare, and its --help and template metadata list exactly those."""
+
     # Where a record read can end in this pipeline (names of kappaflow/core/metrics.OUTCOMES): the
     # launcher's accounting balances exactly these. Each pipeline's options class declares its own.
     OUTCOMES: tuple[str, ...] = tuple(metrics.OUTCOMES)
@@ -91,18 +92,6 @@ class KappaflowOptions(PipelineOptions):
                                  "directory (file://DIR?format=jsonl|parquet|avro).")
         parser.add_argument("--dead_letter_output", default=None,
                             help="Where dead letters go (same URL forms); default: --output.")
-        parser.add_argument("--reference_db", default=None,
-                            help="SQLAlchemy URL of the reference database used for enrichment.")
-        parser.add_argument("--window_seconds", type=float, default=None,
-                            help="Window size in seconds; the default depends on the pipeline.")
-        parser.add_argument("--allowed_lateness_seconds", type=float, default=None,
-                            help="How late a record may be and still update its window; later ones are dead "
-                                 "letters. The default depends on the pipeline.")
-        parser.add_argument("--early_firing_seconds", type=float, default=30.0,
-                            help="Early panes every N seconds of processing time (streaming only); 0: none.")
-        parser.add_argument("--dedup_horizon_seconds", type=float, default=3600.0,
-                            help="Copies of an id whose event times fall in the same bucket of this many seconds "
-                                 "(aligned to the epoch) are duplicates.")
         parser.add_argument("--max_out_of_orderness_seconds", type=float, default=60.0,
                             help="Streaming replay: the watermark trails the largest event time by this much.")
         parser.add_argument("--replay_chunk_size", type=int, default=2000,
@@ -110,16 +99,6 @@ class KappaflowOptions(PipelineOptions):
         parser.add_argument("--replay_speed", type=float, default=None,
                             help="Streaming replay: replay event time at N x real time (a paced load test); "
                                  "default: as fast as possible.")
-        parser.add_argument("--input_subscription", default=None,
-                            help="Read from Pub/Sub instead of --input: projects/P/subscriptions/S (with --streaming).")
-        parser.add_argument("--timestamp_attribute", default=None,
-                            help="Pub/Sub: event time from this message attribute (RFC 3339 or epoch ms) "
-                                 "instead of the payload.")
-        parser.add_argument("--pubsub_id_label", default=None,
-                            help="Pub/Sub: attribute with a unique message id for the runner's native dedup "
-                                 "(Dataflow; the DirectRunner does not support it).")
-        parser.add_argument("--alerts_topic", default=None,
-                            help="Pub/Sub topic for alerts: projects/P/topics/T.")
         parser.add_argument("--bigquery_endpoint", default=os.environ.get("BIGQUERY_EMULATOR_HOST"),
                             help="BigQuery API endpoint override (host:port or URL) for local development; "
                                  "default: $BIGQUERY_EMULATOR_HOST. No Google credentials are needed with it.")
@@ -150,21 +129,6 @@ class KappaflowOptions(PipelineOptions):
                             help="Salt of the PII hashes; default: $KAPPAFLOW_PII_SALT, else a built-in salt. "
                                  "Set your own in production.")
 
-    def window_config(self) -> WindowConfig:
-        cls = type(self)
-        return WindowConfig(
-            size_seconds=cls.DEFAULT_WINDOW_SECONDS if self.window_seconds is None else self.window_seconds,
-            allowed_lateness_seconds=(cls.DEFAULT_ALLOWED_LATENESS_SECONDS if self.allowed_lateness_seconds is None
-                                      else self.allowed_lateness_seconds),
-            early_firing_seconds=self.early_firing_seconds or None,
-        )
-
-    def dedup_config(self, windows: Optional[WindowConfig] = None) -> DedupConfig:
-        """Buckets stay open as long as the windows after them can still take a record."""
-        lateness = self.dedup_horizon_seconds if windows is None else (
-            windows.size_seconds + windows.state_retention_seconds)
-        return DedupConfig(self.dedup_horizon_seconds, lateness)
-
     def event_time_bounds(self) -> EventTimeBounds:
         return EventTimeBounds(self.max_future_seconds)
 
@@ -183,6 +147,75 @@ class KappaflowOptions(PipelineOptions):
     @property
     def dead_letters_url(self) -> str:
         return self.dead_letter_output or self.output
+
+
+# The option groups below are direct PipelineOptions subclasses: Beam registers only those, so its
+# own parser knows their flags (otherwise it warns "Unparseable argument" on every run).
+class EnrichmentOptions(PipelineOptions):
+    """Pipelines that look records up in a reference database."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--reference_db", default=None,
+                            help="SQLAlchemy URL of the reference database used for enrichment.")
+
+
+class WindowOptions(PipelineOptions):
+    """Pipelines that aggregate per event-time window (and drop duplicates by id before)."""
+
+    # Per-pipeline defaults live on the class, not in argparse: Beam parses every registered options
+    # class into one parser per process, so a subclass's `set_defaults` would leak into the others.
+    DEFAULT_WINDOW_SECONDS = 60.0
+    DEFAULT_ALLOWED_LATENESS_SECONDS = 900.0
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--window_seconds", type=float, default=None,
+                            help="Window size in seconds; the default depends on the pipeline.")
+        parser.add_argument("--allowed_lateness_seconds", type=float, default=None,
+                            help="How late a record may be and still update its window; later ones are dead "
+                                 "letters. The default depends on the pipeline.")
+        parser.add_argument("--early_firing_seconds", type=float, default=30.0,
+                            help="Early panes every N seconds of processing time (streaming only); 0: none.")
+        parser.add_argument("--dedup_horizon_seconds", type=float, default=3600.0,
+                            help="Copies of an id whose event times fall in the same bucket of this many seconds "
+                                 "(aligned to the epoch) are duplicates.")
+
+    def window_config(self) -> WindowConfig:
+        cls = type(self)
+        return WindowConfig(
+            size_seconds=cls.DEFAULT_WINDOW_SECONDS if self.window_seconds is None else self.window_seconds,
+            allowed_lateness_seconds=(cls.DEFAULT_ALLOWED_LATENESS_SECONDS if self.allowed_lateness_seconds is None
+                                      else self.allowed_lateness_seconds),
+            early_firing_seconds=self.early_firing_seconds or None,
+        )
+
+    def dedup_config(self, windows: Optional[WindowConfig] = None) -> DedupConfig:
+        """Buckets stay open as long as the windows after them can still take a record."""
+        lateness = self.dedup_horizon_seconds if windows is None else (
+            windows.size_seconds + windows.state_retention_seconds)
+        return DedupConfig(self.dedup_horizon_seconds, lateness)
+
+
+class PubSubInputOptions(PipelineOptions):
+    """Pipelines that can read a Pub/Sub subscription instead of --input."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--input_subscription", default=None,
+                            help="Read from Pub/Sub instead of --input: projects/P/subscriptions/S (with --streaming).")
+        parser.add_argument("--timestamp_attribute", default=None,
+                            help="Pub/Sub: event time from this message attribute (RFC 3339 or epoch ms) "
+                                 "instead of the payload.")
+        parser.add_argument("--pubsub_id_label", default=None,
+                            help="Pub/Sub: attribute with a unique message id for the runner's native dedup "
+                                 "(Dataflow; the DirectRunner does not support it).")
+
+
+
+# The groups a pipeline's options class may add to KappaflowOptions (the CLI refuses the flags of
+# the groups a pipeline does not add).
+OPTION_GROUPS: tuple[type[PipelineOptions], ...] = (EnrichmentOptions, WindowOptions, PubSubInputOptions)
 
 
 class KafkaOptions(PipelineOptions):

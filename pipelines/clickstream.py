@@ -18,7 +18,7 @@ from io_connectors.sinks import WriteTable
 from kappaflow.cli import run_main
 from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK
 from kappaflow.core.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
-from kappaflow.options import KappaflowOptions
+from kappaflow.options import EnrichmentOptions, KappaflowOptions, PubSubInputOptions, WindowOptions
 from kappaflow.wiring import bigquery_write_config, read_input
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.dedup import DeduplicateEvents
@@ -42,7 +42,7 @@ METRICS = (
 )
 
 
-class ClickstreamOptions(KappaflowOptions):
+class ClickstreamOptions(KappaflowOptions, EnrichmentOptions, WindowOptions, PubSubInputOptions):
     OUTCOMES = ("invalid", "too_late", "duplicates", "enrich_failed", "aggregated")
 
 
@@ -87,7 +87,7 @@ def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
     enriched = unique | "Enrich" >> EnrichFromDatabase(
         opts.reference_db, reference_lookups(opts), PIPELINE, "event_id")
     rows = enriched.events | "AggregatePerWindow" >> AggregatePerWindow(
-        ("event_type", "country"), METRICS, windows)
+        ("event_type", "country"), METRICS, windows, table=CLICKSTREAM_METRICS)
     sink_failures = rows | "WriteMetrics" >> WriteTable(
         opts.output, CLICKSTREAM_METRICS, PIPELINE, bigquery=bigquery_write_config(opts))
 

@@ -28,7 +28,7 @@ from kappaflow.core import metrics
 from kappaflow.core.records import DEAD_LETTER_TAG
 from kappaflow.core.schemas.iot import IOT_ARCHIVE, IOT_READING, SENSOR_ALERTS, SENSOR_STATS
 from kappaflow.cli import run_main
-from kappaflow.options import KappaflowOptions
+from kappaflow.options import EnrichmentOptions, KappaflowOptions, PubSubInputOptions, WindowOptions
 from kappaflow.wiring import bigquery_write_config, read_input
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.alerts import RaiseThresholdAlerts, ThresholdAlertConfig
@@ -78,9 +78,12 @@ class IotSensorsFlags(PipelineOptions):
                             help="Directory of the raw archive (Parquet, by event_date and device_type).")
         parser.add_argument("--archive_window_seconds", type=float, default=3600.0,
                             help="Event time covered by one archive file.")
+        parser.add_argument("--alerts_topic", default=None,
+                            help="Pub/Sub topic for alerts: projects/P/topics/T.")
 
 
-class IotSensorsOptions(KappaflowOptions, IotSensorsFlags):
+class IotSensorsOptions(KappaflowOptions, EnrichmentOptions, WindowOptions, PubSubInputOptions,
+                        IotSensorsFlags):
     _RANGE = r"[a-z_]+=-?[0-9.]+\.\.-?[0-9.]+"
     TEMPLATE_REGEXES = {**KappaflowOptions.TEMPLATE_REGEXES, "archive": r"^(gs://|/|file://).+$",
                         "valid_ranges": rf"^{_RANGE}(,{_RANGE})*$"}
@@ -157,7 +160,7 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     stats = (
         enriched.events
         | "ExcludeBadQuality" >> ExcludeRecords(lambda r: r["quality"] == "good")
-        | "AggregatePerWindow" >> AggregatePerWindow(("device_id",), METRICS, windows)
+        | "AggregatePerWindow" >> AggregatePerWindow(("device_id",), METRICS, windows, table=SENSOR_STATS)
     )
     stats_failures = stats | "WriteStats" >> WriteTable(
         opts.output, SENSOR_STATS, PIPELINE, bigquery=bigquery_write_config(opts))
