@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from kappaflow.core import metrics
 from kappaflow.errors import ConfigurationError
-from kappaflow.options import OPTION_GROUPS, KappaflowOptions
+from kappaflow.options import OPTION_GROUPS, KappaflowOptions, option_rules
 
 __all__ = ["main", "run_main", "run_pipeline_command", "option_groups", "pipeline_parser"]
 
@@ -66,23 +66,6 @@ _BEAM_SHOWN: dict[str, dict[str, Any]] = {
     "dry_run": dict(default="False", choices=("True", "False", "true", "false"),
                     help="True: check the options and build the job graph (with DataflowRunner: the job it "
                          "would submit, without Google credentials); run nothing."),
-}
-# Value checks beyond the type; each says what a right value is.
-_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "window_seconds": (lambda v: v > 0, "must be > 0 seconds"),
-    "allowed_lateness_seconds": (lambda v: v >= 0, "must be >= 0 seconds"),
-    "early_firing_seconds": (lambda v: v >= 0 and float(v).is_integer(), "must be a whole number of seconds >= 0"),
-    "dedup_horizon_seconds": (lambda v: v > 0, "must be > 0 seconds"),
-    "max_out_of_orderness_seconds": (lambda v: v >= 0, "must be >= 0 seconds"),
-    "replay_chunk_size": (lambda v: v >= 1, "must be >= 1 record"),
-    "replay_speed": (lambda v: v > 0, "must be > 0 (times real time)"),
-    "apply_batch_size": (lambda v: v >= 1, "must be >= 1 change"),
-    "max_clock_skew_seconds": (lambda v: v >= 0, "must be >= 0 seconds"),
-    "archive_window_seconds": (lambda v: v > 0, "must be > 0 seconds"),
-    "max_invalid_ratio": (lambda v: 0 <= v <= 1, "must be a share between 0 and 1, e.g. 0.05"),
-    "progress_seconds": (lambda v: v > 0, "must be > 0 seconds"),
-    "max_record_bytes": (lambda v: v >= 1, "must be >= 1 byte"),
-    "max_future_seconds": (lambda v: 0 <= v < float("inf"), "must be >= 0 seconds"),
 }
 _DATAFLOW = ("DataflowRunner", "dataflow")
 _METAVARS = {"input": "FILES", "output": "URL", "dead_letter_output": "URL", "reference_db": "URL",
@@ -246,10 +229,10 @@ def parse_command_line(name: str, cls: type[KappaflowOptions], argv: Sequence[st
     except ConfigurationError as err:
         flag = re.match(r"argument (--\w+)", str(err))
         raise ConfigurationError(f"{err}{_example(ours, flag.group(1)) if flag else ''}") from None
-    for dest, (ok, rule) in _RULES.items():
+    for dest, rule in option_rules(cls).items():  # value checks beyond the type (kappaflow/options.py)
         value = getattr(values, dest, None)
-        if value is not None and not ok(value):
-            raise ConfigurationError(f"--{dest}={value:g}: {rule}{_example(ours, f'--{dest}')}")
+        if value is not None and not rule.accepts(value):
+            raise ConfigurationError(f"--{dest}={value:g}: {rule.text}{_example(ours, f'--{dest}')}")
     if not values.input and not getattr(values, "input_subscription", None):
         raise ConfigurationError("--input is required: files (e.g. --input='events/*.jsonl'), or "
                                  "bigquery:PROJECT.DATASET.TABLE; or --input_subscription with --streaming")

@@ -16,7 +16,7 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from kappaflow.options import KappaflowOptions
+from kappaflow.options import KappaflowOptions, option_rules
 
 __all__ = ["pipeline_names", "options_class", "template_metadata", "metadata_path"]
 
@@ -60,6 +60,9 @@ def _actions(cls: type[PipelineOptions]) -> list[argparse.Action]:
 def _regex(cls: type[KappaflowOptions], action: argparse.Action) -> list[str]:
     if action.dest in cls.TEMPLATE_REGEXES:
         return [cls.TEMPLATE_REGEXES[action.dest]]
+    rule = option_rules(cls).get(action.dest)
+    if rule is not None:
+        return [rule.regex]
     if action.nargs == 0:
         return [_BOOLEAN]
     if action.type is float:

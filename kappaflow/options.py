@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
@@ -40,8 +42,35 @@ def _warn_default_salt_once() -> None:
                      "$KAPPAFLOW_PII_SALT to a secret of your own for this non-local run")
 
 
-_NUMBER = r"^[0-9]+(\.[0-9]+)?$"
-_WHOLE = r"^[1-9][0-9]*$"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What a numeric option accepts, declared once: the command line checks `accepts` (exit 2 with
+    `text`), the flex template's parameter gets `regex`, and tests/test_options.py proves they agree.
+    The config objects built from the option (WindowConfig, DedupConfig, ...) check the same bound."""
+
+    accepts: Callable[[float], bool]
+    text: str
+    regex: str
+
+
+_DECIMAL = r"[0-9]+(\.[0-9]+)?"
+AT_LEAST_ZERO = Rule(lambda v: 0 <= v < math.inf, "must be >= 0 seconds", rf"^{_DECIMAL}$")
+POSITIVE = Rule(lambda v: 0 < v < math.inf, "must be > 0 seconds",
+                r"^([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)$")
+WHOLE_AT_LEAST_ZERO = Rule(lambda v: v >= 0 and float(v).is_integer(), "must be a whole number of seconds >= 0",
+                           r"^[0-9]+(\.0+)?$")
+WHOLE_POSITIVE = Rule(lambda v: v >= 1 and float(v).is_integer(), "must be a whole number >= 1", r"^0*[1-9][0-9]*$")
+SHARE = Rule(lambda v: 0 <= v <= 1, "must be a share between 0 and 1, e.g. 0.05", r"^(0(\.[0-9]+)?|1(\.0+)?)$")
+
+
+def option_rules(cls: type) -> dict[str, Rule]:
+    """The rules `cls` and its bases declare (their RULES), by option."""
+    merged: dict[str, Rule] = {}
+    for klass in reversed(cls.mro()):
+        merged.update(vars(klass).get("RULES", {}))
+    return merged
 # Where rows can go: an SQLAlchemy URL, a BigQuery dataset, or a directory (local, file://, gs://).
 _SINK_URL = r"^([a-z][a-z0-9+]*://.+|bigquery:[A-Za-z0-9_.:-]+|/.+)$"
 
@@ -62,22 +91,20 @@ class KappaflowOptions(PipelineOptions):
         "output": _SINK_URL,
         "dead_letter_output": _SINK_URL,
         "reference_db": r"^[a-z][a-z0-9+]*://.+$",
-        "window_seconds": _NUMBER,
-        "allowed_lateness_seconds": _NUMBER,
-        "early_firing_seconds": r"^[0-9]+$",
-        "dedup_horizon_seconds": _NUMBER,
-        "max_out_of_orderness_seconds": _NUMBER,
-        "replay_chunk_size": _WHOLE,
-        "replay_speed": _NUMBER,
         "input_subscription": r"^projects/[^/]+/subscriptions/[^/]+$",
         "alerts_topic": r"^projects/[^/]+/topics/[^/]+$",
         "bigquery_method": r"^(AUTO|FILE_LOADS|STREAMING_INSERTS|STORAGE_WRITE_API)$",
-        "bigquery_firing_seconds": _WHOLE,
-        "max_invalid_ratio": r"^(0(\.[0-9]+)?|1(\.0+)?)$",
         "progress": r"^(auto|bar|plain|off)$",
-        "progress_seconds": _NUMBER,
-        "max_record_bytes": _WHOLE,
-        "max_future_seconds": _NUMBER,
+    }
+    RULES = {
+        "max_out_of_orderness_seconds": AT_LEAST_ZERO,
+        "replay_chunk_size": dataclasses.replace(WHOLE_POSITIVE, text="must be >= 1 record"),
+        "replay_speed": dataclasses.replace(POSITIVE, text="must be > 0 (times real time)"),
+        "bigquery_firing_seconds": dataclasses.replace(WHOLE_POSITIVE, text="must be a whole number of seconds >= 1"),
+        "max_invalid_ratio": SHARE,
+        "progress_seconds": POSITIVE,
+        "max_record_bytes": dataclasses.replace(WHOLE_POSITIVE, text="must be >= 1 byte"),
+        "max_future_seconds": AT_LEAST_ZERO,
     }
 
     @classmethod
@@ -167,6 +194,12 @@ class WindowOptions(PipelineOptions):
     # class into one parser per process, so a subclass's `set_defaults` would leak into the others.
     DEFAULT_WINDOW_SECONDS = 60.0
     DEFAULT_ALLOWED_LATENESS_SECONDS = 900.0
+    RULES = {
+        "window_seconds": POSITIVE,
+        "allowed_lateness_seconds": AT_LEAST_ZERO,
+        "early_firing_seconds": WHOLE_AT_LEAST_ZERO,
+        "dedup_horizon_seconds": POSITIVE,
+    }
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:

@@ -12,6 +12,8 @@ Every rejected event goes to the `dead_letters` table with its reason.
 
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -23,7 +25,7 @@ from io_connectors.sinks import WriteTable, is_database_url
 from io_connectors.sources import ReadInput
 from kappaflow.core.records import DEAD_LETTER_TAG
 from kappaflow.cli import run_main
-from kappaflow.options import KappaflowOptions
+from kappaflow.options import WHOLE_POSITIVE, KappaflowOptions
 from kappaflow.wiring import bigquery_write_config, kafka_read_config
 from transforms.debezium import ParseChanges, PrimaryKeys
 from transforms.event_time import EventTimeOf, WithEventTime
@@ -54,8 +56,8 @@ class CdcOptions(KappaflowOptions, CdcFlags):
     TEMPLATE_REGEXES = {
         **KappaflowOptions.TEMPLATE_REGEXES,
         "primary_keys": rf"^{_TABLE_KEY}(,{_TABLE_KEY})*$",
-        "apply_batch_size": r"^[1-9][0-9]*$",
     }
+    RULES = {"apply_batch_size": dataclasses.replace(WHOLE_POSITIVE, text="must be >= 1 change")}
     # A change is refused as invalid, or applied, or already there (a re-delivery), or beaten by a
     # newer change of its row, or refused by the target table.
     OUTCOMES = ("invalid", "applied", "duplicates", "superseded", "rejected")

@@ -28,7 +28,8 @@ from kappaflow.core import metrics
 from kappaflow.core.records import DEAD_LETTER_TAG
 from kappaflow.core.schemas.iot import IOT_ARCHIVE, IOT_READING, SENSOR_ALERTS, SENSOR_STATS
 from kappaflow.cli import run_main
-from kappaflow.options import EnrichmentOptions, KappaflowOptions, PubSubInputOptions, WindowOptions
+from kappaflow.options import (AT_LEAST_ZERO, POSITIVE, EnrichmentOptions, KappaflowOptions, PubSubInputOptions,
+                               WindowOptions)
 from kappaflow.wiring import bigquery_write_config, read_input
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.alerts import RaiseThresholdAlerts, ThresholdAlertConfig
@@ -87,6 +88,7 @@ class IotSensorsOptions(KappaflowOptions, EnrichmentOptions, WindowOptions, PubS
     _RANGE = r"[a-z_]+=-?[0-9.]+\.\.-?[0-9.]+"
     TEMPLATE_REGEXES = {**KappaflowOptions.TEMPLATE_REGEXES, "archive": r"^(gs://|/|file://).+$",
                         "valid_ranges": rf"^{_RANGE}(,{_RANGE})*$"}
+    RULES = {"max_clock_skew_seconds": AT_LEAST_ZERO, "archive_window_seconds": POSITIVE}
     # Sensors report often and late data matters for minutes, not for a quarter of an hour.
     DEFAULT_WINDOW_SECONDS = 10.0
     DEFAULT_ALLOWED_LATENESS_SECONDS = 60.0
