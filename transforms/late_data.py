@@ -30,7 +30,7 @@ from apache_beam.coders import FloatCoder, TupleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import GlobalWindow, WindowFn
+from apache_beam.transforms.window import FixedWindows, GlobalWindow, WindowFn
 from apache_beam.utils.timestamp import Timestamp
 
 from kappaflow.core import metrics
@@ -74,6 +74,8 @@ class RouteTooLateFn(beam.DoFn):
         self._offsets = probe_offsets(self._margin)
         self._relay_after = self._offsets[_LINEAR_RUNGS - 1]
         self._horizon = GlobalWindow().max_timestamp().micros / 1e6
+        fn = self._window_fn
+        self._fixed = (fn.size.micros, fn.offset.micros) if type(fn) is FixedWindows else None
 
     def start_bundle(self) -> None:
         # Setting a timer is an output to the runner: set each (shard, deadline) once per bundle.
@@ -105,23 +107,33 @@ class RouteTooLateFn(beam.DoFn):
             event = dict(event)  # Beam inputs are immutable
             source_watermark = event.pop(SOURCE_WATERMARK)
         event_time = timestamp.micros / 1e6
-        windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
+        deadlines = self._deadlines(timestamp, event)
         passed, ladder_base = self._read(shard, known)
         # The source's own watermark, where it sent one, is exact when the record was read: it
         # decides at once what timers would only tell after the runner published the watermark.
         bound = passed if source_watermark is None else max(passed, source_watermark)
-        open_deadlines = [
-            deadline for deadline in (w.max_timestamp().micros / 1e6 + self._lateness for w in windows)
-            if deadline > bound
-        ]
+        open_deadlines = [deadline for deadline in deadlines if deadline > bound]
         if not open_deadlines:
             self._too_late.inc()
+            windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._dead_letter(event, timestamp, windows))
         else:
-            if len(open_deadlines) < len(windows):
+            if len(open_deadlines) < len(deadlines):
                 self._partly_late.inc()
             self._arm_timers(shard, event_time, open_deadlines, passed, ladder_base, known, timers)
             yield event
+
+    def _deadlines(self, timestamp: Timestamp, event: Any) -> list[float]:
+        """End + allowed lateness of each window the record belongs to, in seconds."""
+        if self._fixed is not None:
+            # Fixed windows, the usual case, in integer microseconds: what FixedWindows.assign
+            # gives, without the Timestamp and IntervalWindow objects it makes per record.
+            size, offset = self._fixed
+            micros = timestamp.micros
+            start = micros - (micros - offset) % size
+            return [(start + size - 1) / 1e6 + self._lateness]
+        windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
+        return [w.max_timestamp().micros / 1e6 + self._lateness for w in windows]
 
     def _arm_timers(self, shard, event_time, open_deadlines, passed, ladder_base, known, timers) -> None:
         for deadline in open_deadlines:
