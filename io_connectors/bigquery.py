@@ -45,8 +45,8 @@ from kappaflow.core.schema import Field, FieldType, Schema, ValidationError, for
 
 __all__ = [
     "BigQueryLocation", "is_bigquery_url", "bigquery_client", "table_definition", "latest_view_query",
-    "to_bigquery_row", "insert_id", "BigQueryWriteConfig", "WriteToBigQueryTable", "WriteRowsToBigQueryFn", "ToLoadLinesFn", "ReadBigQueryRows",
-    "check_bigquery",
+    "to_bigquery_row", "insert_id", "BigQueryWriteConfig", "WriteToBigQueryTable", "WriteRowsToBigQueryFn",
+    "ToLoadLinesFn", "ReadBigQueryRows", "check_bigquery",
 ]
 
 PREFIX = "bigquery:"

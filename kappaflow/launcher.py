@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 
 from kappaflow import beam_workarounds, java_services
 from kappaflow.core import metrics
+from kappaflow.checks import check_dead_letters_reach_a_sink
 from kappaflow.errors import ConfigurationError
 from kappaflow.options import KappaflowOptions, PubSubInputOptions, WindowOptions
 from kappaflow.progress import ProgressMonitor, estimate_records
@@ -55,12 +56,14 @@ class Accounting:
     rejected: int = 0
     # The outcomes the pipeline declares (its options class's OUTCOMES; core/metrics.OUTCOMES).
     outcomes: tuple[str, ...] = tuple(metrics.OUTCOMES)
+    dead_letters_failed: int = 0  # refused by the dead-letter table: lost, so never balanced
 
     @property
     def balanced(self) -> bool:
         """Every record read ended in exactly one of the places the pipeline declares, none elsewhere."""
         undeclared = [name for name in metrics.OUTCOMES if name not in self.outcomes and getattr(self, name)]
-        return not undeclared and self.read == sum(getattr(self, name) for name in self.outcomes)
+        return (not undeclared and not self.dead_letters_failed
+                and self.read == sum(getattr(self, name) for name in self.outcomes))
 
     def summary(self) -> str:
         rate = self.read / self.seconds if self.seconds else 0.0
@@ -70,9 +73,12 @@ class Accounting:
             f"{self.enrich_failed:,} | excluded {self.excluded:,} | aggregated {self.aggregated:,} | "
             f"{self._change_outcomes()}"
             f"rows written {self.rows_written:,} | "
-            f"dead letters written {self.dead_letters_written:,} | {self.seconds:.1f}s "
+            f"dead letters written {self.dead_letters_written:,} | {self._failed_dead_letters()}{self.seconds:.1f}s "
             f"({rate:,.0f} records/s) | accounting {'balanced' if self.balanced else 'UNBALANCED'}"
         )
+
+    def _failed_dead_letters(self) -> str:
+        return f"dead letters LOST {self.dead_letters_failed:,} | " if self.dead_letters_failed else ""
 
     def _change_outcomes(self) -> str:
         if not (self.applied or self.superseded or self.rejected):
@@ -198,6 +204,7 @@ def run(
             build(pipeline, own)
         except (ValueError, FileNotFoundError) as err:  # the graph refused an option: nothing has run
             raise ConfigurationError(str(err)) from err
+        check_dead_letters_reach_a_sink(pipeline)
         progress = ProgressMonitor(pipeline_name, own.progress, own.progress_seconds, estimate_records(own.input),
                                    replay=streaming)
         with progress as monitor:
@@ -213,6 +220,7 @@ def run(
         read=_counter(result, metrics.READ),
         rows_written=_counter(result, metrics.ROWS_WRITTEN),
         dead_letters_written=_counter(result, metrics.DEAD_LETTERS_WRITTEN),
+        dead_letters_failed=_counter(result, metrics.DEAD_LETTERS_FAILED),
         seconds=time.monotonic() - started,
         outcomes=tuple(options_class.OUTCOMES),
         **{name: _counter(result, outcome.counter) for name, outcome in metrics.OUTCOMES.items()},

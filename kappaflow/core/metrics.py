@@ -13,6 +13,8 @@ EXCLUDED = "records_excluded"  # kept out of statistics on purpose (e.g. quality
 AGGREGATED = "records_aggregated"
 ROWS_WRITTEN = "rows_written"
 DEAD_LETTERS_WRITTEN = "dead_letters_written"
+# Dead letters the dead-letter table itself refused: they are lost, so the accounting fails.
+DEAD_LETTERS_FAILED = "dead_letters_failed"
 CLOCK_CORRECTED = "clock_skew_corrected"  # not a category: corrected records go on
 ALERTS_RAISED = "alerts_raised"
 ALERTS_WRITTEN = "alerts_written"
