@@ -26,7 +26,7 @@ from kappaflow import beam_workarounds, java_services
 from kappaflow.core import metrics
 from kappaflow.checks import check_dead_letters_reach_a_sink
 from kappaflow.errors import ConfigurationError
-from kappaflow.options import KappaflowOptions, PubSubInputOptions, WindowOptions
+from kappaflow.options import KappaflowOptions, PubSubInputOptions
 from kappaflow.progress import ProgressMonitor, estimate_records
 
 __all__ = ["Accounting", "run", "resolve_runner"]
@@ -175,10 +175,6 @@ def run(
     own = options.view_as(options_class)
     if not own.input and not getattr(own, "input_subscription", None):
         raise SystemExit(f"{pipeline_name}: --input (files, bigquery:P.D.T) or --input_subscription is required")
-    if not options.view_as(StandardOptions).streaming and isinstance(own, WindowOptions):
-        # Processing time does not pass in a batch run: there are no early panes to fire (and
-        # the FnApiRunner has no clock for processing-time triggers).
-        own.early_firing_seconds = 0
     from kappaflow.preflight import EndpointUnavailable, check_endpoints
     from kappaflow.runner_support import UnsupportedOnRunner, check_runner_support
 

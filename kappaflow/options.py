@@ -216,11 +216,15 @@ class WindowOptions(PipelineOptions):
 
     def window_config(self) -> WindowConfig:
         cls = type(self)
+        # Processing time does not pass in a batch run: there are no early panes to fire (and the
+        # FnApiRunner has no clock for processing-time triggers). Decided here, so a dry run builds
+        # the graph the run builds.
+        streaming = bool(self.view_as(StandardOptions).streaming)
         return WindowConfig(
             size_seconds=cls.DEFAULT_WINDOW_SECONDS if self.window_seconds is None else self.window_seconds,
             allowed_lateness_seconds=(cls.DEFAULT_ALLOWED_LATENESS_SECONDS if self.allowed_lateness_seconds is None
                                       else self.allowed_lateness_seconds),
-            early_firing_seconds=self.early_firing_seconds or None,
+            early_firing_seconds=(self.early_firing_seconds or None) if streaming else None,
         )
 
     def dedup_config(self, windows: Optional[WindowConfig] = None) -> DedupConfig:
