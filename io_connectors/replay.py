@@ -42,7 +42,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from io_connectors.files import expand_pattern, file_format, open_positioned, position_kind
-from kappaflow.core.records import RawRecord
+from kappaflow.core.records import BOUNDED_WATERMARK, RawRecord
 
 __all__ = ["ReplayConfig", "ReplayFiles", "ReplayFileFn"]
 
@@ -165,10 +165,9 @@ class ReplayFileFn(beam.DoFn):
             if not tracker.try_claim(position):
                 records.close()
                 return
-            if max_seen is not None:
-                # What this file's watermark was before the record: downstream, a record behind
-                # it is judged late by this, not by when a runner happens to publish watermarks.
-                record = record._replace(watermark=max_seen - bound)
+            # What this file's watermark was before the record: downstream, a record behind it is
+            # judged late by this, not by when a runner happens to publish watermarks.
+            record = record._replace(watermark=BOUNDED_WATERMARK if max_seen is None else max_seen - bound)
             ts = self._event_time(record)
             if ts is None:
                 ts = max_seen if max_seen is not None else 0.0

@@ -95,7 +95,7 @@ def test_each_record_carries_its_files_watermark_from_before_it(tmp_path, run_pr
     def build(p):
         records = p | ReplayFiles(str(tmp_path / "a.jsonl"), EventTimeOf("timestamp"), ReplayConfig(30, 2))
         assert_that(records | beam.Map(lambda r: (r.origin.rsplit("/", 1)[-1], r.watermark)), equal_to([
-            ("a.jsonl:1", None), ("a.jsonl:2", 70.0),
+            ("a.jsonl:1", float("-inf")), ("a.jsonl:2", 70.0),
             ("a.jsonl:3", 130.0), ("a.jsonl:4", 130.0),  # after a checkpoint: recovered, not reset
         ]))
 

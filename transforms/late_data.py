@@ -12,9 +12,12 @@ only when the watermark is more than that margin past its deadline. While the ro
 the watermark by less than the margin, every record it lets through is aggregated. The bound lags
 by more only after a shard is quiet for over 12 margins AND the watermark then jumps more than a
 margin in one step; the run's accounting shows such a loss as UNBALANCED.
-A source that knows its watermark (a replay: `RawRecord.watermark`, carried in the event under
-SOURCE_WATERMARK) saves the guess: a record behind its deadline by that watermark is too late at
-once, whatever the timers know yet, so a replay's too-late records depend on the file alone.
+A source that knows its watermark saves the guess: files, read in batch or replayed, stamp each
+record with theirs (`RawRecord.watermark`, carried in the event under SOURCE_WATERMARK). Such a
+record is judged by it alone, with no state read and no timer: exactly, since the runner's
+watermark cannot pass a record in flight, and cheaply (in batch the watermark is -inf, so nothing
+is late and no ladder is laid; on Prism a stage that sets timers cost twice the runner's CPU of
+the rest of a replay). Live sources (Pub/Sub, Kafka) send no watermark: their records use timers.
 Routing is sharded (not per group key), so a quiet key learns the watermark from busy neighbours.
 A fired timer is NOT a bound for other shards: batch runners (Flink) fire a key's timers when that
 key's input is done, before other keys are processed.
@@ -102,16 +105,15 @@ class RouteTooLateFn(beam.DoFn):
         timers=beam.DoFn.TimerParam(TIMERS),
     ) -> Iterator[Any]:
         shard, event = element
-        source_watermark = None
-        if SOURCE_WATERMARK in event:
-            event = dict(event)  # Beam inputs are immutable
-            source_watermark = event.pop(SOURCE_WATERMARK)
-        event_time = timestamp.micros / 1e6
         deadlines = self._deadlines(timestamp, event)
-        passed, ladder_base = self._read(shard, known)
-        # The source's own watermark, where it sent one, is exact when the record was read: it
-        # decides at once what timers would only tell after the runner published the watermark.
-        bound = passed if source_watermark is None else max(passed, source_watermark)
+        if SOURCE_WATERMARK in event:
+            # The source knew its watermark when it read the record (a file, batch or replayed):
+            # that is exact, so this record needs neither the shard's state nor timers.
+            event = dict(event)  # Beam inputs are immutable
+            bound, passed = event.pop(SOURCE_WATERMARK), None
+        else:
+            passed, ladder_base = self._read(shard, known)
+            bound = passed
         open_deadlines = [deadline for deadline in deadlines if deadline > bound]
         if not open_deadlines:
             self._too_late.inc()
@@ -120,7 +122,8 @@ class RouteTooLateFn(beam.DoFn):
         else:
             if len(open_deadlines) < len(deadlines):
                 self._partly_late.inc()
-            self._arm_timers(shard, event_time, open_deadlines, passed, ladder_base, known, timers)
+            if passed is not None:
+                self._arm_timers(shard, timestamp.micros / 1e6, open_deadlines, passed, ladder_base, known, timers)
             yield event
 
     def _deadlines(self, timestamp: Timestamp, event: Any) -> list[float]:
