@@ -12,7 +12,7 @@ two bookkeeping columns:
 Column types come from the first non-null value (bool, integer, float, text, JSON for objects
 and arrays); a column whose values have all been null has no type yet and is added with the first
 value. A value that cannot be coerced to its column's type (the parser's rules:
-transforms/schema.py coerce_value) is a type conflict: that change is rejected with the reason.
+kappaflow/core/schema.py coerce_value) is a type conflict: that change is rejected with the reason.
 Identifiers are quoted by SQLAlchemy; values are always bound parameters.
 """
 
@@ -22,8 +22,8 @@ from typing import Any, Mapping, Optional
 
 import sqlalchemy as sa
 
+from kappaflow.core.schema import FieldType, coerce_value, sql_type
 from transforms.debezium import PrimaryKeys, identifier_problem
-from transforms.schema import FieldType, coerce_value, sql_type
 
 __all__ = ["VERSION", "DELETED", "ChangeTables", "infer_type"]
 

@@ -51,22 +51,20 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from io_connectors.files import lift_ingest_time
 from io_connectors.pubsub import json_message, timestamp_fields
-from transforms import metrics
-from transforms.records import RawRecord
-from transforms.schema import Schema
+from kappaflow.core import metrics
+from kappaflow.core.records import RawRecord
+from kappaflow.core.schema import Schema
 
 __all__ = [
-    "KafkaOptions", "KafkaReadConfig", "KafkaRecordToRawRecordFn", "KafkaWriteConfig", "ReadKafkaRecords",
-    "WriteKafkaMessages", "check_kafka", "is_kafka_url", "kafka_read_config", "kafka_write_config",
-    "parse_kafka_config",
+    "KafkaReadConfig", "KafkaRecordToRawRecordFn", "KafkaWriteConfig", "ReadKafkaRecords", "WriteKafkaMessages",
+    "check_kafka", "is_kafka_url", "parse_kafka_config", "shared_security_settings",
 ]
 
 SCHEME = "kafka://"
@@ -99,6 +97,11 @@ def parse_kafka_config(text: Optional[str]) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def shared_security_settings(consumer_config: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The consumer settings a producer to the same cluster needs too: how to reach and authenticate."""
+    return tuple((k, v) for k, v in consumer_config if k.startswith(_SHARED_PREFIXES))
+
+
 @dataclasses.dataclass(frozen=True)
 class KafkaReadConfig:
     """Where to read and how; validated here, before any job starts."""
@@ -112,6 +115,9 @@ class KafkaReadConfig:
     max_read_seconds: Optional[int] = None
     # A Java worker pool already running (e.g. next to each TaskManager of a remote Flink cluster).
     java_worker_pool: Optional[str] = None
+    # worker pool -> address of Beam's Java expansion service; the runtime supplies the one it runs
+    # (kappaflow/java_services.py), so the connector never starts processes itself.
+    expansion_service: Optional[Callable[[Optional[str]], str]] = None
     # Top-level payload field holding the ingest time (IoT gateways); None: the Kafka timestamp.
     ingest_time_field: Optional[str] = None
 
@@ -170,9 +176,9 @@ class ReadKafkaRecords(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         from apache_beam.io.kafka import ReadFromKafka
 
-        from kappaflow import java_services
-
         config = self._config
+        if config.expansion_service is None:
+            raise ValueError(f"--input={config.url}: a Kafka read needs Beam's Java expansion service")
         return (
             pbegin
             | "ReadFromKafka" >> ReadFromKafka(
@@ -183,7 +189,7 @@ class ReadKafkaRecords(beam.PTransform):
                 commit_offset_in_finalize=False,  # see Offsets above
                 max_num_records=config.max_records,
                 max_read_time=config.max_read_seconds,
-                expansion_service=java_services.expansion_service(config.java_worker_pool))
+                expansion_service=config.expansion_service(config.java_worker_pool))
             | "ToRawRecords" >> beam.ParDo(KafkaRecordToRawRecordFn(config.ingest_time_field))
         )
 
@@ -195,6 +201,7 @@ class KafkaWriteConfig:
     url: str
     producer_config: tuple[tuple[str, str], ...] = ()
     java_worker_pool: Optional[str] = None
+    expansion_service: Optional[Callable[[Optional[str]], str]] = None  # as KafkaReadConfig's
 
     def __post_init__(self) -> None:
         match = _URL.match(self.url)
@@ -231,56 +238,16 @@ class WriteKafkaMessages(beam.PTransform):
     def expand(self, elements: beam.PCollection) -> beam.pvalue.PDone:
         from apache_beam.io.kafka import WriteToKafka
 
-        from kappaflow import java_services
-
+        config = self._config
+        if config.expansion_service is None:
+            raise ValueError(f"{config.url}: a Kafka write needs Beam's Java expansion service")
         return (
             elements
             | "ToKafkaRecords" >> beam.ParDo(self._fn).with_output_types(tuple[bytes, bytes])
             | "WriteToKafka" >> WriteToKafka(
-                producer_config=self._config.producer_properties(), topic=self._config.topic,
-                expansion_service=java_services.expansion_service(self._config.java_worker_pool))
+                producer_config=config.producer_properties(), topic=config.topic,
+                expansion_service=config.expansion_service(config.java_worker_pool))
         )
-
-
-class KafkaOptions(PipelineOptions):
-    """Kafka's options. Not part of KappaflowOptions: Dataflow flex templates (generated from those)
-    cannot run kappaflow's Kafka read, which needs Java workers in the EXTERNAL environment."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--kafka_consumer_group", default=None,
-                            help="Kafka (--input=kafka://HOST:PORT/TOPIC[,TOPIC]): consumer group id; the consumer "
-                                 "commits the offsets it polled, and a new job in the group resumes after them.")
-        parser.add_argument("--kafka_config", default=None,
-                            help="Kafka: consumer settings KEY=VALUE,... (security.protocol, sasl.*, ssl.*, "
-                                 "auto.offset.reset (default earliest), ...); the security.*, sasl.* and ssl.* "
-                                 "ones also go to the producer of a Kafka --alerts_topic.")
-        parser.add_argument("--kafka_max_records", type=int, default=None,
-                            help="Kafka, for tests and demos: stop reading after this many records (the job ends).")
-        parser.add_argument("--kafka_max_read_seconds", type=int, default=None,
-                            help="Kafka, for tests and demos: stop reading after this many seconds (the job ends).")
-        parser.add_argument("--java_worker_pool", default=None,
-                            help="Java transforms (Kafka): HOST:PORT of a running Beam Java worker pool "
-                                 "(ExternalWorkerService), e.g. next to each TaskManager of a Flink cluster; "
-                                 "default: one started on this machine for the run.")
-
-
-def kafka_read_config(opts: PipelineOptions, ingest_time_field: Optional[str] = None) -> Optional[KafkaReadConfig]:
-    """The Kafka read the options ask for (`--input=kafka://...`), else None."""
-    url = getattr(opts, "input", None)
-    if not is_kafka_url(url):
-        return None
-    kafka = opts.view_as(KafkaOptions)
-    return KafkaReadConfig(url, kafka.kafka_consumer_group, parse_kafka_config(kafka.kafka_config),
-                           kafka.kafka_max_records, kafka.kafka_max_read_seconds, kafka.java_worker_pool,
-                           ingest_time_field)
-
-
-def kafka_write_config(opts: PipelineOptions, url: str) -> KafkaWriteConfig:
-    """A Kafka topic to write to (`url`), with the security settings of `--kafka_config`."""
-    kafka = opts.view_as(KafkaOptions)
-    shared = tuple((k, v) for k, v in parse_kafka_config(kafka.kafka_config) if k.startswith(_SHARED_PREFIXES))
-    return KafkaWriteConfig(url, shared, kafka.java_worker_pool)
 
 
 def check_kafka(url: str) -> None:

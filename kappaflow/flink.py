@@ -112,8 +112,8 @@ def _reads_forever(options: PipelineOptions) -> bool:
     """A live Kafka read (no --kafka_max_records/--kafka_max_read_seconds). Its Impulse source must
     stay up: once a source has finished Flink takes no more checkpoints, and KafkaIO commits its
     offsets only when a checkpoint completes."""
-    from io_connectors.kafka import kafka_read_config
     from kappaflow.options import KappaflowOptions
+    from kappaflow.wiring import kafka_read_config
 
     kafka = kafka_read_config(options.view_as(KappaflowOptions))
     return kafka is not None and kafka.max_records is None and kafka.max_read_seconds is None

@@ -23,10 +23,11 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
 from kappaflow import beam_workarounds, java_services
+from kappaflow.core import metrics
+from kappaflow.checks import check_dead_letters_reach_a_sink
 from kappaflow.errors import ConfigurationError
-from kappaflow.options import KappaflowOptions
+from kappaflow.options import KappaflowOptions, PubSubInputOptions
 from kappaflow.progress import ProgressMonitor, counter_totals, estimate_records, fresh_metrics
-from transforms import metrics
 
 __all__ = ["Accounting", "run", "resolve_runner"]
 
@@ -53,19 +54,21 @@ class Accounting:
     applied: int = 0
     superseded: int = 0
     rejected: int = 0
+    # The outcomes the pipeline declares (its options class's OUTCOMES; core/metrics.OUTCOMES).
+    outcomes: tuple[str, ...] = tuple(metrics.OUTCOMES)
+    dead_letters_failed: int = 0  # refused by the dead-letter table: lost, so never balanced
 
     @property
     def balanced(self) -> bool:
-        """Every record read ended in exactly one place."""
-        return self.read == (self.invalid + self.duplicates + self.too_late + self.enrich_failed
-                             + self.excluded + self.aggregated + self.applied + self.superseded
-                             + self.rejected)
+        """Every record read ended in exactly one of the places the pipeline declares, none elsewhere."""
+        undeclared = [name for name in metrics.OUTCOMES if name not in self.outcomes and getattr(self, name)]
+        return (not undeclared and not self.dead_letters_failed
+                and self.read == sum(getattr(self, name) for name in self.outcomes))
 
     @property
     def in_flight(self) -> int:
         """Records read but not yet in one of the outcomes (a running or cancelled job)."""
-        return self.read - (self.invalid + self.duplicates + self.too_late + self.enrich_failed + self.excluded
-                            + self.aggregated + self.applied + self.superseded + self.rejected)
+        return self.read - sum(getattr(self, name) for name in self.outcomes)
 
     def summary(self, state: Optional[str] = None) -> str:
         """The accounting line; `state` ("running", "cancelled") says the job has not drained, so
@@ -80,9 +83,12 @@ class Accounting:
             f"{self.enrich_failed:,} | excluded {self.excluded:,} | aggregated {self.aggregated:,} | "
             f"{self._change_outcomes()}"
             f"rows written {self.rows_written:,} | "
-            f"dead letters written {self.dead_letters_written:,} | {self.seconds:.1f}s "
+            f"dead letters written {self.dead_letters_written:,} | {self._failed_dead_letters()}{self.seconds:.1f}s "
             f"({rate:,.0f} records/s) | {ending}"
         )
+
+    def _failed_dead_letters(self) -> str:
+        return f"dead letters LOST {self.dead_letters_failed:,} | " if self.dead_letters_failed else ""
 
     def _change_outcomes(self) -> str:
         if not (self.applied or self.superseded or self.rejected):
@@ -98,7 +104,7 @@ def resolve_runner(options: PipelineOptions) -> tuple[object, str]:
     standard = options.view_as(StandardOptions)
     name = standard.runner or "DirectRunner"
     if name in ("DirectRunner", "direct"):
-        if standard.streaming and options.view_as(KappaflowOptions).input_subscription:
+        if standard.streaming and options.view_as(PubSubInputOptions).input_subscription:
             # Beam's Python Pub/Sub source runs only on the Python DirectRunner (and Dataflow).
             from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
@@ -125,22 +131,16 @@ def resolve_runner(options: PipelineOptions) -> tuple[object, str]:
     return name, name
 
 
-# Accounting field → the counter it is read from.
-_COUNTERS = {
-    "read": metrics.READ, "invalid": metrics.INVALID, "duplicates": metrics.DUPLICATES,
-    "too_late": metrics.TOO_LATE, "enrich_failed": metrics.ENRICH_FAILED, "excluded": metrics.EXCLUDED,
-    "aggregated": metrics.AGGREGATED, "rows_written": metrics.ROWS_WRITTEN,
-    "dead_letters_written": metrics.DEAD_LETTERS_WRITTEN, "applied": metrics.APPLIED,
-    "superseded": metrics.SUPERSEDED, "rejected": metrics.REJECTED,
-}
-
-
 def read_accounting(result: beam.runners.runner.PipelineResult, pipeline: str, runner: str, mode: str,
-                    seconds: float) -> Accounting:
+                    seconds: float, outcomes: tuple[str, ...] = tuple(metrics.OUTCOMES)) -> Accounting:
     """The accounting from a job's counters, as they stand now (running, drained or cancelled)."""
     totals = counter_totals(fresh_metrics(result).query(MetricsFilter().with_namespace(metrics.NAMESPACE)))
-    return Accounting(pipeline=pipeline, runner=runner, mode=mode, seconds=seconds,
-                      **{field: totals.get(name, 0) for field, name in _COUNTERS.items()})
+    return Accounting(
+        pipeline=pipeline, runner=runner, mode=mode, seconds=seconds, outcomes=outcomes,
+        read=totals.get(metrics.READ, 0), rows_written=totals.get(metrics.ROWS_WRITTEN, 0),
+        dead_letters_written=totals.get(metrics.DEAD_LETTERS_WRITTEN, 0),
+        dead_letters_failed=totals.get(metrics.DEAD_LETTERS_FAILED, 0),
+        **{name: totals.get(outcome.counter, 0) for name, outcome in metrics.OUTCOMES.items()})
 
 
 def _wait_reporting_a_stop(result: beam.runners.runner.PipelineResult, account: Callable[[], Accounting]) -> None:
@@ -218,13 +218,9 @@ def run(
 ) -> Accounting:
     options = PipelineOptions(normalize_boolean_flags(sys.argv[1:] if argv is None else argv))
     own = options.view_as(options_class)
-    if not own.input and not own.input_subscription:
+    if not own.input and not getattr(own, "input_subscription", None):
         raise SystemExit(f"{pipeline_name}: --input (files, bigquery:P.D.T) or --input_subscription is required")
-    if not options.view_as(StandardOptions).streaming:
-        # Processing time does not pass in a batch run: there are no early panes to fire (and
-        # the FnApiRunner has no clock for processing-time triggers).
-        own.early_firing_seconds = 0
-    from io_connectors.preflight import EndpointUnavailable, check_endpoints
+    from kappaflow.preflight import EndpointUnavailable, check_endpoints
     from kappaflow.runner_support import UnsupportedOnRunner, check_runner_support
 
     try:
@@ -249,10 +245,12 @@ def run(
             build(pipeline, own)
         except (ValueError, FileNotFoundError) as err:  # the graph refused an option: nothing has run
             raise ConfigurationError(str(err)) from err
+        check_dead_letters_reach_a_sink(pipeline)
         mode = "streaming" if streaming else "batch"
 
         def account() -> Accounting:
-            return read_accounting(result, pipeline_name, runner_label, mode, time.monotonic() - started)
+            return read_accounting(result, pipeline_name, runner_label, mode, time.monotonic() - started,
+                                   tuple(options_class.OUTCOMES))
 
         # A live job prints its accounting every --report_every_seconds while it runs (0: never).
         every = own.report_every_seconds if streaming else 0
@@ -273,14 +271,3 @@ def run(
         write_report(own.report, accounting, options, monitor.samples)
     return accounting
 
-
-def run_main(
-    pipeline_name: str,
-    build: Callable[[beam.Pipeline, KappaflowOptions], None],
-    options_class: type[KappaflowOptions],
-) -> None:
-    """Entry point of `python -m pipelines.<name>`: the `kappaflow <name>` command (kappaflow/cli.py):
-    checks first, one-line errors, exit non-zero when the accounting does not add up."""
-    from kappaflow.cli import run_pipeline_command
-
-    sys.exit(run_pipeline_command(pipeline_name, build, options_class))

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, TextIO
 
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms import metrics
+from kappaflow.core import metrics
 
 __all__ = ["Snapshot", "ProgressMonitor", "counter_totals", "estimate_records", "fresh_metrics", "read_snapshot"]
 

@@ -96,7 +96,7 @@ def keyed_records(lines: Iterable[str], key_field: str, stamp: Callable[[dict], 
     """Lines keyed by `key_field` and stamped `stamp(event)` (epoch seconds): what the collector or
     gateway sends. A line that cannot be read goes as it is, stamped like the line before it (the
     parser dead-letters it, as in the batch run)."""
-    from transforms.schema import parse_timestamp
+    from kappaflow.core.schema import parse_timestamp
 
     records: list[Record] = []
     last: Optional[int] = None

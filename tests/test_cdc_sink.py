@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from cdc_helpers import event, fixture
 from io_connectors.cdc_sink import Outcome, apply_changes
 from io_connectors.change_tables import DELETED, VERSION, ChangeTables
-from kappaflow.schemas.cdc import DEBEZIUM_CHANGE_EVENT
+from kappaflow.core.schemas.cdc import DEBEZIUM_CHANGE_EVENT
 from kappaflow.tables import read_change_table
 from transforms.debezium import PrimaryKeys, to_change, unwrap
 

@@ -24,15 +24,16 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from io_connectors.kafka import (
     TOMBSTONES, KafkaReadConfig, KafkaRecordToRawRecordFn, KafkaWriteConfig, ToKafkaRecordFn, check_kafka,
-    kafka_write_config, parse_kafka_config)
+    parse_kafka_config)
 from io_connectors.sources import ReadInput
+from kappaflow.core.records import RawRecord
+from kappaflow.core.schemas.iot import SENSOR_ALERTS
 from kappaflow.launcher import run
 from kappaflow.samples import iot as iot_samples
-from kappaflow.schemas.iot import SENSOR_ALERTS
 from kappaflow.tables import read_rows
+from kappaflow.wiring import kafka_write_config
 from pipelines import clickstream, iot_sensors
 from transforms.event_time import EventTimeOf
-from transforms.records import RawRecord
 
 from conftest import counter
 from fixtures_kafka import produce_iot
