@@ -29,8 +29,16 @@ def _query(emulator, sql: str) -> list[tuple]:
         client.close()
 
 
+# Streaming exactly-once Storage Write shards its rows with Beam's `sharded_key` coder, which Prism
+# 2.70 cannot build ("prism error building stage ...: unknown coder urn key: beam:coder:sharded_key:v1",
+# with auto-sharding or a fixed stream count alike). Strict: once Prism runs it, this fails, and the
+# streaming default (streaming inserts, docs/bigquery.md) should become the Storage Write API.
+_PRISM_STREAMING = pytest.mark.xfail(strict=True, raises=AssertionError,
+                                     reason="Prism 2.70 has no beam:coder:sharded_key:v1")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("streaming", [False, True], ids=["batch", "replay"])
+@pytest.mark.parametrize("streaming", [False, pytest.param(True, marks=_PRISM_STREAMING)], ids=["batch", "replay"])
 def test_clickstream_through_the_storage_write_api_lands_in_bigquery(bigquery_emulator, bigquery_front, tmp_path,
                                                                      streaming):
     dataset = f"storage_write_{'replay' if streaming else 'batch'}"
