@@ -42,7 +42,7 @@ from io_connectors.batched_write import WriteInBatchesFn
 from io_connectors.bigquery_loads import LoadStagedFilesFn, StageForLoads
 from transforms import metrics
 from transforms.enrich_database import RetryPolicy
-from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
+from transforms.records import BOUNDED_WATERMARK, DEAD_LETTER_TAG, RawRecord, dead_letter
 from transforms.schema import Field, FieldType, Schema, ValidationError, format_timestamp
 
 __all__ = [
@@ -457,7 +457,7 @@ def _read_table(location: BigQueryLocation, endpoint: Optional[str]) -> Iterator
     client = bigquery_client(location.project, endpoint)
     try:
         for number, row in enumerate(client.list_rows(location.table_id(), page_size=10_000), start=1):
-            yield RawRecord(dict(row.items()), f"bigquery:{location.table_id()}#{number}")
+            yield RawRecord(dict(row.items()), f"bigquery:{location.table_id()}#{number}", watermark=BOUNDED_WATERMARK)
     finally:
         client.close()
 

@@ -15,7 +15,9 @@ does not move it. The runner's output watermark is the minimum over the files st
 so a file that is read more slowly holds the others back rather than making their records late.
 Files finish at +infinity. Records come out in file order, stamped with their event time (to the
 microsecond); a record without a readable event time is stamped with the largest time seen so far
-and left for the parser to reject.
+and left for the parser to reject. Each record also carries its file's watermark from before it was
+read (`RawRecord.watermark`): the late-data router judges a record by it, so whether a replayed
+record is too late depends on the file's order alone, not on when a runner publishes watermarks.
 
 The reader stops every `chunk_size` records, or once event time moved `max_out_of_orderness` past
 the chunk's first record, and hands the runner a checkpoint: that is when a runner publishes a new
@@ -41,7 +43,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from io_connectors.files import expand_pattern, file_format, open_positioned, position_kind
 from transforms import metrics
-from transforms.records import RawRecord
+from transforms.records import BOUNDED_WATERMARK, RawRecord
 
 __all__ = ["ReplayConfig", "ReplayFiles", "ReplayFileFn"]
 
@@ -164,6 +166,9 @@ class ReplayFileFn(beam.DoFn):
             if not tracker.try_claim(position):
                 records.close()
                 return
+            # What this file's watermark was before the record: downstream, a record behind it is
+            # judged late by this, not by when a runner happens to publish watermarks.
+            record = record._replace(watermark=BOUNDED_WATERMARK if max_seen is None else max_seen - bound)
             ts = self._event_time(record)
             if ts is None:
                 ts = max_seen if max_seen is not None else 0.0

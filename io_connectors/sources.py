@@ -5,7 +5,7 @@ Pub/Sub subscription (`--input_subscription`, streaming), a BigQuery table
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -17,7 +17,7 @@ from io_connectors.pubsub import PubSubReadConfig, ReadPubSubRecords
 from io_connectors.replay import ReplayConfig, ReplayFiles
 from kappaflow.options import KappaflowOptions
 from transforms.event_time import EventTimeOf
-from transforms.records import RawRecord
+from transforms.records import BOUNDED_WATERMARK, RawRecord
 
 __all__ = ["ReadFiles", "ReadInput"]
 
@@ -43,8 +43,14 @@ class ReadFiles(beam.PTransform):
             | "MatchFiles" >> fileio.MatchAll(fileio.EmptyMatchTreatment.DISALLOW)
             | "Paths" >> beam.Map(lambda metadata: metadata.path)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadRecords" >> beam.FlatMap(read_records, self._ingest_time_field)
+            | "ReadRecords" >> beam.FlatMap(read_bounded, self._ingest_time_field)
         )
+
+
+def read_bounded(path: str, ingest_time_field: Optional[str] = None) -> Iterator[RawRecord]:
+    """A file's records, each stamped with a bounded source's watermark: nothing is late in batch."""
+    for record in read_records(path, ingest_time_field):
+        yield record._replace(watermark=BOUNDED_WATERMARK)
 
 
 class ReadInput(beam.PTransform):

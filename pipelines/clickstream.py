@@ -25,7 +25,7 @@ from transforms.enrich_database import EnrichFromDatabase, LookupSpec
 from transforms.event_time import WithEventTime
 from transforms.late_data import RouteTooLateRecords
 from transforms.parse import ParseEvents
-from transforms.records import DEAD_LETTER_TAG
+from transforms.records import DEAD_LETTER_TAG, SOURCE_WATERMARK
 
 PIPELINE = "clickstream"
 
@@ -55,13 +55,16 @@ def to_metric_input(event: dict) -> dict:
     """The fields the metrics need; the rest (and the hashed IP) stops here."""
     properties = event.get("properties") or {}
     price = properties.get("price")
-    return {
+    selected = {
         "event_id": event["event_id"],
         "user_id": event["user_id"],
         "event_type": event["event_type"],
         "product_id": properties.get("product_id"),
         "revenue": price if event["event_type"] == "purchase" and price is not None else 0.0,
     }
+    if SOURCE_WATERMARK in event:  # a replay's: for RouteTooLate, which removes it
+        selected[SOURCE_WATERMARK] = event[SOURCE_WATERMARK]
+    return selected
 
 
 def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:

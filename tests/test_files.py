@@ -156,3 +156,14 @@ def test_hostile_csv_rows_become_records_for_the_parser_to_reject(tmp_path):
     assert by_id["2"] == big
     assert by_id["3"] == "caf\udce9"  # not UTF-8: a lone surrogate the parser rejects
     assert by_id["5"] == "fine"
+
+
+def test_a_bounded_read_stamps_every_record_with_a_bounded_sources_watermark(tmp_path):
+    # The late-data router judges such records by it, with no state and no timers: in batch
+    # nothing is late, and nothing arms a timer.
+    from io_connectors.sources import read_bounded
+    from transforms.records import BOUNDED_WATERMARK
+
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"timestamp": 1}\nnot json\n', encoding="utf-8")
+    assert [r.watermark for r in read_bounded(str(path))] == [BOUNDED_WATERMARK, BOUNDED_WATERMARK]

@@ -174,20 +174,9 @@ def all_output_text(db: str, skip_tables: tuple[str, ...] = ()) -> str:
                          for table in tables if table not in skip_tables)
 
 
-# Known engine gap (issue 10): on Prism a valid record read in the same chunk as records decades
-# newer (a 1970 event time among 2026 ones) can pass the too-late router before any timer told it
-# the watermark, and a GroupByKey behind it drops the record; the exact accounting then says
-# UNBALANCED and the run exits 1. Seen intermittently on the clickstream and IoT replays of this
-# suite; CDC has no GroupByKey behind its parser.
-_PRISM_FAR_LATE_LOSS = pytest.mark.xfail(
-    reason="issue 10: Prism may drop a record far behind its chunk after the router let it through", strict=False)
-
-
 @pytest.mark.parametrize("mode", ["batch", "streaming"])
 @pytest.mark.parametrize("pipeline", ["clickstream", "iot_sensors", "cdc"])
-def test_hostile_records_never_stop_a_run_and_every_rejection_is_a_dead_letter(inputs, runs, pipeline, mode, request):
-    if mode == "streaming" and pipeline in ("clickstream", "iot_sensors"):
-        request.applymarker(_PRISM_FAR_LATE_LOSS)
+def test_hostile_records_never_stop_a_run_and_every_rejection_is_a_dead_letter(inputs, runs, pipeline, mode):
     fuzz, run = inputs[pipeline], runs[(pipeline, mode)]
     assert run.returncode == 0, run.stderr[-3000:]
     with open(run.report, encoding="utf-8") as handle:

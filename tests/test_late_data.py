@@ -10,7 +10,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.late_data import RouteTooLateRecords
-from transforms.records import DEAD_LETTER_TAG
+from transforms.records import DEAD_LETTER_TAG, SOURCE_WATERMARK
 from transforms.windowing import WindowConfig
 
 METRICS = (Metric("events", "count"), Metric("total", "sum", "value"))
@@ -194,3 +194,43 @@ def test_too_late_record_for_a_window_the_shard_never_saw_is_dead_lettered(run_s
 
     result = run_streaming(build)
     assert count_of(result, "too_late") == 1
+
+
+def test_a_record_behind_its_sources_watermark_is_too_late_before_any_timer_fires(run_streaming, count_of):
+    # A replay stamps each record with its file's watermark (RawRecord.watermark): no timer has
+    # fired yet when "old" arrives, but the source had moved past [0, 60) + lateness long before.
+    config = WindowConfig(size_seconds=60, allowed_lateness_seconds=60, early_firing_seconds=None)
+
+    def from_replay(event_id: str, t: float, watermark: float) -> TimestampedValue:
+        value = event(event_id, t)
+        return TimestampedValue({**value.value, SOURCE_WATERMARK: watermark}, t)
+
+    stream = (
+        TestStream()
+        .add_elements([event("e1", 1000), from_replay("e2", 1010, 990), from_replay("old", 10, 990)])
+        .advance_watermark_to_infinity()
+    )
+
+    def build(p):
+        routed = p | stream | RouteTooLateRecords(config, "test", "event_id", shard_key=lambda e: e["page"], shards=4)
+        assert_that(routed.events | beam.Map(lambda e: (e["event_id"], SOURCE_WATERMARK in e)),
+                    equal_to([("e1", False), ("e2", False)]), label="events")
+        assert_that(routed[DEAD_LETTER_TAG], dead_letters_are([("late", "too late", "old", 0.0)]), label="dead")
+
+    result = run_streaming(build)
+    assert count_of(result, "too_late") == 1
+
+
+@pytest.mark.parametrize("size, offset", [(60, 0), (60, 7), (0.5, 0.25), (3600, 0)])
+def test_fixed_window_deadlines_are_what_beam_assigns(size, offset):
+    from apache_beam.transforms.window import FixedWindows, WindowFn
+    from apache_beam.utils.timestamp import Timestamp
+
+    from transforms.late_data import RouteTooLateFn
+
+    fn = RouteTooLateFn(FixedWindows(size, offset), 30.0, 60.0, "test", "event_id")
+    fn.setup()
+    for micros in (0, 1, 59_999_999, 60_000_000, 1_705_322_445_123_456, -1, -60_000_001):
+        ts = Timestamp(micros=micros)
+        windows = FixedWindows(size, offset).assign(WindowFn.AssignContext(ts))
+        assert fn._deadlines(ts, {}) == [w.max_timestamp().micros / 1e6 + 30.0 for w in windows], micros

@@ -12,6 +12,12 @@ only when the watermark is more than that margin past its deadline. While the ro
 the watermark by less than the margin, every record it lets through is aggregated. The bound lags
 by more only after a shard is quiet for over 12 margins AND the watermark then jumps more than a
 margin in one step; the run's accounting shows such a loss as UNBALANCED.
+A source that knows its watermark saves the guess: files, read in batch or replayed, stamp each
+record with theirs (`RawRecord.watermark`, carried in the event under SOURCE_WATERMARK). Such a
+record is judged by it alone, with no state read and no timer: exactly, since the runner's
+watermark cannot pass a record in flight, and cheaply (in batch the watermark is -inf, so nothing
+is late and no ladder is laid; on Prism a stage that sets timers cost twice the runner's CPU of
+the rest of a replay). Live sources (Pub/Sub, Kafka) send no watermark: their records use timers.
 Routing is sharded (not per group key), so a quiet key learns the watermark from busy neighbours.
 A fired timer is NOT a bound for other shards: batch runners (Flink) fire a key's timers when that
 key's input is done, before other keys are processed.
@@ -27,11 +33,11 @@ from apache_beam.coders import FloatCoder, TupleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import GlobalWindow, WindowFn
+from apache_beam.transforms.window import FixedWindows, GlobalWindow, WindowFn
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import metrics
-from transforms.records import DEAD_LETTER_TAG, dead_letter
+from transforms.records import DEAD_LETTER_TAG, SOURCE_WATERMARK, dead_letter
 from transforms.windowing import WindowConfig
 
 __all__ = ["RouteTooLateRecords", "RouteTooLateFn"]
@@ -71,6 +77,8 @@ class RouteTooLateFn(beam.DoFn):
         self._offsets = probe_offsets(self._margin)
         self._relay_after = self._offsets[_LINEAR_RUNGS - 1]
         self._horizon = GlobalWindow().max_timestamp().micros / 1e6
+        fn = self._window_fn
+        self._fixed = (fn.size.micros, fn.offset.micros) if type(fn) is FixedWindows else None
 
     def start_bundle(self) -> None:
         # Setting a timer is an output to the runner: set each (shard, deadline) once per bundle.
@@ -97,21 +105,38 @@ class RouteTooLateFn(beam.DoFn):
         timers=beam.DoFn.TimerParam(TIMERS),
     ) -> Iterator[Any]:
         shard, event = element
-        event_time = timestamp.micros / 1e6
-        windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
-        passed, ladder_base = self._read(shard, known)
-        open_deadlines = [
-            deadline for deadline in (w.max_timestamp().micros / 1e6 + self._lateness for w in windows)
-            if deadline > passed
-        ]
+        deadlines = self._deadlines(timestamp, event)
+        if SOURCE_WATERMARK in event:
+            # The source knew its watermark when it read the record (a file, batch or replayed):
+            # that is exact, so this record needs neither the shard's state nor timers.
+            event = dict(event)  # Beam inputs are immutable
+            bound, passed = event.pop(SOURCE_WATERMARK), None
+        else:
+            passed, ladder_base = self._read(shard, known)
+            bound = passed
+        open_deadlines = [deadline for deadline in deadlines if deadline > bound]
         if not open_deadlines:
             self._too_late.inc()
+            windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._dead_letter(event, timestamp, windows))
         else:
-            if len(open_deadlines) < len(windows):
+            if len(open_deadlines) < len(deadlines):
                 self._partly_late.inc()
-            self._arm_timers(shard, event_time, open_deadlines, passed, ladder_base, known, timers)
+            if passed is not None:
+                self._arm_timers(shard, timestamp.micros / 1e6, open_deadlines, passed, ladder_base, known, timers)
             yield event
+
+    def _deadlines(self, timestamp: Timestamp, event: Any) -> list[float]:
+        """End + allowed lateness of each window the record belongs to, in seconds."""
+        if self._fixed is not None:
+            # Fixed windows, the usual case, in integer microseconds: what FixedWindows.assign
+            # gives, without the Timestamp and IntervalWindow objects it makes per record.
+            size, offset = self._fixed
+            micros = timestamp.micros
+            start = micros - (micros - offset) % size
+            return [(start + size - 1) / 1e6 + self._lateness]
+        windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
+        return [w.max_timestamp().micros / 1e6 + self._lateness for w in windows]
 
     def _arm_timers(self, shard, event_time, open_deadlines, passed, ladder_base, known, timers) -> None:
         for deadline in open_deadlines:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import re
@@ -12,7 +11,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms import metrics
-from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter, payload_text, printable_text
+from transforms.records import (
+    DEAD_LETTER_TAG, SOURCE_WATERMARK, RawRecord, dead_letter, payload_text, printable_text,
+)
 from transforms.schema import Schema, ValidationError
 
 __all__ = ["ParseEvents", "ParseEventFn", "PiiHasher", "decode_record", "DEFAULT_MAX_RECORD_BYTES",
@@ -37,7 +38,7 @@ class PiiHasher:
         self._key = salt.encode("utf-8")
 
     def __call__(self, value: str) -> str:
-        return hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._key, value.encode("utf-8"), "sha256").hex()[:32]  # one-shot: no HMAC object
 
 
 class ParseEventFn(beam.DoFn):
@@ -93,6 +94,8 @@ class ParseEventFn(beam.DoFn):
             )
         if record.ingest_time is not None:
             event["_ingest_time"] = record.ingest_time
+        if record.watermark is not None:
+            event[SOURCE_WATERMARK] = record.watermark
         return event, None
 
     def _envelope(self, decoded: Any) -> Any:

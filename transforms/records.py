@@ -11,10 +11,15 @@ from typing import Any, NamedTuple, Optional
 
 from transforms.schema import Field, FieldType, Schema, format_timestamp
 
-__all__ = ["RawRecord", "DEAD_LETTER_SCHEMA", "dead_letter", "DEAD_LETTER_TAG", "redact_ips", "printable_text"]
+__all__ = ["RawRecord", "DEAD_LETTER_SCHEMA", "dead_letter", "DEAD_LETTER_TAG", "redact_ips", "printable_text",
+           "SOURCE_WATERMARK", "BOUNDED_WATERMARK"]
 
 # Tag of every transform's dead-letter output.
 DEAD_LETTER_TAG = "dead_letter"
+# Where the parser puts RawRecord.watermark in the event, for the late-data router (which removes it).
+SOURCE_WATERMARK = "_source_watermark"
+# The watermark of a bounded source while it is read: nothing it holds can be late until all is read.
+BOUNDED_WATERMARK = float("-inf")
 
 
 class RawRecord(NamedTuple):
@@ -23,6 +28,10 @@ class RawRecord(NamedTuple):
     payload: Any  # bytes or str (JSON text) or a dict (CSV, Avro, Parquet, BigQuery rows)
     origin: str  # "path:line", "path#row", or a Pub/Sub message id
     ingest_time: Optional[float] = None  # seconds; publish time or an ingest column, when known
+    # Seconds: the watermark its source had reached when it read this record. Files know it (a
+    # bounded read: -inf, BOUNDED_WATERMARK; a replay: see io_connectors/replay.py); live sources
+    # do not (None). A record behind it was late before any step saw it.
+    watermark: Optional[float] = None
 
 
 DEAD_LETTER_SCHEMA = Schema(

@@ -80,12 +80,13 @@ def parse_timestamp(value: Any) -> float:
         text = value.strip()
         if not text:
             raise ValueError("empty timestamp")
+        if "T" not in text and ":" not in text:  # ISO text has one or both; a number neither
+            try:
+                return _epoch_number(float(text))
+            except ValueError:
+                pass
         try:
-            return _epoch_number(float(text))
-        except ValueError:
-            pass
-        try:
-            parsed = dt.datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", text, count=1))
+            parsed = dt.datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", text, count=1) if "." in text else text)
         except ValueError:
             raise ValueError(f"unparseable timestamp {short_repr(value)}") from None
         if parsed.tzinfo is None:
@@ -299,7 +300,7 @@ def coerce_value(field_type: FieldType, value: Any) -> Any:
     if field_type is FieldType.RECORD:
         raise ValueError("a RECORD needs its sub-fields: use Schema.parse")
     try:
-        return _parse_value(_VALUE_FIELDS[field_type], value, "value", str)
+        return _parse_value(_VALUE_FIELDS[field_type], value, "", str)
     except ValidationError as err:
         raise ValueError(err.reason) from None
 
@@ -310,27 +311,28 @@ _VALUE_FIELDS = {t: Field("value", t) for t in FieldType if t is not FieldType.R
 def _parse_fields(
     fields: Sequence[Field], record: Mapping[str, Any], prefix: str, hash_pii: Callable[[str], str]
 ) -> dict:
+    # The hot loop of every pipeline: a field's dotted path is only spelled out for an error.
     out: dict[str, Any] = {}
     for f in fields:
-        path = prefix + f.name
         value = record.get(f.name)
         if value is None or value == "":
             if f.required:
-                raise ValidationError(path, "is required but missing")
+                raise ValidationError(prefix + f.name, "is required but missing")
             out[f.name] = None
-            continue
-        out[f.name] = _parse_value(f, value, path, hash_pii)
+        else:
+            out[f.name] = _parse_value(f, value, prefix, hash_pii)
     return out
 
 
-def _parse_value(f: Field, value: Any, path: str, hash_pii: Callable[[str], str]) -> Any:
+def _parse_value(f: Field, value: Any, prefix: str, hash_pii: Callable[[str], str]) -> Any:
     t = f.type
     try:
         if t is FieldType.STRING:
-            if f.integer_as_text and isinstance(value, int) and not isinstance(value, bool):
-                value = str(_to_int(value))
-            if not isinstance(value, str):
-                raise ValueError(f"expected a string, got {type(value).__name__} {short_repr(value)}")
+            if type(value) is not str:
+                if f.integer_as_text and isinstance(value, int) and not isinstance(value, bool):
+                    value = str(_to_int(value))
+                if not isinstance(value, str):
+                    raise ValueError(f"expected a string, got {type(value).__name__} {short_repr(value)}")
             return hash_pii(value) if f.pii else value
         if t is FieldType.INT64:
             return _to_int(value)
@@ -344,15 +346,15 @@ def _parse_value(f: Field, value: Any, path: str, hash_pii: Callable[[str], str]
         if t is FieldType.TIMESTAMP:
             return parse_timestamp(value)
         if t is FieldType.RECORD:
-            if not isinstance(value, Mapping):
+            if type(value) is not dict and not isinstance(value, Mapping):
                 raise ValueError(f"expected an object, got {type(value).__name__}")
-            return _parse_fields(f.fields, value, path + ".", hash_pii)
+            return _parse_fields(f.fields, value, prefix + f.name + ".", hash_pii)
         if t is FieldType.JSON:
             return value
     except ValidationError:
         raise
     except (TypeError, ValueError) as err:
-        raise ValidationError(path, str(err)) from None
+        raise ValidationError(prefix + f.name, str(err)) from None
     raise AssertionError(t)
 
 
