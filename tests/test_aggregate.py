@@ -142,3 +142,45 @@ def test_aggregate_per_window_batch(run_batch, count_of):
 def test_aggregate_per_window_needs_key_fields():
     with pytest.raises(ValueError):
         AggregatePerWindow((), (Metric("n", "count"),), WindowConfig())
+
+
+class _State:
+    """A ReadModifyWrite state cell, as the runner keeps it between bundles."""
+
+    def __init__(self):
+        self.value = None
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+
+@pytest.mark.parametrize("panes, expected", [
+    ([(0, 3, True)], 3),                                   # batch: the one pane
+    ([(0, 2, False), (1, 5, False), (2, 6, True)], 6),     # early, on time, last
+    ([(1, 4, True), (0, 4, False)], 4),                    # Prism: the last pane first
+    ([(2, 6, True), (0, 2, False), (1, 5, False)], 6),
+    ([(0, None, False), (1, 2, True)], 2),                 # an empty pane (Flink) still counts as a pane
+])
+def test_count_and_format_counts_each_record_once_and_forgets_a_finished_window(panes, expected):
+    from apache_beam.utils.windowed_value import PaneInfoTiming
+
+    from transforms.aggregate import CountAndFormatRowsFn
+
+    combine = AggregateCombineFn((Metric("events", "count"),))
+
+    def accumulator(records):
+        return None if records is None else [records, records]
+
+    fn = CountAndFormatRowsFn(("page",), combine, accumulating=True)
+    counted, state = [], _State()
+    fn._aggregated = type("Counter", (), {"inc": lambda self, n: counted.append(n)})()
+    for index, records, is_last in panes:
+        fn.start_bundle()  # a bundle per pane: the memory must survive in the state cell
+        pane = (("home",), accumulator(records), 0, 60_000_000, index, PaneInfoTiming.LATE, is_last)
+        rows = list(fn.process((3, pane), counted=state))
+        assert [row["events"] for row in rows] == ([] if records is None else [records])
+    assert sum(counted) == expected
+    assert state.value == {}  # every pane came: the window is forgotten

@@ -61,11 +61,11 @@ class KeepFirstCopyFn(beam.DoFn):
         copies = list(copies)
         if pane.index > 0:
             self._duplicates.inc(len(copies))
-            return
-        if len(copies) > 1:
-            self._duplicates.inc(len(copies) - 1)
-        micros, event = min(copies, key=_copy_order) if len(copies) > 1 else copies[0]
-        yield TimestampedValue(event, Timestamp(micros=micros))
+        else:
+            if len(copies) > 1:
+                self._duplicates.inc(len(copies) - 1)
+            micros, event = min(copies, key=_copy_order) if len(copies) > 1 else copies[0]
+            yield TimestampedValue(event, Timestamp(micros=micros))
 
 
 def _copy_order(copy: tuple[int, Any]) -> tuple[int, str]:
