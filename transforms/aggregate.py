@@ -310,7 +310,7 @@ class AggregatePerWindow(beam.PTransform):
             | "Window" >> self._config.window_into()
             | "AggregatePartially" >> beam.ParDo(PartiallyAggregateFn(self._key_fields, combine_fn))
             | "MergePartials" >> beam.CombinePerKey(MergePartialsFn(combine_fn))
-            | "ShardPanes" >> beam.ParDo(ShardPanesFn(_ROW_SHARDS))
+            | "ShardPanes" >> beam.ParDo(ShardPanesFn(_ROW_SHARDS)).with_output_types(beam.typehints.Tuple[int, Any])
             | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
             | "CountAndFormatRows" >> beam.ParDo(
                 CountAndFormatRowsFn(self._key_fields, combine_fn, self._config.accumulating))
