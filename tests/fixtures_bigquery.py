@@ -8,7 +8,7 @@ Beam's Java BigQueryIO has ONE endpoint option (`bigQueryEndpoint`) for both: th
 (`http://host:port`) and, scheme cut off, the gRPC address, always dialled with TLS. `BigQueryFront`
 is that one port: a loopback proxy that sends plain HTTP to the REST port and TLS with ALPN `h2`
 to the gRPC port (TLS ended here, with a throw-away certificate for localhost that the Java
-workers trust through `java_tool_options()`).
+workers trust through `java_tool_options()`; keytool, from the Java runtime, makes their truststore).
 """
 
 from __future__ import annotations
@@ -66,10 +66,7 @@ class BigQueryFront:
     def __init__(self, emulator: BigQueryEmulator, workdir: str) -> None:
         self._rest, self._grpc = emulator.port, emulator.grpc_port
         self.truststore, self._password = os.path.join(workdir, "front-trust.p12"), "kappaflow"
-        key, cert = os.path.join(workdir, "front-key.pem"), os.path.join(workdir, "front-cert.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert],
-                       check=True, capture_output=True)
+        key, cert = _localhost_certificate(workdir)
         if os.path.exists(self.truststore):
             os.unlink(self.truststore)
         subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "bqfront", "-file", cert, "-keystore",
@@ -111,6 +108,36 @@ class BigQueryFront:
 
     def stop(self) -> None:
         self._listener.close()
+
+
+def _localhost_certificate(workdir: str) -> tuple[str, str]:
+    """A self-signed certificate for localhost and 127.0.0.1, valid two days: (key file, cert file)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(private, hashes.SHA256())
+    )
+    key, cert = os.path.join(workdir, "front-key.pem"), os.path.join(workdir, "front-cert.pem")
+    with open(key, "wb") as handle:
+        handle.write(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    with open(cert, "wb") as handle:
+        handle.write(certificate.public_bytes(serialization.Encoding.PEM))
+    return key, cert
 
 
 def _pump(client: socket.socket, backend: socket.socket) -> None:
