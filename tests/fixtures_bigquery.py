@@ -77,7 +77,6 @@ class BigQueryFront:
         self._tls.set_alpn_protocols(["h2", "http/1.1"])
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
-        self.endpoint = f"http://localhost:{self.port}"  # the value of Java's --bigQueryEndpoint
         threading.Thread(target=self._accept, daemon=True).start()
 
     def java_tool_options(self) -> str:
