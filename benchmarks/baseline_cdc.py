@@ -13,8 +13,8 @@ from collections import defaultdict
 from io_connectors.cdc_sink import apply_changes
 from io_connectors.change_tables import ChangeTables
 from io_connectors.files import expand_pattern
-from io_connectors.sql_sink import create_engine
-from kappaflow.schemas.cdc import DEBEZIUM_CHANGE_EVENT
+from kappaflow.core.schemas.cdc import DEBEZIUM_CHANGE_EVENT
+from kappaflow.core.sql import create_engine
 from transforms.debezium import PrimaryKeys, to_change, unwrap
 
 

@@ -12,9 +12,10 @@ from collections import defaultdict
 
 import sqlalchemy as sa
 
-from io_connectors.sql_sink import create_engine, ensure_table, upsert_rows
-from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
-from transforms.schema import parse_timestamp
+from io_connectors.sql_sink import ensure_table, upsert_rows
+from kappaflow.core.schema import parse_timestamp
+from kappaflow.core.schemas.clickstream import CLICKSTREAM_METRICS
+from kappaflow.core.sql import create_engine
 
 WINDOW = 60.0
 

@@ -15,9 +15,10 @@ from collections import defaultdict
 
 import sqlalchemy as sa
 
-from io_connectors.sql_sink import create_engine, ensure_table, upsert_rows
-from kappaflow.schemas.iot import SENSOR_ALERTS, SENSOR_STATS
-from transforms.schema import format_timestamp, parse_timestamp
+from io_connectors.sql_sink import ensure_table, upsert_rows
+from kappaflow.core.schema import format_timestamp, parse_timestamp
+from kappaflow.core.schemas.iot import SENSOR_ALERTS, SENSOR_STATS
+from kappaflow.core.sql import create_engine
 from transforms.units import STANDARD_UNITS
 
 WINDOW, MAX_SKEW, DEFAULT_MAX_TEMP_C = 10.0, 300.0, 90.0

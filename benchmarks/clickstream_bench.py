@@ -49,7 +49,7 @@ def main() -> None:
     work = os.path.abspath(args.workdir)
     os.makedirs(work, exist_ok=True)
 
-    from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
+    from kappaflow.core.schemas.clickstream import CLICKSTREAM_METRICS
     from kappaflow.tables import diff_tables, read_rows
 
     def table(url: str) -> dict:

@@ -36,7 +36,7 @@ def main() -> None:
         [sys.executable, "benchmarks/baseline_iot.py", readings, reference, f"sqlite:///{work}/baseline.db"],
         count_lines(readings))
 
-    from kappaflow.schemas.iot import SENSOR_ALERTS, SENSOR_STATS
+    from kappaflow.core.schemas.iot import SENSOR_ALERTS, SENSOR_STATS
     from kappaflow.tables import diff_tables, read_rows
 
     def stats(url: str) -> dict:

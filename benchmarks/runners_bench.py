@@ -65,7 +65,7 @@ def _cdc_sample(stem: str, events: int) -> tuple[list[str], str, tuple[str, ...]
 
 
 def _iot_output(url: str) -> dict:
-    from kappaflow.schemas.iot import SENSOR_ALERTS, SENSOR_STATS
+    from kappaflow.core.schemas.iot import SENSOR_ALERTS, SENSOR_STATS
     from kappaflow.tables import read_rows
 
     alerts = {k: {c: v for c, v in row.items() if c != "created_at"}  # when the run raised it
@@ -81,7 +81,7 @@ def _cdc_output(url: str) -> dict:
 
 
 def _clickstream_output(url: str) -> dict:
-    from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
+    from kappaflow.core.schemas.clickstream import CLICKSTREAM_METRICS
     from kappaflow.tables import read_rows
 
     return {("metrics", *k): v for k, v in read_rows(url, CLICKSTREAM_METRICS).items()}

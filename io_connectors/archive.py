@@ -26,8 +26,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms import metrics
-from transforms.schema import Schema
+from kappaflow.core import metrics
+from kappaflow.core.schema import Schema
 from transforms.windowing import WindowConfig
 
 __all__ = ["WriteArchive", "WriteArchiveFileFn", "partition_path"]

@@ -10,7 +10,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.records import DEAD_LETTER_TAG
+from kappaflow.core.records import DEAD_LETTER_TAG
 
 __all__ = ["WriteInBatchesFn"]
 

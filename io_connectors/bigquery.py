@@ -29,30 +29,28 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import logging
 import os
 import re
-import time
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from io_connectors.batched_write import WriteInBatchesFn
+from io_connectors.bigquery_client import bigquery_client
 from io_connectors.bigquery_loads import LoadStagedFilesFn, StageForLoads
-from transforms import metrics
-from transforms.enrich_database import RetryPolicy
-from transforms.records import BOUNDED_WATERMARK, DEAD_LETTER_TAG, RawRecord, dead_letter
-from transforms.schema import Field, FieldType, Schema, ValidationError, format_timestamp
+from kappaflow.core import metrics
+from kappaflow.core.records import BOUNDED_WATERMARK, DEAD_LETTER_TAG, RawRecord, dead_letter
+from kappaflow.core.retry import RetryPolicy, brief_error
+from kappaflow.core.schema import Field, FieldType, Schema, ValidationError, format_timestamp
 
 __all__ = [
     "BigQueryLocation", "is_bigquery_url", "bigquery_client", "table_definition", "latest_view_query",
-    "to_bigquery_row", "insert_id", "WriteToBigQueryTable", "WriteRowsToBigQueryFn", "ToLoadLinesFn", "ReadBigQueryRows",
-    "check_bigquery", "java_options", "storage_write_schema", "PrepareStorageWriteFn",
-    "FailedWriteToDeadLetterFn",
+    "to_bigquery_row", "insert_id", "BigQueryWriteConfig", "WriteToBigQueryTable", "WriteRowsToBigQueryFn",
+    "ToLoadLinesFn", "ReadBigQueryRows", "check_bigquery", "java_options", "storage_write_schema",
+    "PrepareStorageWriteFn", "FailedWriteToDeadLetterFn",
 ]
 
-_LOG = logging.getLogger(__name__)
 PREFIX = "bigquery:"
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 METHODS = ("AUTO", "FILE_LOADS", "STREAMING_INSERTS", "STORAGE_WRITE_API")
@@ -85,19 +83,6 @@ class BigQueryLocation:
 
     def table_id(self, table: Optional[str] = None) -> str:
         return f"{self.project}.{self.dataset}.{table or self.table}"
-
-
-def bigquery_client(project: str, endpoint: Optional[str]) -> Any:
-    from google.cloud import bigquery
-
-    if not endpoint:
-        return bigquery.Client(project=project)
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-
-    url = endpoint if "://" in endpoint else f"http://{endpoint}"
-    return bigquery.Client(project=project, credentials=AnonymousCredentials(),
-                           client_options=ClientOptions(api_endpoint=url))
 
 
 def table_definition(schema: Schema, table_id: str) -> Any:
@@ -227,27 +212,16 @@ class WriteRowsToBigQueryFn(WriteInBatchesFn):
                 except _Rejected as rejected:
                     failed[i], errors[i] = row, next(iter(rejected.errors.values()))
                 except Exception as err:  # noqa: BLE001
-                    failed[i], errors[i] = row, _brief(err)
+                    failed[i], errors[i] = row, brief_error(err)
         for i, row in failed.items():
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
                 self._pipeline, "sink", f"{self._table_id}: {errors[i]}", to_bigquery_row(self._schema, row)))
 
     def _send_with_retry(self, rows: list[dict]) -> None:
-        backoffs = self._retry.backoffs()
-        while True:
-            try:
-                return self._send(rows)
-            except _Rejected:
-                raise
-            except Exception as err:  # noqa: BLE001 - transport and server errors are retried
-                delay = next(backoffs, None)
-                if delay is None:
-                    _LOG.error("writing to %s failed: %s", self._table_id, _brief(err))
-                    raise
-                _LOG.warning("writing to %s failed, retrying in %.1fs: %s", self._table_id, delay, _brief(err))
-                self._retries.inc()
-                time.sleep(delay)
+        # Transport and server errors are retried; rows BigQuery rejected would be rejected again.
+        self._retry.call(f"writing to {self._table_id}", lambda: self._send(rows), give_up_on=_Rejected,
+                         on_retry=self._retries.inc)
 
     def _send(self, rows: list[dict]) -> None:
         if not self._ready:
@@ -286,8 +260,33 @@ def _prepare_table(schema: Schema, keep: Sequence[str], client: Any, table_id: s
     ensure_table_and_view(client, schema, table_id, keep)
 
 
-def _brief(err: Exception) -> str:
-    return str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+METHODS = ("AUTO", "FILE_LOADS", "STREAMING_INSERTS", "STORAGE_WRITE_API")
+
+
+@dataclasses.dataclass(frozen=True)
+class BigQueryWriteConfig:
+    """How rows reach BigQuery. The runtime builds it once from the options and the runner
+    (kappaflow/wiring.py); the sinks never read pipeline options."""
+
+    method: str = "AUTO"  # AUTO: load jobs in batch, streaming inserts when streaming
+    streaming: bool = False
+    temp_location: Optional[str] = None  # where load jobs and CDC merges stage their files
+    endpoint: Optional[str] = None  # an emulator's host:port; None: the BigQuery service
+    firing_seconds: int = 60  # streaming loads and merges: one per table every N seconds...
+    files_per_firing: Optional[int] = None  # ...or every N staged files, when set
+    # Storage Write API: a running Java worker pool (else one is started), and (worker pool, Java
+    # options) -> address of Beam's Java expansion service, which the runtime supplies
+    # (kappaflow/java_services.py): the sink never starts processes itself.
+    java_worker_pool: Optional[str] = None
+    expansion_service: Optional[Callable[[Optional[str], Mapping[str, str]], str]] = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"--bigquery_method={self.method}: expected one of {', '.join(METHODS)}")
+
+    @property
+    def streaming_inserts(self) -> bool:
+        return self.method == "STREAMING_INSERTS" or (self.method == "AUTO" and self.streaming)
 
 
 class WriteToBigQueryTable(beam.PTransform):
@@ -296,7 +295,7 @@ class WriteToBigQueryTable(beam.PTransform):
     def __init__(
         self, url: str, schema: Schema, pipeline: str, table: Optional[str] = None,
         counter: str = metrics.ROWS_WRITTEN, batch_size: int = 500, retry: RetryPolicy = RetryPolicy(),
-        keep_on_update: Sequence[str] = (),
+        keep_on_update: Sequence[str] = (), config: Optional[BigQueryWriteConfig] = None,
     ) -> None:
         super().__init__()
         if not schema.key:
@@ -309,42 +308,30 @@ class WriteToBigQueryTable(beam.PTransform):
         self._batch_size = batch_size  # rows per streaming insert request
         self._keep = tuple(keep_on_update)  # the `_latest` view takes these from the first pane
         self._retry = retry
+        self._config = config or BigQueryWriteConfig()
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions
-
-        from kappaflow.options import KappaflowOptions
-
-        options = rows.pipeline.options
-        own = options.view_as(KappaflowOptions)
-        streaming = bool(options.view_as(StandardOptions).streaming)
-        if own.bigquery_method == "STORAGE_WRITE_API":
-            from io_connectors.kafka import KafkaOptions
-
+        config = self._config
+        if config.method == "STORAGE_WRITE_API":
             return rows | "StorageWriteApi" >> _StorageWriteApi(
-                self._location, self._schema, self._table, self._pipeline, own.bigquery_endpoint,
-                own.bigquery_firing_seconds, self._counter, self._keep,
-                options.view_as(KafkaOptions).java_worker_pool)
-        if own.bigquery_method != "AUTO":
-            streaming = own.bigquery_method == "STREAMING_INSERTS"
-        if streaming:
+                self._location, self._schema, self._table, self._pipeline, config, self._counter, self._keep)
+        if config.streaming_inserts:
             fn = WriteRowsToBigQueryFn(self._location, self._schema, self._table, self._pipeline,
-                                       own.bigquery_endpoint, self._batch_size, self._retry, self._counter,
+                                       config.endpoint, self._batch_size, self._retry, self._counter,
                                        self._keep)
             outputs = rows | "WriteRows" >> beam.ParDo(fn).with_outputs(DEAD_LETTER_TAG, main="written")
             return outputs[DEAD_LETTER_TAG]
-        temp_location = options.view_as(GoogleCloudOptions).temp_location
-        if not temp_location:
+        if not config.temp_location:
             raise ValueError("--temp_location is required: BigQuery load jobs stage files there")
         table_id = self._location.table_id(self._table)
         lines = rows | "ToLoadLines" >> beam.ParDo(
             ToLoadLinesFn(self._schema, table_id, self._pipeline)).with_outputs(DEAD_LETTER_TAG, main="lines")
         (
             lines.lines
-            | "Stage" >> StageForLoads(temp_location, bool(options.view_as(StandardOptions).streaming),
-                                       own.bigquery_firing_seconds)
+            | "Stage" >> StageForLoads(config.temp_location, config.streaming, config.firing_seconds,
+                                       config.files_per_firing)
             | "LoadPerTable" >> beam.ParDo(LoadStagedFilesFn(
-                self._location.project, own.bigquery_endpoint, self._retry, self._counter,
+                self._location.project, config.endpoint, self._retry, self._counter,
                 functools.partial(_prepare_table, self._schema, self._keep)))
         )
         return lines[DEAD_LETTER_TAG]
@@ -416,27 +403,25 @@ class _StorageWriteApi(beam.PTransform):
     every `--bigquery_firing_seconds`). Its failed rows → dead letters."""
 
     def __init__(self, location: BigQueryLocation, schema: Schema, table: str, pipeline: str,
-                 endpoint: Optional[str], firing_seconds: int, counter: str, keep: Sequence[str],
-                 java_worker_pool: Optional[str] = None) -> None:
+                 config: "BigQueryWriteConfig", counter: str, keep: Sequence[str]) -> None:
         super().__init__()
         self._location, self._schema, self._table, self._pipeline = location, schema, table, pipeline
-        self._endpoint, self._firing_seconds, self._counter, self._keep = endpoint, firing_seconds, counter, keep
-        self._java_worker_pool = java_worker_pool
+        self._config, self._counter, self._keep = config, counter, keep
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        from kappaflow import java_services
-
-        table_id = self._location.table_id(self._table)
+        table_id, config = self._location.table_id(self._table), self._config
+        if config.expansion_service is None:
+            raise ValueError("--bigquery_method=STORAGE_WRITE_API needs Beam's Java expansion service")
         result = (
             rows
             | "PrepareRows" >> beam.ParDo(PrepareStorageWriteFn(
-                self._location, self._schema, self._table, self._endpoint, self._counter, self._keep))
+                self._location, self._schema, self._table, config.endpoint, self._counter, self._keep))
             | "Write" >> beam.io.WriteToBigQuery(
                 f"{self._location.project}:{self._location.dataset}.{self._table}",
                 schema=storage_write_schema(self._schema), method="STORAGE_WRITE_API",
                 create_disposition="CREATE_NEVER", write_disposition="WRITE_APPEND",
-                triggering_frequency=self._firing_seconds,
-                expansion_service=java_services.expansion_service(self._java_worker_pool, java_options(self._endpoint)))
+                triggering_frequency=config.firing_seconds,
+                expansion_service=config.expansion_service(config.java_worker_pool, java_options(config.endpoint)))
         )
         return result.failed_rows_with_errors | "ToDeadLetters" >> beam.ParDo(
             FailedWriteToDeadLetterFn(table_id, self._pipeline, self._counter))
@@ -498,6 +483,6 @@ def check_bigquery(url: str, endpoint: Optional[str]) -> None:
     except exceptions.NotFound:
         raise ConnectionError(f"BigQuery {url[len(PREFIX):]} does not exist (at {where})") from None
     except Exception as err:  # noqa: BLE001 - transport errors come in several types
-        raise ConnectionError(f"BigQuery at {where} is not reachable ({url}): {_brief(err)}") from None
+        raise ConnectionError(f"BigQuery at {where} is not reachable ({url}): {brief_error(err)}") from None
     finally:
         client.close()

@@ -28,15 +28,15 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from io_connectors.bigquery import BigQueryLocation, bigquery_client
-from io_connectors.bigquery_loads import StageForLoads, delete_staged, load_staged_files, with_retries
+from io_connectors.bigquery import BigQueryLocation, BigQueryWriteConfig, bigquery_client
+from io_connectors.bigquery_loads import StageForLoads, delete_staged, load_staged_files
 from io_connectors.cdc_sink import Outcome, ReportOutcomes, newest_changes
 from io_connectors.change_tables import DELETED, VERSION, ChangeTables
-from transforms import metrics
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG
+from kappaflow.core.retry import RetryPolicy
+from kappaflow.core.schema import FieldType
 from transforms.debezium import PrimaryKeys
-from transforms.enrich_database import RetryPolicy
-from transforms.records import DEAD_LETTER_TAG
-from transforms.schema import FieldType
 
 __all__ = ["BigQueryChangeTables", "merge_changes", "merge_statement", "MergeStagedChangesFn",
            "ApplyChangesToBigQuery"]
@@ -206,8 +206,8 @@ class MergeStagedChangesFn(beam.DoFn):
         table, staged = element
         paths = sorted(path for path, _ in staged)
         changes = list(_read_changes(paths))
-        outcome = with_retries(f"merging {len(changes)} changes into {table}", lambda: merge_changes(
-            self._client, self._tables, table, changes, self._temp_location), self._retry)
+        outcome = self._retry.call(f"merging {len(changes)} changes into {table}", lambda: merge_changes(
+            self._client, self._tables, table, changes, self._temp_location))
         self._merges.inc()
         yield from self._report(outcome)
         delete_staged(paths)
@@ -220,30 +220,26 @@ def _staged_line(change: dict) -> tuple[str, bytes]:
 class ApplyChangesToBigQuery(beam.PTransform):
     """Changes → merged into their tables in dataset `url` (bigquery:PROJECT.DATASET); returns dead letters."""
 
-    def __init__(self, url: str, keys: PrimaryKeys, pipeline: str, retry: RetryPolicy = RetryPolicy()) -> None:
+    def __init__(self, url: str, keys: PrimaryKeys, pipeline: str, config: Optional[BigQueryWriteConfig] = None,
+                 retry: RetryPolicy = RetryPolicy()) -> None:
         super().__init__()
         self._location = BigQueryLocation.parse(url, with_table=False)
         self._keys = keys
         self._pipeline = pipeline
+        self._config = config or BigQueryWriteConfig()
         self._retry = retry
 
     def expand(self, changes: beam.PCollection) -> beam.PCollection:
-        from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions
-
-        from kappaflow.options import KappaflowOptions
-
-        options = changes.pipeline.options
-        own = options.view_as(KappaflowOptions)
-        temp_location = options.view_as(GoogleCloudOptions).temp_location
-        if not temp_location:
+        config = self._config
+        if not config.temp_location:
             raise ValueError("--temp_location is required: CDC into BigQuery stages changes there")
         merged = (
             changes
             | "ToLines" >> beam.Map(_staged_line)
-            | "Stage" >> StageForLoads(temp_location, bool(options.view_as(StandardOptions).streaming),
-                                       own.bigquery_firing_seconds)
+            | "Stage" >> StageForLoads(config.temp_location, config.streaming, config.firing_seconds,
+                                       config.files_per_firing)
             | "MergePerTable" >> beam.ParDo(MergeStagedChangesFn(
-                self._location, self._keys, self._pipeline, own.bigquery_endpoint, temp_location, self._retry,
+                self._location, self._keys, self._pipeline, config.endpoint, config.temp_location, self._retry,
             )).with_outputs(DEAD_LETTER_TAG, main="merged")
         )
         return merged[DEAD_LETTER_TAG]

@@ -29,31 +29,16 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 
-from transforms import metrics
-from transforms.enrich_database import RetryPolicy
+from io_connectors.bigquery_client import bigquery_client
+from kappaflow.core import metrics
+from kappaflow.core.retry import RetryPolicy
 
 __all__ = ["StageFilesFn", "StageForLoads", "LoadStagedFilesFn", "load_staged_files", "delete_staged",
-           "with_retries", "STAGING_DIR", "MAX_URIS_PER_JOB"]
+           "STAGING_DIR", "MAX_URIS_PER_JOB"]
 
 _LOG = logging.getLogger(__name__)
 STAGING_DIR = "kappaflow-bq-loads"
 MAX_URIS_PER_JOB = 10_000  # BigQuery's limit of source URIs per load job
-
-
-def with_retries(what: str, action: Callable[[], Any], retry: RetryPolicy, retries_counter: Any = None) -> Any:
-    """Run `action`, retrying transport and server errors with backoff; the last error is raised."""
-    backoffs = retry.backoffs()
-    while True:
-        try:
-            return action()
-        except Exception as err:  # noqa: BLE001 - transport and server errors come in several types
-            delay = next(backoffs, None)
-            if delay is None:
-                raise
-            _LOG.warning("%s failed, retrying in %.1fs: %s", what, delay, str(err).splitlines()[0][:300])
-            if retries_counter is not None:
-                retries_counter.inc()
-            time.sleep(delay)
 
 
 class StageFilesFn(beam.DoFn):
@@ -84,35 +69,30 @@ class StageFilesFn(beam.DoFn):
             yield window.GlobalWindows.windowed_value((destination, (path, lines[0])), timestamp=time.time())
 
 
-# Prism 2.70 (the local streaming runner) intermittently never finishes a pipeline whose repeated
-# processing-time trigger fires more than once (the SDK logs `KeyError: 'instNN'` on bundle
-# release). Locally, a firing is counted in staged files instead; other runners fire on time.
-LOCAL_FILES_PER_FIRING = 100
-_LOCAL_RUNNERS = (None, "DirectRunner", "direct", "PrismRunner", "prism")
-
-
 class StageForLoads(beam.PTransform):
     """(destination, line) → (destination, [(path, lines), ...]): every staged file of a destination
-    in one element, once per run in batch; in streaming every `firing_seconds` (local runner:
-    every LOCAL_FILES_PER_FIRING staged files) and when the input ends (a bounded replay, a drain)."""
+    in one element, once per run in batch; in streaming every `firing_seconds` of processing time
+    (or every `files_per_firing` staged files, when given) and when the input ends (a bounded
+    replay, a drain). Which of the two is the runtime's choice (kappaflow/wiring.py), per runner."""
 
-    def __init__(self, temp_location: str, streaming: bool, firing_seconds: int) -> None:
+    def __init__(self, temp_location: str, streaming: bool, firing_seconds: int,
+                 files_per_firing: Optional[int] = None) -> None:
         super().__init__()
         if firing_seconds < 1:
             raise ValueError("--bigquery_firing_seconds must be >= 1")
+        if files_per_firing is not None and files_per_firing < 1:
+            raise ValueError("files_per_firing must be >= 1")
         self._temp_location = temp_location
         self._streaming = streaming
         self._firing_seconds = firing_seconds
+        self._files_per_firing = files_per_firing
 
     def expand(self, lines: beam.PCollection) -> beam.PCollection:
-        from apache_beam.options.pipeline_options import StandardOptions
-
         # Files outlive bundles, not windows: stage in the global window.
         staged = (lines | "Global" >> beam.WindowInto(window.GlobalWindows())
                   | "Stage" >> beam.ParDo(StageFilesFn(self._temp_location)))
         if self._streaming:  # the global window never closes: fire repeatedly
-            local = lines.pipeline.options.view_as(StandardOptions).runner in _LOCAL_RUNNERS
-            every = (trigger.AfterCount(LOCAL_FILES_PER_FIRING) if local
+            every = (trigger.AfterCount(self._files_per_firing) if self._files_per_firing
                      else trigger.AfterProcessingTime(self._firing_seconds))
             staged = staged | "EveryFiring" >> beam.WindowInto(
                 window.GlobalWindows(), trigger=trigger.Repeatedly(trigger.AfterAny(every, trigger.AfterWatermark())),
@@ -178,8 +158,6 @@ class LoadStagedFilesFn(beam.DoFn):
         self._loads = Metrics.counter(metrics.NAMESPACE, "bigquery_load_jobs")
 
     def setup(self) -> None:
-        from io_connectors.bigquery import bigquery_client
-
         self._client = bigquery_client(self._project, self._endpoint)
 
     def teardown(self) -> None:
@@ -192,9 +170,9 @@ class LoadStagedFilesFn(beam.DoFn):
         staged = sorted(staged)
         paths = [path for path, _ in staged]
         config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", write_disposition="WRITE_APPEND")
-        with_retries(f"loading {len(paths)} files into {table_id}", lambda: (
+        self._retry.call(f"loading {len(paths)} files into {table_id}", lambda: (
             self._prepare_table(self._client, table_id),
-            load_staged_files(self._client, table_id, paths, config, "kappaflow_load")), self._retry, self._retries)
+            load_staged_files(self._client, table_id, paths, config, "kappaflow_load")), on_retry=self._retries.inc)
         self._loads.inc()
         self._written.inc(sum(lines for _, lines in staged))
         delete_staged(paths)

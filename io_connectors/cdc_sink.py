@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import time
 from collections import defaultdict
 from typing import Any, Iterator
@@ -26,16 +25,15 @@ import sqlalchemy as sa
 from apache_beam.metrics import Metrics
 
 from io_connectors.change_tables import VERSION, ChangeTables
-from io_connectors.sql_sink import create_engine, versioned_upsert_statement
-from transforms import metrics
+from io_connectors.sql_sink import versioned_upsert_statement
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.retry import RetryPolicy, brief_error
+from kappaflow.core.schema import FieldType
+from kappaflow.core.sql import create_engine
 from transforms.debezium import PrimaryKeys
-from transforms.enrich_database import RetryPolicy
-from transforms.records import DEAD_LETTER_TAG, dead_letter
-from transforms.schema import FieldType
 
 __all__ = ["Outcome", "apply_changes", "newest_changes", "newest_per_key", "ReportOutcomes", "ApplyChangesFn", "ApplyChanges"]
-
-_LOG = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -174,17 +172,12 @@ class ApplyChangesFn(beam.DoFn):
             yield from self._report(outcome)
 
     def _apply_with_retry(self, table: str, changes: list[dict]) -> Outcome | None:
-        backoffs = self._retry.backoffs()
-        while True:
-            try:
-                return apply_changes(self._engine, self._tables, table, changes)
-            except sa.exc.SQLAlchemyError as err:
-                delay = next(backoffs, None)
-                if delay is None:
-                    _LOG.error("applying %d changes to %s failed: %s", len(changes), table, err)
-                    return None
-                _LOG.warning("applying changes to %s failed, retrying in %.1fs: %s", table, delay, err)
-                time.sleep(delay)
+        try:
+            return self._retry.call(f"applying {len(changes)} changes to {table}",
+                                    lambda: apply_changes(self._engine, self._tables, table, changes),
+                                    retry_on=sa.exc.SQLAlchemyError)
+        except sa.exc.SQLAlchemyError:
+            return None
 
     def _apply_one_by_one(self, table: str, changes: list[dict]) -> Outcome:
         """Isolate the changes the database refuses: only those become dead letters."""
@@ -193,7 +186,7 @@ class ApplyChangesFn(beam.DoFn):
             try:
                 single = apply_changes(self._engine, self._tables, table, [change])
             except sa.exc.SQLAlchemyError as err:
-                single = Outcome(rejected=[(change, f"{table}: {str(err).splitlines()[0][:300]}")])
+                single = Outcome(rejected=[(change, f"{table}: {brief_error(err)}")])
             for field in dataclasses.fields(Outcome):
                 getattr(outcome, field.name).extend(getattr(single, field.name))
         return outcome

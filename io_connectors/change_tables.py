@@ -17,7 +17,7 @@ Column types, decided the same way whatever the batching and arrival order:
   type never depends on which 500-change batch came first. Integers and floats are the only
   widening: other mixes (text after numbers, ...) stay type conflicts;
 - a column whose values have all been null has no type yet and is added with the first value.
-A value that cannot be coerced to its column's type (the parser's rules: transforms/schema.py
+A value that cannot be coerced to its column's type (the parser's rules: kappaflow/core/schema.py
 coerce_value) is a type conflict: that change is rejected with the reason. Identifiers are quoted
 by SQLAlchemy; values are always bound parameters.
 """
@@ -28,8 +28,8 @@ from typing import Any, Mapping, Optional
 
 import sqlalchemy as sa
 
+from kappaflow.core.schema import FieldType, coerce_value, sql_type
 from transforms.debezium import PrimaryKeys, identifier_problem
-from transforms.schema import FieldType, coerce_value, sql_type
 
 __all__ = ["VERSION", "DELETED", "ChangeTables", "infer_type", "wider_type"]
 

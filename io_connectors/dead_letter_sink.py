@@ -1,31 +1,52 @@
-"""The one dead-letter sink of every pipeline: all stages' dead letters, one table, keyed upserts."""
+"""The one dead-letter sink of every pipeline: all stages' dead letters, one table, keyed upserts.
+
+A dead letter the table itself refuses cannot go anywhere else: it is counted
+(`dead_letters_failed`) and logged, and the launcher's accounting fails on it."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import logging
+from typing import Optional, Sequence
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 
+from io_connectors.bigquery import BigQueryWriteConfig
 from io_connectors.sinks import WriteTable
-from transforms import metrics
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_SCHEMA
 from transforms.dead_letters import CollectDeadLetters
-from transforms.records import DEAD_LETTER_SCHEMA
 
-__all__ = ["WriteDeadLetters"]
+__all__ = ["WriteDeadLetters", "CountFailedDeadLettersFn"]
+
+_LOG = logging.getLogger(__name__)
+
+
+class CountFailedDeadLettersFn(beam.DoFn):
+    """A dead letter the dead-letter table refused (the sink's own dead letter) → counted, logged."""
+
+    def __init__(self) -> None:
+        self._failed = Metrics.counter(metrics.NAMESPACE, metrics.DEAD_LETTERS_FAILED)
+
+    def process(self, refused: dict) -> None:
+        self._failed.inc()
+        _LOG.error("a dead letter could not be written (%s)", refused.get("reason"))
 
 
 class WriteDeadLetters(beam.PTransform):
     """(dead-letter PCollections of every stage) → the `dead_letters` table at `url`."""
 
-    def __init__(self, url: str, pipeline: str) -> None:
+    def __init__(self, url: str, pipeline: str, bigquery: Optional[BigQueryWriteConfig] = None) -> None:
         super().__init__()
         self._url = url
         self._pipeline = pipeline
+        self._bigquery = bigquery
 
     def expand(self, dead_letters: Sequence[beam.PCollection]) -> beam.PCollection:
-        return (
+        refused = (
             dead_letters
             | "Collect" >> CollectDeadLetters()
             | "Write" >> WriteTable(self._url, DEAD_LETTER_SCHEMA, self._pipeline,
-                                    counter=metrics.DEAD_LETTERS_WRITTEN)
+                                    counter=metrics.DEAD_LETTERS_WRITTEN, bigquery=self._bigquery)
         )
+        return refused | "CountFailedWrites" >> beam.ParDo(CountFailedDeadLettersFn())

@@ -18,8 +18,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms import metrics
-from transforms.schema import Schema, format_timestamp, parse_timestamp
+from kappaflow.core import metrics
+from kappaflow.core.schema import Schema, format_timestamp, parse_timestamp
 
 __all__ = ["WriteKeyedFiles", "WriteKeyedFileFn", "DIRECTORY_FORMATS"]
 

@@ -12,8 +12,8 @@ from typing import Generator, Iterable, Iterator, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.records import RawRecord
-from transforms.schema import parse_timestamp
+from kappaflow.core.records import RawRecord
+from kappaflow.core.schema import parse_timestamp
 
 __all__ = ["expand_pattern", "read_all", "read_records", "file_format", "open_positioned", "position_kind"]
 

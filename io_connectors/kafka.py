@@ -31,18 +31,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import metrics
-from transforms.records import RawRecord
+from kappaflow.core import metrics
+from kappaflow.core.records import RawRecord
 
 __all__ = [
-    "KafkaOptions", "KafkaReadConfig", "KafkaRecordToRawRecordFn", "ReadKafkaRecords", "check_kafka", "is_kafka_url",
-    "kafka_read_config", "parse_kafka_config",
+    "KafkaReadConfig", "KafkaRecordToRawRecordFn", "ReadKafkaRecords", "check_kafka", "is_kafka_url",
+    "parse_kafka_config",
 ]
 
 SCHEME = "kafka://"
@@ -86,6 +85,9 @@ class KafkaReadConfig:
     max_read_seconds: Optional[int] = None
     # A Java worker pool already running (e.g. next to each TaskManager of a remote Flink cluster).
     java_worker_pool: Optional[str] = None
+    # worker pool -> address of Beam's Java expansion service; the runtime supplies the one it runs
+    # (kappaflow/java_services.py), so the connector never starts processes itself.
+    expansion_service: Optional[Callable[[Optional[str]], str]] = None
 
     def __post_init__(self) -> None:
         if not _URL.match(self.url):
@@ -139,9 +141,9 @@ class ReadKafkaRecords(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         from apache_beam.io.kafka import ReadFromKafka
 
-        from kappaflow import java_services
-
         config = self._config
+        if config.expansion_service is None:
+            raise ValueError(f"--input={config.url}: a Kafka read needs Beam's Java expansion service")
         return (
             pbegin
             | "ReadFromKafka" >> ReadFromKafka(
@@ -152,41 +154,9 @@ class ReadKafkaRecords(beam.PTransform):
                 commit_offset_in_finalize=bool(config.consumer_group),
                 max_num_records=config.max_records,
                 max_read_time=config.max_read_seconds,
-                expansion_service=java_services.expansion_service(config.java_worker_pool))
+                expansion_service=config.expansion_service(config.java_worker_pool))
             | "ToRawRecords" >> beam.ParDo(KafkaRecordToRawRecordFn())
         )
-
-
-class KafkaOptions(PipelineOptions):
-    """Kafka's options. Not part of KappaflowOptions: Dataflow flex templates (generated from those)
-    cannot run kappaflow's Kafka read, which needs Java workers in the EXTERNAL environment."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--kafka_consumer_group", default=None,
-                            help="Kafka (--input=kafka://HOST:PORT/TOPIC[,TOPIC]): consumer group id; offsets are "
-                                 "committed when the runner finalizes a checkpoint, and a new job resumes after them.")
-        parser.add_argument("--kafka_config", default=None,
-                            help="Kafka: consumer settings KEY=VALUE,... (security.protocol, sasl.*, ssl.*, "
-                                 "auto.offset.reset (default earliest), ...).")
-        parser.add_argument("--kafka_max_records", type=int, default=None,
-                            help="Kafka, for tests and demos: stop reading after this many records (the job ends).")
-        parser.add_argument("--kafka_max_read_seconds", type=int, default=None,
-                            help="Kafka, for tests and demos: stop reading after this many seconds (the job ends).")
-        parser.add_argument("--java_worker_pool", default=None,
-                            help="Java transforms (Kafka): HOST:PORT of a running Beam Java worker pool "
-                                 "(ExternalWorkerService), e.g. next to each TaskManager of a Flink cluster; "
-                                 "default: one started on this machine for the run.")
-
-
-def kafka_read_config(opts: PipelineOptions) -> Optional[KafkaReadConfig]:
-    """The Kafka read the options ask for (`--input=kafka://...`), else None."""
-    url = getattr(opts, "input", None)
-    if not is_kafka_url(url):
-        return None
-    kafka = opts.view_as(KafkaOptions)
-    return KafkaReadConfig(url, kafka.kafka_consumer_group, parse_kafka_config(kafka.kafka_config),
-                           kafka.kafka_max_records, kafka.kafka_max_read_seconds, kafka.java_worker_pool)
 
 
 def check_kafka(url: str) -> None:

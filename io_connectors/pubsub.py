@@ -17,26 +17,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import re
-import time
 from typing import Any, Iterator, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from io_connectors.batched_write import WriteInBatchesFn
-from transforms import metrics
-from transforms.enrich_database import RetryPolicy
-from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
-from transforms.schema import FieldType, Schema, format_timestamp
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord, dead_letter
+from kappaflow.core.retry import RetryPolicy, brief_error
+from kappaflow.core.schema import FieldType, Schema, format_timestamp
 
 __all__ = [
     "PubSubReadConfig", "ReadPubSubRecords", "MessageToRecordFn", "PublishMessages", "PublishMessagesFn",
     "check_subscription", "check_topic",
 ]
 
-_LOG = logging.getLogger(__name__)
 _SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
 _TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 
@@ -135,36 +132,42 @@ class PublishMessagesFn(WriteInBatchesFn):
         data = json.dumps(body, sort_keys=True, default=str).encode("utf-8")
         return data, {a: str(body[a]) for a in self._attributes if body.get(a) is not None}
 
-    def write_batch(self, pending: list[dict]) -> Iterator[Any]:
-        backoffs = self._retry.backoffs()
-        errors: dict[int, str] = {}
-        while pending:
-            futures = []
-            for element in pending:
-                data, attributes = self._message(element)
-                # Our loop retries: the client's own retry would hide a lost server for minutes.
-                futures.append(self._client.publish(self._topic, data, retry=None, timeout=self._timeout,
-                                                    **attributes))
-            failed = []
-            for element, future in zip(pending, futures):
-                try:
-                    future.result(timeout=self._timeout + 5)
-                    self._published.inc()
-                except Exception as err:  # noqa: BLE001 - any publish error: retry, then dead-letter
-                    errors[id(element)] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
-                    failed.append(element)
-            pending = failed
-            delay = next(backoffs, None)
-            if not pending or delay is None:
-                break
-            _LOG.warning("publishing %d messages to %s failed, retrying in %.1fs", len(pending), self._topic, delay)
-            time.sleep(delay)
+    def write_batch(self, batch: list[dict]) -> Iterator[Any]:
+        pending, errors = list(batch), {}
+        try:
+            self._retry.call(f"publishing to {self._topic}", lambda: self._publish(pending, errors),
+                             retry_on=_Unpublished)
+        except _Unpublished:
+            pass  # what is still pending after the last attempt: dead letters
         for element in pending:
             self._failed.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
                 self._pipeline, "publish", f"{self._topic}: {errors[id(element)]}", element,
                 event_id=next((str(element[a]) for a in self._attributes if element.get(a) is not None), None),
             ))
+
+    def _publish(self, pending: list[dict], errors: dict[int, str]) -> None:
+        """Publish `pending`; keep there (with their errors) only the messages that failed."""
+        futures = []
+        for element in pending:
+            data, attributes = self._message(element)
+            # The policy retries: the client's own retry would hide a lost server for minutes.
+            futures.append(self._client.publish(self._topic, data, retry=None, timeout=self._timeout, **attributes))
+        failed = []
+        for element, future in zip(pending, futures):
+            try:
+                future.result(timeout=self._timeout + 5)
+                self._published.inc()
+            except Exception as err:  # noqa: BLE001 - any publish error: retry, then dead-letter
+                errors[id(element)] = f"{type(err).__name__}: {brief_error(err)}"
+                failed.append(element)
+        pending[:] = failed
+        if failed:
+            raise _Unpublished(f"{len(failed)} of {len(futures)} messages not published")
+
+
+class _Unpublished(Exception):
+    """Some messages of a batch failed; they are left pending for the next attempt."""
 
 
 class PublishMessages(beam.PTransform):
@@ -201,7 +204,7 @@ def _check(kind: str, name: str, get) -> None:
     except exceptions.GoogleAPICallError as err:
         endpoint = _endpoint()
         raise ConnectionError(f"Pub/Sub at {endpoint} is not reachable ({kind} {name}): "
-                              f"{str(err).splitlines()[0][:200]}") from None
+                              f"{brief_error(err, limit=200)}") from None
 
 
 def _endpoint() -> str:

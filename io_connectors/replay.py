@@ -42,8 +42,8 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from io_connectors.files import expand_pattern, file_format, open_positioned, position_kind
-from transforms import metrics
-from transforms.records import BOUNDED_WATERMARK, RawRecord
+from kappaflow.core import metrics
+from kappaflow.core.records import BOUNDED_WATERMARK, RawRecord
 
 __all__ = ["ReplayConfig", "ReplayFiles", "ReplayFileFn"]
 

@@ -9,11 +9,11 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 
-from io_connectors.bigquery import WriteToBigQueryTable, is_bigquery_url
+from io_connectors.bigquery import BigQueryWriteConfig, WriteToBigQueryTable, is_bigquery_url
 from io_connectors.file_sink import DIRECTORY_FORMATS, WriteKeyedFiles
 from io_connectors.sql_sink import UpsertToDatabase, check_kept_columns
-from transforms import metrics
-from transforms.schema import Schema
+from kappaflow.core import metrics
+from kappaflow.core.schema import Schema
 
 __all__ = ["WriteTable", "is_database_url"]
 
@@ -29,12 +29,13 @@ class WriteTable(beam.PTransform):
     """Rows → the table `schema.name` at `url`; returns the sink's own dead letters (maybe empty).
 
     `keep_on_update`: columns written when a key is first stored and never changed by later
-    upserts (e.g. an alert's `created_at`).
+    upserts (e.g. an alert's `created_at`). `bigquery`: how a bigquery: URL is written.
     """
 
     def __init__(
         self, url: str, schema: Schema, pipeline: str, counter: str = metrics.ROWS_WRITTEN,
         table: Optional[str] = None, keep_on_update: Sequence[str] = (),
+        bigquery: Optional[BigQueryWriteConfig] = None,
     ) -> None:
         super().__init__()
         check_kept_columns(schema, keep_on_update)
@@ -44,11 +45,12 @@ class WriteTable(beam.PTransform):
         self._counter = counter
         self._table = table or schema.name
         self._keep = tuple(keep_on_update)
+        self._bigquery = bigquery
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         if is_bigquery_url(self._url):
             return rows | WriteToBigQueryTable(self._url, self._schema, self._pipeline, self._table, self._counter,
-                                               keep_on_update=self._keep)
+                                               keep_on_update=self._keep, config=self._bigquery)
         if is_database_url(self._url):
             return rows | UpsertToDatabase(
                 self._url, self._schema, self._pipeline, self._table, counter=self._counter,

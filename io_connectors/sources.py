@@ -1,5 +1,5 @@
-"""Choose a source from the options: files (batch, or replayed in event time when streaming), a
-Pub/Sub subscription (`--input_subscription`, streaming), a BigQuery table
+"""Choose a source from its configuration (kappaflow/wiring.py builds it from the options): files
+(batch, or replayed in event time when streaming), a Pub/Sub subscription (streaming), a BigQuery table
 (`--input=bigquery:PROJECT.DATASET.TABLE`, batch backfills), Kafka topics
 (`--input=kafka://HOST:PORT/TOPIC[,TOPIC]`, streaming; io_connectors/kafka.py)."""
 
@@ -12,12 +12,10 @@ from apache_beam.io import fileio
 
 from io_connectors.bigquery import ReadBigQueryRows, is_bigquery_url
 from io_connectors.files import expand_pattern, file_format, read_records
-from io_connectors.kafka import KafkaReadConfig, ReadKafkaRecords, is_kafka_url, kafka_read_config
+from io_connectors.kafka import KafkaReadConfig, ReadKafkaRecords, is_kafka_url
 from io_connectors.pubsub import PubSubReadConfig, ReadPubSubRecords
 from io_connectors.replay import ReplayConfig, ReplayFiles
-from kappaflow.options import KappaflowOptions
-from transforms.event_time import EventTimeOf
-from transforms.records import BOUNDED_WATERMARK, RawRecord
+from kappaflow.core.records import BOUNDED_WATERMARK, RawRecord
 
 __all__ = ["ReadFiles", "ReadInput"]
 
@@ -89,26 +87,6 @@ class ReadInput(beam.PTransform):
         self._ingest_time_field = ingest_time_field
         self._pubsub = pubsub
         self._bigquery_endpoint = bigquery_endpoint
-
-    @classmethod
-    def from_options(
-        cls, opts: KappaflowOptions, time_field: str, id_field: Optional[str] = None,
-        event_time: Optional[Callable[[RawRecord], Optional[float]]] = None,
-        ingest_time_field: Optional[str] = None,
-    ) -> "ReadInput":
-        """The source the options ask for. `time_field` holds event time in the payload;
-        `event_time` reads it from a file record for the replay (default: that field)."""
-        from apache_beam.options.pipeline_options import StandardOptions
-
-        pubsub = None
-        if opts.input_subscription:
-            pubsub = PubSubReadConfig(opts.input_subscription, time_field, id_field,
-                                      opts.timestamp_attribute, opts.pubsub_id_label)
-        # Out-of-bounds times (dead-lettered later) must not move a replay's watermark.
-        bounded_time = opts.event_time_bounds().guard(event_time or EventTimeOf(time_field))
-        return cls(opts.input, bool(opts.view_as(StandardOptions).streaming),
-                   bounded_time, opts.replay_config(), ingest_time_field,
-                   pubsub, opts.bigquery_endpoint, kafka_read_config(opts))
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         if self._pubsub is not None:

@@ -9,8 +9,6 @@ letters.
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any, Iterator, Optional, Sequence
 
 import apache_beam as beam
@@ -18,37 +16,16 @@ import sqlalchemy as sa
 from apache_beam.metrics import Metrics
 
 from io_connectors.batched_write import WriteInBatchesFn
-from transforms import metrics
-from transforms.enrich_database import RetryPolicy
-from transforms.records import DEAD_LETTER_TAG, dead_letter
-from transforms.schema import Schema
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.retry import RetryPolicy, brief_error
+from kappaflow.core.schema import Schema
+from kappaflow.core.sql import create_engine, safe_url
 
 __all__ = [
-    "UpsertToDatabase", "UpsertRowsFn", "create_engine", "ensure_table", "upsert_rows",
-    "check_kept_columns", "versioned_upsert_statement", "check_database", "safe_url",
+    "UpsertToDatabase", "UpsertRowsFn", "ensure_table", "upsert_rows",
+    "check_kept_columns", "versioned_upsert_statement", "check_database",
 ]
-
-_LOG = logging.getLogger(__name__)
-
-
-def create_engine(url: str) -> sa.engine.Engine:
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg2://" + url[len("postgresql://"):]  # the driver we ship
-    if url.startswith("sqlite"):
-        # Several bundles may write at once; wait for the lock instead of failing.
-        return sa.create_engine(url, connect_args={"timeout": 60})
-    if url.startswith("postgresql+psycopg2://"):
-        # A server that is down or unreachable fails the attempt in seconds; retries take over.
-        return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
-    return sa.create_engine(url, pool_pre_ping=True)
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url
 
 
 def check_database(url: str) -> None:
@@ -60,7 +37,7 @@ def check_database(url: str) -> None:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except sa.exc.SQLAlchemyError as err:
-        reason = str(getattr(err, "orig", err) or err).strip().splitlines()[0][:300]
+        reason = brief_error(getattr(err, "orig", None) or err)
         raise ConnectionError(f"database {safe_url(url)} is not reachable: {reason}") from None
     finally:
         engine.dispose()
@@ -215,7 +192,7 @@ class UpsertRowsFn(WriteInBatchesFn):
                 self._rejected.inc()
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
                     self._pipeline, "sink",
-                    f"{self._table.name}: {str(err).splitlines()[0][:300]}",
+                    f"{self._table.name}: {brief_error(err)}",
                     row,
                 ))
 
@@ -226,19 +203,12 @@ class UpsertRowsFn(WriteInBatchesFn):
         upsert_rows(self._engine, self._table, self._schema.key, rows, self._keep)
 
     def _write_with_retry(self, rows: list[dict]) -> bool:
-        backoffs = self._retry.backoffs()
-        while True:
-            try:
-                self._upsert(rows)
-                return True
-            except sa.exc.SQLAlchemyError as err:
-                delay = next(backoffs, None)
-                if delay is None:
-                    _LOG.error("upsert into %s failed: %s", self._table.name, err)
-                    return False
-                _LOG.warning("upsert into %s failed, retrying in %.1fs: %s", self._table.name, delay, err)
-                self._retries.inc()
-                time.sleep(delay)
+        try:
+            self._retry.call(f"upsert into {self._table.name}", lambda: self._upsert(rows),
+                             retry_on=sa.exc.SQLAlchemyError, on_retry=self._retries.inc)
+        except sa.exc.SQLAlchemyError:
+            return False
+        return True
 
 
 class UpsertToDatabase(beam.PTransform):

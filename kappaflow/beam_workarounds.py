@@ -18,9 +18,15 @@ global window has a batch driver), replaying every trigger element by element: a
 GroupByKey with a key per event ran at a tenth of the speed of the rest of the pipeline. In batch
 every value of a key is there at once, and Beam's Java batch runners emit each window's values as
 its one ON_TIME pane; for non-merging windows, so do we (tests/test_beam_workarounds.py).
+
+Each is written for one Beam version and applied only there: on another Beam it is skipped with a
+warning, and tests/test_beam_workarounds.py reproduces each defect (a canary that fails once Beam
+fixes it) so the workaround can be re-checked, re-pinned or deleted.
 """
 
 from __future__ import annotations
+
+import logging
 
 import apache_beam
 from apache_beam.runners.worker import statesampler
@@ -29,17 +35,33 @@ from apache_beam.transforms.window import NonMergingWindowFn, TimestampCombiner
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+_LOG = logging.getLogger(__name__)
 _PATCHED = False
+_warned: set[str] = set()
+
+# The Beam version each workaround was written for (and its canary test run against).
+KEEP_STREAMING_METRICS_FOR = "2.70.0"
+NO_EMBEDDED_STATE_CACHE_FOR = "2.70.0"
+ONE_PANE_PER_WINDOW_FOR = "2.70.0"  # a newer Beam may have a batch driver of its own
+
+
+def written_for(version: str, workaround: str) -> bool:
+    """True on the Beam `version`; otherwise warn (once per workaround) that it is skipped."""
+    if apache_beam.__version__ == version:
+        return True
+    if workaround not in _warned:
+        _warned.add(workaround)
+        _LOG.warning("Beam %s: the workaround %s (kappaflow/beam_workarounds.py) was written for Beam %s and is "
+                     "skipped; run tests/test_beam_workarounds.py to see whether the defect is still there",
+                     apache_beam.__version__, workaround, version)
+    return False
 
 
 def disable_embedded_state_cache() -> None:
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
-    worker_handlers.STATE_CACHE_SIZE_MB = 0
-
-
-# Written for this Beam: a newer one may have a batch driver of its own (check the canary test).
-ONE_PANE_PER_WINDOW_FOR = "2.70.0"
+    if written_for(NO_EMBEDDED_STATE_CACHE_FOR, "disable_embedded_state_cache"):
+        worker_handlers.STATE_CACHE_SIZE_MB = 0
 _original_create_trigger_driver = trigger.create_trigger_driver
 
 
@@ -76,7 +98,8 @@ class OnePanePerWindowDriver(trigger.TriggerDriver):
 
 def one_pane_per_window_in_batch() -> None:
     """Patch the FnApiRunner's (batch-only) grouping; every other runner is left as it is."""
-    if apache_beam.__version__ != ONE_PANE_PER_WINDOW_FOR or trigger.create_trigger_driver is not _original_create_trigger_driver:
+    if (not written_for(ONE_PANE_PER_WINDOW_FOR, "one_pane_per_window_in_batch")
+            or trigger.create_trigger_driver is not _original_create_trigger_driver):
         return
     original = _original_create_trigger_driver
 
@@ -91,7 +114,7 @@ def one_pane_per_window_in_batch() -> None:
 
 def keep_streaming_metrics() -> None:
     global _PATCHED
-    if _PATCHED:
+    if _PATCHED or not written_for(KEEP_STREAMING_METRICS_FOR, "keep_streaming_metrics"):
         return
     original = statesampler.StateSampler.scoped_state
 

@@ -5,16 +5,20 @@ whose one-line message names the option and the fix."""
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
+import apache_beam as beam
 import sqlalchemy as sa
+from apache_beam.pipeline import PipelineVisitor
 
 from io_connectors.files import expand_pattern
-from io_connectors.sql_sink import create_engine, safe_url
+from kappaflow.core.records import DEAD_LETTER_TAG
+from kappaflow.core.retry import brief_error
+from kappaflow.core.sql import create_engine, safe_url
 from kappaflow.errors import ConfigurationError
 from transforms.enrich_database import LookupSpec
 
-__all__ = ["check_input", "check_reference_db"]
+__all__ = ["check_input", "check_reference_db", "check_dead_letters_reach_a_sink"]
 
 
 def check_input(pattern: Optional[str]) -> None:
@@ -67,8 +71,32 @@ def check_reference_db(url: str, lookups: Sequence[LookupSpec]) -> None:
                     f"--reference_db: table {table} in {safe_url(url)} lacks column(s) "
                     f"{', '.join(sorted(missing))}; add them (the pipeline looks them up)")
     except sa.exc.SQLAlchemyError as err:
-        reason = str(getattr(err, "orig", err) or err).strip().splitlines()[0][:200]
+        reason = brief_error(getattr(err, "orig", None) or err, limit=200)
         raise ConfigurationError(f"--reference_db: {safe_url(url)} is not reachable ({reason}); start the "
                                  "server or fix the URL") from None
     finally:
         engine.dispose()
+
+
+def check_dead_letters_reach_a_sink(pipeline: beam.Pipeline) -> None:
+    """Every step that declares a dead-letter output must hand it on (to WriteDeadLetters): Beam
+    drops an output nobody reads, so a forgotten tag would lose its letters without a word."""
+    declared: list[tuple[str, Any]] = []
+    consumed: set[int] = set()
+
+    class FindDeadLetterOutputs(PipelineVisitor):
+        def enter_composite_transform(self, node: Any) -> None:
+            # ParDo(...).with_outputs(DEAD_LETTER_TAG, ...) keeps its tags on this composite;
+            # a tag's PCollection exists only once the pipeline code asked for it.
+            if DEAD_LETTER_TAG in (getattr(node.transform, "_tags", None) or ()):
+                declared.append((node.full_label, node.outputs.get(DEAD_LETTER_TAG)))
+
+        def visit_transform(self, node: Any) -> None:
+            consumed.update(id(pcoll) for pcoll in node.inputs)
+            consumed.update(id(side.pvalue) for side in node.side_inputs)
+
+    pipeline.visit(FindDeadLetterOutputs())
+    lost = [label for label, pcoll in declared if pcoll is None or id(pcoll) not in consumed]
+    if lost:
+        raise ConfigurationError(f"{lost[0]}: its dead letters go nowhere; hand its {DEAD_LETTER_TAG!r} output "
+                                 "to WriteDeadLetters")

@@ -32,10 +32,11 @@ from typing import Any, Callable, Optional, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
+from kappaflow.core import metrics
 from kappaflow.errors import ConfigurationError
-from kappaflow.options import KappaflowOptions
+from kappaflow.options import OPTION_GROUPS, KappaflowOptions, option_rules
 
-__all__ = ["main", "run_pipeline_command", "option_groups", "pipeline_parser"]
+__all__ = ["main", "run_main", "run_pipeline_command", "option_groups", "pipeline_parser"]
 
 PROG = "kappaflow"
 
@@ -65,23 +66,6 @@ _BEAM_SHOWN: dict[str, dict[str, Any]] = {
     "dry_run": dict(default="False", choices=("True", "False", "true", "false"),
                     help="True: check the options and build the job graph (with DataflowRunner: the job it "
                          "would submit, without Google credentials); run nothing."),
-}
-# Value checks beyond the type; each says what a right value is.
-_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "window_seconds": (lambda v: v > 0, "must be > 0 seconds"),
-    "allowed_lateness_seconds": (lambda v: v >= 0, "must be >= 0 seconds"),
-    "early_firing_seconds": (lambda v: v >= 0 and float(v).is_integer(), "must be a whole number of seconds >= 0"),
-    "dedup_horizon_seconds": (lambda v: v > 0, "must be > 0 seconds"),
-    "max_out_of_orderness_seconds": (lambda v: v >= 0, "must be >= 0 seconds"),
-    "replay_chunk_size": (lambda v: v >= 1, "must be >= 1 record"),
-    "replay_speed": (lambda v: v > 0, "must be > 0 (times real time)"),
-    "apply_batch_size": (lambda v: v >= 1, "must be >= 1 change"),
-    "max_clock_skew_seconds": (lambda v: v >= 0, "must be >= 0 seconds"),
-    "archive_window_seconds": (lambda v: v > 0, "must be > 0 seconds"),
-    "max_invalid_ratio": (lambda v: 0 <= v <= 1, "must be a share between 0 and 1, e.g. 0.05"),
-    "progress_seconds": (lambda v: v > 0, "must be > 0 seconds"),
-    "max_record_bytes": (lambda v: v >= 1, "must be >= 1 byte"),
-    "max_future_seconds": (lambda v: 0 <= v < float("inf"), "must be >= 0 seconds"),
 }
 _DATAFLOW = ("DataflowRunner", "dataflow")
 _METAVARS = {"input": "FILES", "output": "URL", "dead_letter_output": "URL", "reference_db": "URL",
@@ -171,6 +155,9 @@ def pipeline_parser(name: str, cls: Optional[type[KappaflowOptions]] = None) -> 
             kwargs.update(default=_default(cls, action), type=action.type, choices=action.choices,
                           metavar=_metavar(action))
         group.add_argument(*action.option_strings, **kwargs)
+    for title, group in groups.items():
+        if not group._group_actions:  # e.g. CDC has no windows: say so rather than hide the group
+            group.description = f"none: {name} has no {title} options"
     for dest, spec in _BEAM_SHOWN.items():
         groups["runner"].add_argument(f"--{dest}", dest=dest, **spec)
     groups["runner"].add_argument("--debug", action="store_true",
@@ -190,6 +177,17 @@ def _every_option_parser(beam_only: bool = False) -> _RaisingParser:
         if not beam_only or cls.__module__.startswith("apache_beam"):
             cls._add_argparse_args(parser)
     return parser
+
+
+def _other_pipelines_flags(cls: type[KappaflowOptions]) -> set[str]:
+    """Flags of the option groups some pipelines declare and `cls` does not: Beam parses every
+    registered group in every run, so without this check e.g. CDC would take --reference_db and
+    ignore it."""
+    from kappaflow.flex_template import _actions
+
+    own = {s for a in _actions(cls) for s in a.option_strings}
+    groups = [group for group in OPTION_GROUPS if not issubclass(cls, group)]
+    return {s for group in groups for a in _actions(group) for s in a.option_strings} - own
 
 
 def _unknown_option_message(name: str, arg: str, known: Sequence[str]) -> str:
@@ -224,14 +222,18 @@ def parse_command_line(name: str, cls: type[KappaflowOptions], argv: Sequence[st
         if unknown:
             raise ConfigurationError(_unknown_option_message(name, unknown[0], known))
         values, rest = ours.parse_known_args(argv)
+        foreign = [a for a in rest if a.split("=", 1)[0] in _other_pipelines_flags(cls)]
+        if foreign:
+            raise ConfigurationError(f"{foreign[0].split('=', 1)[0]} is not an option of {name}; "
+                                     f"{PROG} {name} --help lists its options")
     except ConfigurationError as err:
         flag = re.match(r"argument (--\w+)", str(err))
         raise ConfigurationError(f"{err}{_example(ours, flag.group(1)) if flag else ''}") from None
-    for dest, (ok, rule) in _RULES.items():
+    for dest, rule in option_rules(cls).items():  # value checks beyond the type (kappaflow/options.py)
         value = getattr(values, dest, None)
-        if value is not None and not ok(value):
-            raise ConfigurationError(f"--{dest}={value:g}: {rule}{_example(ours, f'--{dest}')}")
-    if not values.input and not values.input_subscription:
+        if value is not None and not rule.accepts(value):
+            raise ConfigurationError(f"--{dest}={value:g}: {rule.text}{_example(ours, f'--{dest}')}")
+    if not values.input and not getattr(values, "input_subscription", None):
         raise ConfigurationError("--input is required: files (e.g. --input='events/*.jsonl'), or "
                                  "bigquery:PROJECT.DATASET.TABLE; or --input_subscription with --streaming")
     folder = os.path.dirname(os.path.abspath(values.report)) if values.report else None
@@ -265,7 +267,8 @@ def _dry_run(name: str, build: Callable, options: PipelineOptions, own: Kappaflo
 def _check_ratio(name: str, accounting: Any, limit: Optional[float]) -> Optional[str]:
     if limit is None or not accounting.read:
         return None
-    dead = sum(getattr(accounting, field, 0) for field in ("invalid", "too_late", "enrich_failed", "rejected"))
+    dead = sum(getattr(accounting, name, 0) for name, outcome in metrics.OUTCOMES.items()
+               if outcome.ends_in == "dead")
     ratio = dead / accounting.read
     if ratio <= limit:
         return None
@@ -276,20 +279,21 @@ def _check_ratio(name: str, accounting: Any, limit: Optional[float]) -> Optional
 def _check_servers_and_reference(name: str, cls: type[KappaflowOptions], own: KappaflowOptions) -> None:
     """A reference server that does not answer or lacks a table is a configuration error (exit 2);
     another server that is down stops the run with exit 1 (launcher.run would too, later)."""
-    from io_connectors.preflight import EndpointUnavailable, check_endpoints
+    from kappaflow.preflight import EndpointUnavailable, check_endpoints
     from kappaflow.checks import check_reference_db
 
     lookups = getattr(_module_of(cls), "reference_lookups", None)
-    reference = lookups(own) if lookups is not None and own.reference_db else None
-    embedded = bool(own.reference_db) and own.reference_db.startswith("sqlite")
+    url = getattr(own, "reference_db", None)  # EnrichmentOptions
+    reference = lookups(own) if lookups is not None and url else None
+    embedded = bool(url) and url.startswith("sqlite")
     if reference and not embedded:
-        check_reference_db(own.reference_db, reference)
+        check_reference_db(url, reference)
     try:
         check_endpoints(own)
     except EndpointUnavailable as err:
         raise SystemExit(f"{name}: {err}") from None  # one line, exit status 1
     if reference and embedded:
-        check_reference_db(own.reference_db, reference)
+        check_reference_db(url, reference)
 
 
 def run_pipeline_command(name: str, build: Callable, cls: type[KappaflowOptions],
@@ -373,3 +377,9 @@ def console_main() -> None:
 
 if __name__ == "__main__":
     console_main()
+
+
+def run_main(pipeline_name: str, build: Callable, options_class: type[KappaflowOptions]) -> None:
+    """Entry point of `python -m pipelines.<name>`: the `kappaflow <name>` command: checks first,
+    one-line errors, exit non-zero when the accounting does not add up."""
+    sys.exit(run_pipeline_command(pipeline_name, build, options_class))

@@ -9,9 +9,9 @@ import argparse
 import contextlib
 import os
 
+from kappaflow.core.schemas.clickstream import CLICKSTREAM_METRICS
 from kappaflow.launcher import Accounting
 from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
-from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
 from kappaflow.tables import diff_tables, explain_difference, read_rows, too_late_records
 from pipelines import clickstream
 

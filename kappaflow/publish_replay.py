@@ -22,9 +22,9 @@ import time
 from typing import Callable, Iterable, Optional, Sequence, TextIO
 
 from io_connectors.files import expand_pattern, read_all
+from kappaflow.core.records import RawRecord
+from kappaflow.core.schema import format_timestamp
 from transforms.event_time import EventTimeOf
-from transforms.records import RawRecord
-from transforms.schema import format_timestamp
 
 __all__ = ["ReplayPace", "publish_replay", "main"]
 

@@ -22,11 +22,12 @@ import sqlalchemy as sa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from io_connectors.sinks import is_database_url
-from io_connectors.sql_sink import create_engine, safe_url
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_SCHEMA
+from kappaflow.core.schema import Schema
+from kappaflow.core.sql import create_engine, safe_url
 from kappaflow.options import KappaflowOptions
 from kappaflow.progress import Snapshot
-from transforms.records import DEAD_LETTER_SCHEMA
-from transforms.schema import Schema
 
 __all__ = ["ReportData", "gather", "render", "render_report", "redact", "reason_kind"]
 
@@ -34,9 +35,6 @@ EXAMPLES_PER_REASON = 3
 MAX_REASONS = 25
 _EXAMPLE_CHARS = 300
 # The accounting outcomes, in the order the flow picture stacks them; where each record ends.
-_OUTCOMES = (("invalid", "dead"), ("duplicates", "dropped"), ("too_late", "dead"), ("enrich_failed", "dead"),
-             ("excluded", "dropped"), ("aggregated", "table"), ("applied", "table"), ("superseded", "dropped"),
-             ("rejected", "dead"))
 _SECRET_OPTIONS = {"pii_salt"}
 _REDACTIONS = (
     (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "<email>"),
@@ -84,11 +82,11 @@ class ReportData:
 def _window_table(pipeline: str) -> Optional[tuple[Schema, str]]:
     """The pipeline's windowed output table and the column counting its events."""
     if pipeline == "clickstream":
-        from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
+        from kappaflow.core.schemas.clickstream import CLICKSTREAM_METRICS
 
         return CLICKSTREAM_METRICS, "events"
     if pipeline == "iot_sensors":
-        from kappaflow.schemas.iot import SENSOR_STATS
+        from kappaflow.core.schemas.iot import SENSOR_STATS
 
         return SENSOR_STATS, "count"
     return None
@@ -150,7 +148,7 @@ def _read_windows(url: str, schema: Schema, measure: str, since: float) -> tuple
 
 
 def schema_time(value: Any) -> float:
-    from transforms.schema import parse_timestamp
+    from kappaflow.core.schema import parse_timestamp
 
     return value if isinstance(value, float) else parse_timestamp(value)
 
@@ -198,7 +196,8 @@ def gather(accounting: Any, options: PipelineOptions, samples: Sequence[Snapshot
 def _flow_figure(acc: dict[str, Any]):
     import plotly.graph_objects as go
 
-    outcomes = [(name, kind, acc.get(name, 0)) for name, kind in _OUTCOMES if acc.get(name, 0)]
+    outcomes = [(name, outcome.ends_in, acc.get(name, 0)) for name, outcome in metrics.OUTCOMES.items()
+                if acc.get(name, 0)]
     labels = [f"read {acc['read']:,}"] + [f"{n.replace('_', ' ')} {v:,}" for n, _, v in outcomes]
     sinks = {"table": f"output table: {acc['rows_written']:,} rows written",
              "dead": f"dead letters: {acc['dead_letters_written']:,} written",

@@ -9,9 +9,9 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
-from io_connectors.sql_sink import create_engine
+from kappaflow.core.sql import create_engine
 
-from transforms.schema import Schema, parse_timestamp
+from kappaflow.core.schema import Schema, parse_timestamp
 
 __all__ = ["PANE_COLUMNS", "read_rows", "TableDiff", "diff_tables", "too_late_records", "explain_difference",
            "read_change_table", "read_change_tables"]

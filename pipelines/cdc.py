@@ -12,6 +12,8 @@ Every rejected event goes to the `dead_letters` table with its reason.
 
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -19,14 +21,14 @@ from io_connectors.bigquery import is_bigquery_url
 from io_connectors.bigquery_cdc import ApplyChangesToBigQuery
 from io_connectors.cdc_sink import ApplyChanges
 from io_connectors.dead_letter_sink import WriteDeadLetters
-from io_connectors.kafka import kafka_read_config
 from io_connectors.sinks import WriteTable, is_database_url
 from io_connectors.sources import ReadInput
-from kappaflow.launcher import run_main
-from kappaflow.options import KappaflowOptions
+from kappaflow.core.records import DEAD_LETTER_TAG
+from kappaflow.cli import run_main
+from kappaflow.options import WHOLE_POSITIVE, KappaflowOptions
+from kappaflow.wiring import bigquery_write_config, kafka_read_config
 from transforms.debezium import ParseChanges, PrimaryKeys
 from transforms.event_time import EventTimeOf, WithEventTime
-from transforms.records import DEAD_LETTER_TAG
 
 PIPELINE = "cdc"
 # When the change was made (source.ts_ms), else when the connector saw it; wrapped or bare.
@@ -54,8 +56,11 @@ class CdcOptions(KappaflowOptions, CdcFlags):
     TEMPLATE_REGEXES = {
         **KappaflowOptions.TEMPLATE_REGEXES,
         "primary_keys": rf"^{_TABLE_KEY}(,{_TABLE_KEY})*$",
-        "apply_batch_size": r"^[1-9][0-9]*$",
     }
+    RULES = {"apply_batch_size": dataclasses.replace(WHOLE_POSITIVE, text="must be >= 1 change")}
+    # A change is refused as invalid, or applied, or already there (a re-delivery), or beaten by a
+    # newer change of its row, or refused by the target table.
+    OUTCOMES = ("invalid", "applied", "duplicates", "superseded", "rejected")
 
 
 def build(p: beam.Pipeline, opts: CdcOptions) -> None:
@@ -77,13 +82,14 @@ def build(p: beam.Pipeline, opts: CdcOptions) -> None:
     # re-delivery (the row, or its batch, already holds that version) as a duplicate.
     unique = timed.events
     if is_bigquery_url(opts.output):
-        apply_failures = unique | "ApplyChanges" >> ApplyChangesToBigQuery(opts.output, keys, PIPELINE)
+        apply_failures = unique | "ApplyChanges" >> ApplyChangesToBigQuery(
+            opts.output, keys, PIPELINE, bigquery_write_config(opts))
     else:
         apply_failures = unique | "ApplyChanges" >> ApplyChanges(opts.output, keys, PIPELINE, opts.apply_batch_size)
 
     (
         (parsed[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], apply_failures)
-        | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
+        | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE, bigquery_write_config(opts))
     )
 
 

@@ -15,17 +15,17 @@ import apache_beam as beam
 
 from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.sinks import WriteTable
-from io_connectors.sources import ReadInput
-from kappaflow.launcher import run_main
-from kappaflow.options import KappaflowOptions
-from kappaflow.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
+from kappaflow.cli import run_main
+from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK
+from kappaflow.core.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
+from kappaflow.options import EnrichmentOptions, KappaflowOptions, PubSubInputOptions, WindowOptions
+from kappaflow.wiring import bigquery_write_config, read_input
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.dedup import DeduplicateEvents
 from transforms.enrich_database import EnrichFromDatabase, LookupSpec
 from transforms.event_time import WithEventTime
 from transforms.late_data import RouteTooLateRecords
 from transforms.parse import ParseEvents
-from transforms.records import DEAD_LETTER_TAG, SOURCE_WATERMARK
 
 PIPELINE = "clickstream"
 
@@ -42,8 +42,8 @@ METRICS = (
 )
 
 
-class ClickstreamOptions(KappaflowOptions):
-    pass
+class ClickstreamOptions(KappaflowOptions, EnrichmentOptions, WindowOptions, PubSubInputOptions):
+    OUTCOMES = ("invalid", "too_late", "duplicates", "enrich_failed", "aggregated")
 
 
 def reference_lookups(opts: ClickstreamOptions) -> tuple[LookupSpec, ...]:
@@ -72,7 +72,7 @@ def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
         raise ValueError("--reference_db is required: the users and products tables live there")
     windows = opts.window_config()
 
-    records = p | "ReadInput" >> ReadInput.from_options(opts, time_field="timestamp", id_field="event_id")
+    records = p | "ReadInput" >> read_input(opts, time_field="timestamp", id_field="event_id")
     parsed = records | "ParseEvents" >> ParseEvents(
         CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.hash_salt, opts.max_record_bytes)
     timed = parsed.events | "EventTime" >> WithEventTime(
@@ -87,13 +87,14 @@ def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
     enriched = unique | "Enrich" >> EnrichFromDatabase(
         opts.reference_db, reference_lookups(opts), PIPELINE, "event_id")
     rows = enriched.events | "AggregatePerWindow" >> AggregatePerWindow(
-        ("event_type", "country"), METRICS, windows)
-    sink_failures = rows | "WriteMetrics" >> WriteTable(opts.output, CLICKSTREAM_METRICS, PIPELINE)
+        ("event_type", "country"), METRICS, windows, table=CLICKSTREAM_METRICS)
+    sink_failures = rows | "WriteMetrics" >> WriteTable(
+        opts.output, CLICKSTREAM_METRICS, PIPELINE, bigquery=bigquery_write_config(opts))
 
     (
         (parsed[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], enriched[DEAD_LETTER_TAG], in_time[DEAD_LETTER_TAG],
          sink_failures)
-        | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
+        | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE, bigquery_write_config(opts))
     )
 
 

@@ -24,11 +24,13 @@ from io_connectors.archive import WriteArchive
 from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.pubsub import PublishMessages
 from io_connectors.sinks import WriteTable
-from io_connectors.sources import ReadInput
-from kappaflow.launcher import run_main
-from kappaflow.options import KappaflowOptions
-from kappaflow.schemas.iot import IOT_ARCHIVE, IOT_READING, SENSOR_ALERTS, SENSOR_STATS
-from transforms import metrics
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG
+from kappaflow.core.schemas.iot import IOT_ARCHIVE, IOT_READING, SENSOR_ALERTS, SENSOR_STATS
+from kappaflow.cli import run_main
+from kappaflow.options import (AT_LEAST_ZERO, POSITIVE, EnrichmentOptions, KappaflowOptions, PubSubInputOptions,
+                               WindowOptions)
+from kappaflow.wiring import bigquery_write_config, read_input
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.alerts import RaiseThresholdAlerts, ThresholdAlertConfig
 from transforms.clock_skew import ClockSkewConfig, CorrectClockSkew, SkewCorrectedEventTime
@@ -38,7 +40,6 @@ from transforms.event_time import WithEventTime
 from transforms.exclude import ExcludeRecords
 from transforms.late_data import RouteTooLateRecords
 from transforms.parse import ParseEvents
-from transforms.records import DEAD_LETTER_TAG
 from transforms.units import CheckPlausibleRanges, NormalizeUnits, PlausibleRanges
 from transforms.windowing import WindowConfig
 
@@ -78,15 +79,20 @@ class IotSensorsFlags(PipelineOptions):
                             help="Directory of the raw archive (Parquet, by event_date and device_type).")
         parser.add_argument("--archive_window_seconds", type=float, default=3600.0,
                             help="Event time covered by one archive file.")
+        parser.add_argument("--alerts_topic", default=None,
+                            help="Pub/Sub topic for alerts: projects/P/topics/T.")
 
 
-class IotSensorsOptions(KappaflowOptions, IotSensorsFlags):
+class IotSensorsOptions(KappaflowOptions, EnrichmentOptions, WindowOptions, PubSubInputOptions,
+                        IotSensorsFlags):
     _RANGE = r"[a-z_]+=-?[0-9.]+\.\.-?[0-9.]+"
     TEMPLATE_REGEXES = {**KappaflowOptions.TEMPLATE_REGEXES, "archive": r"^(gs://|/|file://).+$",
                         "valid_ranges": rf"^{_RANGE}(,{_RANGE})*$"}
+    RULES = {"max_clock_skew_seconds": AT_LEAST_ZERO, "archive_window_seconds": POSITIVE}
     # Sensors report often and late data matters for minutes, not for a quarter of an hour.
     DEFAULT_WINDOW_SECONDS = 10.0
     DEFAULT_ALLOWED_LATENESS_SECONDS = 60.0
+    OUTCOMES = ("invalid", "too_late", "duplicates", "enrich_failed", "excluded", "aggregated")
 
 
 def device_lookup(default_max_temp_c: float) -> LookupSpec:
@@ -129,7 +135,7 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     skew = ClockSkewConfig(opts.max_clock_skew_seconds)
     ranges = PlausibleRanges.parse(opts.valid_ranges)
 
-    records = p | "ReadInput" >> ReadInput.from_options(
+    records = p | "ReadInput" >> read_input(
         opts, "timestamp", event_time=SkewCorrectedEventTime(skew), ingest_time_field=opts.ingest_time_field)
     parsed = records | "ParseReadings" >> ParseEvents(
         IOT_READING, PIPELINE, "device_id", max_record_bytes=opts.max_record_bytes)
@@ -156,13 +162,15 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     stats = (
         enriched.events
         | "ExcludeBadQuality" >> ExcludeRecords(lambda r: r["quality"] == "good")
-        | "AggregatePerWindow" >> AggregatePerWindow(("device_id",), METRICS, windows)
+        | "AggregatePerWindow" >> AggregatePerWindow(("device_id",), METRICS, windows, table=SENSOR_STATS)
     )
-    stats_failures = stats | "WriteStats" >> WriteTable(opts.output, SENSOR_STATS, PIPELINE)
+    stats_failures = stats | "WriteStats" >> WriteTable(
+        opts.output, SENSOR_STATS, PIPELINE, bigquery=bigquery_write_config(opts))
     alerts = stats | "RaiseAlerts" >> RaiseThresholdAlerts(
         ThresholdAlertConfig(("device_id",), applies=lambda row: row["device_type"] == "temperature"))
     alert_failures = alerts | "WriteAlerts" >> WriteTable(
-        opts.output, SENSOR_ALERTS, PIPELINE, counter=metrics.ALERTS_WRITTEN, keep_on_update=("created_at",))
+        opts.output, SENSOR_ALERTS, PIPELINE, counter=metrics.ALERTS_WRITTEN, keep_on_update=("created_at",),
+        bigquery=bigquery_write_config(opts))
 
     failures = [parsed[DEAD_LETTER_TAG], corrected[DEAD_LETTER_TAG], converted[DEAD_LETTER_TAG],
                 plausible[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], enriched[DEAD_LETTER_TAG],
@@ -170,7 +178,8 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     if opts.alerts_topic:  # every pane of an alert; subscribers dedup on the alert_id attribute
         failures.append(alerts | "PublishAlerts" >> PublishMessages(
             opts.alerts_topic, PIPELINE, ("alert_id", "device_id", "severity"), schema=SENSOR_ALERTS))
-    tuple(failures) | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE)
+    tuple(failures) | "WriteDeadLetters" >> WriteDeadLetters(
+        opts.dead_letters_url, PIPELINE, bigquery_write_config(opts))
 
 
 def main() -> None:

@@ -10,13 +10,13 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from kappaflow import beam_workarounds
-from transforms import metrics
+from kappaflow.core import metrics
 
 # Real servers on loopback, started on demand by the tests that use them.
-from fixtures_postgres import own_postgres_server, postgres_server, postgres_url  # noqa: F401,E402
-from fixtures_pubsub import pubsub_emulator  # noqa: F401,E402
 from fixtures_bigquery import bigquery_emulator, bigquery_front  # noqa: F401,E402
 from fixtures_kafka import kafka_broker  # noqa: F401,E402
+from fixtures_postgres import own_postgres_server, postgres_server, postgres_url  # noqa: F401,E402
+from fixtures_pubsub import pubsub_emulator  # noqa: F401,E402
 
 
 def pytest_configure(config):

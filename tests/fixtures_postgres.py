@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from fixtures_servers import free_port
-from io_connectors.sql_sink import create_engine
+from kappaflow.core.sql import create_engine
 
 USER = "kappaflow"
 

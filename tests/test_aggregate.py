@@ -144,6 +144,30 @@ def test_aggregate_per_window_needs_key_fields():
         AggregatePerWindow((), (Metric("n", "count"),), WindowConfig())
 
 
+def test_the_rows_have_exactly_the_declared_output_columns(run_batch):
+    aggregate = AggregatePerWindow(("page",), (Metric("events", "count"), Metric("total", "sum", "x")),
+                                   WindowConfig(size_seconds=60, early_firing_seconds=None))
+
+    def build(p):
+        rows = p | beam.Create([TimestampedValue({"page": "home", "x": 1.0}, 10)]) | aggregate
+        assert_that(rows | beam.Map(lambda r: tuple(sorted(r))), equal_to([tuple(sorted(aggregate.output_columns))]))
+
+    run_batch(build)
+
+
+def test_a_metric_named_differently_from_its_table_column_fails_at_construction():
+    from kappaflow.core.schemas.clickstream import CLICKSTREAM_METRICS
+    from pipelines import clickstream, iot_sensors
+
+    keys, windows = ("event_type", "country"), WindowConfig()
+    AggregatePerWindow(keys, clickstream.METRICS, windows, table=CLICKSTREAM_METRICS)  # the pipeline's own
+    renamed = tuple(Metric("purchases", m.kind, m.field) if m.name == "revenue" else m for m in clickstream.METRICS)
+    with pytest.raises(ValueError, match="does not produce revenue of table clickstream_metrics"):
+        AggregatePerWindow(keys, renamed, windows, table=CLICKSTREAM_METRICS)
+    from kappaflow.core.schemas.iot import SENSOR_STATS
+    AggregatePerWindow(("device_id",), iot_sensors.METRICS, windows, table=SENSOR_STATS)
+
+
 class _State:
     """A ReadModifyWrite state cell, as the runner keeps it between bundles."""
 

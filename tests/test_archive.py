@@ -11,7 +11,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from io_connectors.archive import WriteArchive, partition_path
 from io_connectors.files import read_records
-from transforms.schema import Field, FieldType, Schema
+from kappaflow.core.schema import Field, FieldType, Schema
 from transforms.windowing import WindowConfig
 
 T = 1772409600.0  # 2026-03-02T00:00:00Z

@@ -1,7 +1,13 @@
-"""The FnApiRunner's one-pane-per-window batch grouping: the defect it works around, and that it
-changes no result."""
+"""Beam's defects that kappaflow/beam_workarounds.py works around, each reproduced (a canary that
+fails once Beam fixes it), and what each workaround changes."""
 
 from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
 
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
@@ -46,3 +52,72 @@ def _grouped(run_batch, patched: bool, monkeypatch):
 def test_one_pane_per_window_gives_the_trigger_machinery_s_result(run_batch, monkeypatch):
     _grouped(run_batch, patched=False, monkeypatch=monkeypatch)
     _grouped(run_batch, patched=True, monkeypatch=monkeypatch)
+
+
+_STREAMING_COUNTS = textwrap.dedent("""
+    import sys
+    import apache_beam as beam
+    from apache_beam.metrics import Metrics
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+    from apache_beam.testing.test_stream import TestStream
+
+    if sys.argv[1] == "patched":
+        from kappaflow import beam_workarounds
+        beam_workarounds.keep_streaming_metrics()
+
+    class CountFn(beam.DoFn):
+        def __init__(self):
+            self.seen = Metrics.counter("canary", "seen")
+
+        def process(self, x):
+            self.seen.inc()
+            yield x
+
+    stream = TestStream()
+    for batch in range(5):  # five bundles of ten
+        stream = stream.add_elements(list(range(batch * 10, batch * 10 + 10))).advance_watermark_to(batch * 10)
+    p = beam.Pipeline(runner=BundleBasedDirectRunner(), options=PipelineOptions(["--streaming"]))
+    _ = p | stream.advance_watermark_to_infinity() | beam.ParDo(CountFn())
+    result = p.run()
+    result.wait_until_finish()
+    print(sum(c.committed or 0 for c in result.metrics().query(MetricsFilter().with_name("seen"))["counters"]))
+""")
+
+
+def _streaming_count(mode: str) -> int:
+    # A process of its own: the workaround patches Beam process-wide, and the tests here apply it.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", _STREAMING_COUNTS, mode], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.split()[-1])
+
+
+def test_canary_the_streaming_direct_runner_reports_only_a_thread_s_first_bundle():
+    # Fails once Beam's BundleBasedDirectRunner counts every bundle: then workaround 1 can go.
+    assert _streaming_count("plain") < 50
+    assert _streaming_count("patched") == 50
+
+
+def test_canary_the_state_cache_weighs_a_value_with_everything_it_references():
+    # Fails once Beam stops sizing cached state by deep traversal: then workaround 2 can go. Ten
+    # small values that share one large list each weigh the whole list, so a 16 MB cache holds
+    # one of them: the FnApiRunner's embedded worker pays that traversal on every state write.
+    from apache_beam.runners.worker import statecache
+
+    shared = [str(i) for i in range(200_000)]  # about 13 MB of objects
+    cache = statecache.StateCache(16 << 20)
+    for key in range(10):
+        cache.put(key, {"key": key, "lookup": shared})
+    assert cache.size() == 1
+
+
+def test_a_workaround_written_for_another_beam_is_skipped_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(beam_workarounds, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger=beam_workarounds.__name__):
+        assert not beam_workarounds.written_for("2.0.0", "some_workaround")
+        assert not beam_workarounds.written_for("2.0.0", "some_workaround")
+        assert beam_workarounds.written_for(beam.__version__, "some_workaround")
+    assert len(caplog.records) == 1 and "written for Beam 2.0.0 and is skipped" in caplog.records[0].getMessage()

@@ -18,16 +18,18 @@ from apache_beam.testing.util import BeamAssertException, assert_that
 
 from fixtures_bigquery import PROJECT
 from fixtures_servers import free_port
-from io_connectors.bigquery import (BigQueryLocation, WriteToBigQueryTable, insert_id, latest_view_query,
-                                    table_definition, to_bigquery_row)
+from io_connectors.bigquery import (BigQueryLocation, BigQueryWriteConfig, WriteToBigQueryTable, insert_id,
+                                    latest_view_query, table_definition, to_bigquery_row)
 from kappaflow import beam_workarounds
+from kappaflow.core.retry import RetryPolicy
+from kappaflow.core.schema import Field, FieldType, Schema
+from kappaflow.core.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
 from kappaflow.launcher import run
+from kappaflow.options import KappaflowOptions
 from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
-from kappaflow.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
 from kappaflow.tables import read_rows
+from kappaflow.wiring import bigquery_write_config
 from pipelines import clickstream
-from transforms.enrich_database import RetryPolicy
-from transforms.schema import Field, FieldType, Schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1704067200.0
@@ -37,6 +39,11 @@ PAGES = Schema(
     fields=(Field("window_start", FieldType.TIMESTAMP, required=True), Field("page", FieldType.STRING, required=True),
             Field("events", FieldType.INT64, required=True), Field("pane_index", FieldType.INT64, required=True)),
 )
+
+
+def _config(p: beam.Pipeline) -> BigQueryWriteConfig:
+    """The sink's configuration as the runtime builds it from the test pipeline's options."""
+    return bigquery_write_config(p.options.view_as(KappaflowOptions))
 
 
 def test_table_definition_comes_from_the_schema_declaration():
@@ -96,7 +103,7 @@ def test_write_rows_views_and_rejects(bigquery_emulator, tmp_path, monkeypatch, 
     else:
         p = TestPipeline(runner=fn_runner.FnApiRunner(), options=PipelineOptions([f"--temp_location={tmp_path}"]))
     dead = p | beam.Create(rows) | WriteToBigQueryTable(
-        url, PAGES, "test", retry=RetryPolicy(attempts=2, initial_backoff_seconds=0.05))
+        url, PAGES, "test", retry=RetryPolicy(attempts=2, initial_backoff_seconds=0.05), config=_config(p))
     assert_that(dead, _rejected(table_id, ["bad"]))
     p.run().wait_until_finish()
 
@@ -212,7 +219,7 @@ def test_one_load_job_per_table_whatever_the_bundles(bigquery_emulator, tmp_path
         p = TestPipeline(runner=fn_runner.FnApiRunner(), options=PipelineOptions(
             ["--direct_num_workers=3", "--direct_running_mode=multi_threading", *args]))
         source = p | beam.Create(rows) | beam.Reshuffle()
-    source | WriteToBigQueryTable(url, PAGES, "test")
+    source | WriteToBigQueryTable(url, PAGES, "test", config=_config(p))
     result = p.run()
     result.wait_until_finish()
 
@@ -226,7 +233,7 @@ def test_one_load_job_per_table_whatever_the_bundles(bigquery_emulator, tmp_path
 @pytest.mark.slow
 def test_alerts_latest_view_takes_the_latest_pane_and_the_first_created_at(bigquery_emulator, tmp_path):
     from io_connectors.sinks import WriteTable
-    from kappaflow.schemas.iot import SENSOR_ALERTS
+    from kappaflow.core.schemas.iot import SENSOR_ALERTS
 
     url = bigquery_emulator.dataset("alerts")
 
@@ -240,7 +247,8 @@ def test_alerts_latest_view_takes_the_latest_pane_and_the_first_created_at(bigqu
                  [alert(0, 91.0, T0 + 900)]):
         p = TestPipeline(runner=fn_runner.FnApiRunner(), options=PipelineOptions(
             [f"--temp_location={tmp_path}", f"--bigquery_endpoint={bigquery_emulator.host}"]))
-        _ = p | beam.Create(rows) | WriteTable(url, SENSOR_ALERTS, "iot", keep_on_update=("created_at",))
+        _ = p | beam.Create(rows) | WriteTable(url, SENSOR_ALERTS, "iot", keep_on_update=("created_at",),
+                                               bigquery=_config(p))
         p.run().wait_until_finish()
     latest = _query(bigquery_emulator, "SELECT alert_id, max, severity, pane_index, UNIX_SECONDS(created_at) "
                                        f"FROM `{PROJECT}.alerts.sensor_alerts_latest`")

@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from cdc_helpers import event, fixture
+from kappaflow.core import metrics
 from kappaflow.launcher import run
 from kappaflow.samples.cdc import PRIMARY_KEYS, CdcSampleConfig, write_sample
 from kappaflow.tables import read_change_tables
 from pipelines import cdc
-from transforms import metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from cdc_helpers import event, fixture
 from io_connectors.cdc_sink import Outcome, apply_changes
 from io_connectors.change_tables import DELETED, VERSION, ChangeTables
-from io_connectors.sql_sink import create_engine
-from kappaflow.schemas.cdc import DEBEZIUM_CHANGE_EVENT
+from kappaflow.core.schemas.cdc import DEBEZIUM_CHANGE_EVENT
+from kappaflow.core.sql import create_engine
 from kappaflow.tables import read_change_table
 from transforms.debezium import ParseChangeFn, PrimaryKeys, column_types, to_change, unwrap
-from transforms.records import RawRecord
+from kappaflow.core.records import RawRecord
 
 KEYS = PrimaryKeys.parse("customers:id,order_lines:order_id+line_no")
 

@@ -171,6 +171,26 @@ def test_cdc_primary_keys_are_known_to_beams_parser(caplog):
     assert not [r for r in caplog.records if "Unparseable" in r.getMessage()]
 
 
+@pytest.mark.parametrize("flag", ["--reference_db=sqlite:///ref.db", "--input_subscription=projects/p/subscriptions/s",
+                                  "--window_seconds=60", "--dedup_horizon_seconds=60"])
+def test_cdc_refuses_the_flags_of_other_pipelines(capsys, tmp_path, flag):
+    (tmp_path / "changes.jsonl").write_text("")
+    status, _, err = _command(capsys, "cdc", cdc.build, cdc.CdcOptions,
+                              [f"--input={tmp_path}/changes.jsonl", "--primary_keys=t:id", flag])
+    assert status == 2
+    assert err.strip() == (f"kappaflow cdc: error: {flag.split('=')[0]} is not an option of cdc; "
+                           "kappaflow cdc --help lists its options")
+
+
+def test_each_pipeline_declares_its_own_option_groups():
+    from kappaflow.options import EnrichmentOptions, PubSubInputOptions, WindowOptions
+
+    assert not any(issubclass(cdc.CdcOptions, g) for g in (EnrichmentOptions, WindowOptions, PubSubInputOptions))
+    assert all(issubclass(clickstream.ClickstreamOptions, g)
+               for g in (EnrichmentOptions, WindowOptions, PubSubInputOptions))
+    assert "alerts_topic" not in {a.dest for a in _actions(clickstream.ClickstreamOptions)}  # an IoT flag
+
+
 def _installed_kappaflow() -> str:
     """The `kappaflow` console script that `pip install` put next to this interpreter."""
     import shutil

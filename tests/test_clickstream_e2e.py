@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
+from kappaflow.core.schema import parse_timestamp
+from kappaflow.core.schemas.clickstream import CLICKSTREAM_METRICS
 from kappaflow.launcher import run
 from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
-from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
 from kappaflow.tables import diff_tables, explain_difference, read_rows, too_late_records
-from transforms.schema import parse_timestamp
 from pipelines import clickstream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

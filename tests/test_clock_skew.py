@@ -9,9 +9,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
+from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord
 from transforms.clock_skew import (INGEST_TIME, ClockSkewConfig, CorrectClockSkew, SkewCorrectedEventTime,
                                    corrected_time)
-from transforms.records import DEAD_LETTER_TAG, RawRecord
 
 T = 1772431200.0
 CONFIG = ClockSkewConfig(max_skew_seconds=300)

@@ -8,10 +8,10 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from cdc_helpers import event, fixture, line
-from kappaflow.schemas.cdc import DEBEZIUM_CHANGE_EVENT
-from transforms import metrics
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord
+from kappaflow.core.schemas.cdc import DEBEZIUM_CHANGE_EVENT
 from transforms.debezium import ChangeError, ParseChanges, PrimaryKeys, to_change, unwrap
-from transforms.records import DEAD_LETTER_TAG, RawRecord
 
 KEYS = PrimaryKeys.parse("customers:id,order_lines:order_id+line_no")
 

@@ -10,9 +10,11 @@ import sqlalchemy as sa
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from transforms.enrich_database import EnrichFromDatabase, LookupSpec, RetryPolicy
-from transforms.enrich_side_input import EnrichFromSideInput, ReadReferenceTable
-from transforms.records import DEAD_LETTER_TAG
+from io_connectors.reference_files import ReadReferenceTable
+from kappaflow.core.records import DEAD_LETTER_TAG
+from kappaflow.core.retry import RetryPolicy
+from transforms.enrich_database import EnrichFromDatabase, LookupSpec
+from transforms.enrich_side_input import EnrichFromSideInput
 
 USERS = LookupSpec("users", "user_id", "user_id", {"country": "country", "segment": "segment"},
                    defaults={"country": "unknown", "segment": "unknown"})

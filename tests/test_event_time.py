@@ -9,8 +9,8 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
+from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord
 from transforms.event_time import EventTimeBounds, EventTimeOf, WithEventTime
-from transforms.records import DEAD_LETTER_TAG, RawRecord
 
 
 def test_bounds_are_validated_and_say_why():

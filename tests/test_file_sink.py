@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from io_connectors.file_sink import WriteKeyedFiles
-from transforms.schema import Field, FieldType, Schema
+from kappaflow.core.schema import Field, FieldType, Schema
 
 T0 = 1704067200.0
 ALERTS = Schema(name="alerts", key=("alert_id",), partition_field="created_at", fields=(

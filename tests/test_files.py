@@ -162,7 +162,7 @@ def test_a_bounded_read_stamps_every_record_with_a_bounded_sources_watermark(tmp
     # The late-data router judges such records by it, with no state and no timers: in batch
     # nothing is late, and nothing arms a timer.
     from io_connectors.sources import read_bounded
-    from transforms.records import BOUNDED_WATERMARK
+    from kappaflow.core.records import BOUNDED_WATERMARK
 
     path = tmp_path / "a.jsonl"
     path.write_text('{"timestamp": 1}\nnot json\n', encoding="utf-8")

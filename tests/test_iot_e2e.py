@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from kappaflow.core.schemas.iot import SENSOR_ALERTS, SENSOR_STATS
 from kappaflow.launcher import run
 from kappaflow.samples.iot import SampleConfig, build_reference_db, devices, write_sample
-from kappaflow.schemas.iot import SENSOR_ALERTS, SENSOR_STATS
 from kappaflow.tables import PANE_COLUMNS, diff_tables, read_rows
 from pipelines import iot_sensors
 

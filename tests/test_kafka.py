@@ -23,15 +23,15 @@ from io_connectors.kafka import (
     TOMBSTONES, KafkaReadConfig, KafkaRecordToRawRecordFn, check_kafka, parse_kafka_config)
 from io_connectors.sources import ReadInput
 from kappaflow import java_services
+from kappaflow.core.records import RawRecord
+from kappaflow.core.schema import parse_timestamp
+from kappaflow.core.schemas.clickstream import CLICKSTREAM_METRICS
 from kappaflow.launcher import run
 from kappaflow.samples import cdc as cdc_samples
 from kappaflow.samples import clickstream as clickstream_samples
-from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
 from kappaflow.tables import diff_tables, read_change_tables, read_rows
 from pipelines import cdc, clickstream
 from transforms.event_time import EventTimeOf
-from transforms.records import RawRecord
-from transforms.schema import parse_timestamp
 
 from conftest import counter
 

@@ -8,9 +8,9 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
+from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.late_data import RouteTooLateRecords
-from transforms.records import DEAD_LETTER_TAG, SOURCE_WATERMARK
 from transforms.windowing import WindowConfig
 
 METRICS = (Metric("events", "count"), Metric("total", "sum", "value"))

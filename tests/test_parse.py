@@ -8,9 +8,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
-from kappaflow.schemas.clickstream import CLICKSTREAM_EVENT
+from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord, dead_letter, redact_ips
+from kappaflow.core.schemas.clickstream import CLICKSTREAM_EVENT
 from transforms.parse import DEFAULT_MAX_RECORD_BYTES, ParseEventFn, ParseEvents, PiiHasher
-from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter, redact_ips
 
 SALT = "test-salt"
 T0 = 1704067200.0

@@ -13,15 +13,17 @@ import pytest
 import sqlalchemy as sa
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
-from io_connectors.sql_sink import UpsertToDatabase, _upsert_statement, create_engine
+from io_connectors.sql_sink import UpsertToDatabase, _upsert_statement
+from kappaflow.core.records import DEAD_LETTER_TAG
+from kappaflow.core.retry import RetryPolicy
+from kappaflow.core.schema import Field, FieldType, Schema
+from kappaflow.core.schemas.clickstream import CLICKSTREAM_METRICS
+from kappaflow.core.sql import create_engine
 from kappaflow.launcher import run
 from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
-from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
 from kappaflow.tables import read_rows
 from pipelines import clickstream
-from transforms.enrich_database import EnrichFromDatabase, LookupSpec, RetryPolicy
-from transforms.records import DEAD_LETTER_TAG
-from transforms.schema import Field, FieldType, Schema
+from transforms.enrich_database import EnrichFromDatabase, LookupSpec
 
 pytestmark = pytest.mark.slow
 

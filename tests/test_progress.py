@@ -16,9 +16,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from conftest import counter
+from kappaflow.core import metrics
 from kappaflow.progress import ProgressMonitor, estimate_records
 from kappaflow.samples.clickstream import SampleConfig, write_sample
-from transforms import metrics
 
 
 def test_live_bar_on_a_terminal(tmp_path):

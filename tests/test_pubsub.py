@@ -18,12 +18,12 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from fixtures_servers import free_port
 from io_connectors.pubsub import MessageToRecordFn, PubSubReadConfig, PublishMessages
+from kappaflow.core.records import RawRecord
+from kappaflow.core.retry import RetryPolicy
+from kappaflow.core.schema import format_timestamp, parse_timestamp
 from kappaflow.publish_replay import ReplayPace, publish_replay
 from kappaflow.samples.clickstream import SampleConfig, build_reference_db
-from transforms.enrich_database import RetryPolicy
 from transforms.event_time import EventTimeOf
-from transforms.records import RawRecord
-from transforms.schema import format_timestamp, parse_timestamp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBSCRIPTION = "projects/p1/subscriptions/s1"

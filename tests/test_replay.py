@@ -11,8 +11,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from io_connectors import files
 from io_connectors.replay import ReplayConfig, ReplayFiles
+from kappaflow.core.records import RawRecord
 from transforms.event_time import EventTimeOf
-from transforms.records import RawRecord
 
 
 def test_event_time_of_accepts_dicts_and_iso_text():

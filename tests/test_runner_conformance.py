@@ -24,12 +24,12 @@ from typing import Callable, Optional
 
 import pytest
 
+from kappaflow.core.schemas.clickstream import CLICKSTREAM_METRICS
+from kappaflow.core.schemas.iot import SENSOR_ALERTS, SENSOR_STATS
 from kappaflow.launcher import Accounting, run
 from kappaflow.samples import cdc as cdc_samples
 from kappaflow.samples import clickstream as clickstream_samples
 from kappaflow.samples import iot as iot_samples
-from kappaflow.schemas.clickstream import CLICKSTREAM_METRICS
-from kappaflow.schemas.iot import SENSOR_ALERTS, SENSOR_STATS
 from kappaflow.tables import diff_tables, explain_difference, read_change_tables, read_rows, too_late_records
 from pipelines import cdc, clickstream, iot_sensors
 

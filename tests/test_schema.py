@@ -10,11 +10,11 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from transforms.parse import PiiHasher
-from transforms.records import DEAD_LETTER_SCHEMA
-from transforms.schema import (
+from kappaflow.core.records import DEAD_LETTER_SCHEMA
+from kappaflow.core.schema import (
     Field, FieldType, Schema, ValidationError, format_timestamp, parse_timestamp,
 )
+from transforms.parse import PiiHasher
 
 T0 = 1704067200.0  # 2024-01-01T00:00:00Z
 

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from io_connectors.sql_sink import UpsertToDatabase, ensure_table, upsert_rows
-from transforms.enrich_database import RetryPolicy
-from transforms.schema import Field, FieldType, Schema
+from kappaflow.core.retry import RetryPolicy
+from kappaflow.core.schema import Field, FieldType, Schema
 
 T0 = 1704067200.0
 

@@ -6,7 +6,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.records import DEAD_LETTER_TAG
+from kappaflow.core.records import DEAD_LETTER_TAG
 from transforms.units import STANDARD_UNITS, CheckPlausibleRanges, NormalizeUnits, PlausibleRanges, UnitRule
 
 

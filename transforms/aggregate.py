@@ -21,7 +21,8 @@ from apache_beam.transforms import window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
-from transforms import metrics
+from kappaflow.core import metrics
+from kappaflow.core.schema import Schema
 from transforms.windowing import WindowConfig
 
 __all__ = ["Metric", "AggregateCombineFn", "AggregatePerWindow", "PartiallyAggregateFn", "ShardPanesFn",
@@ -294,7 +295,8 @@ class AggregatePerWindow(beam.PTransform):
     """Timestamped events → one row per (window, group key) and pane."""
 
     def __init__(
-        self, key_fields: Sequence[str], metric_specs: Sequence[Metric], config: WindowConfig
+        self, key_fields: Sequence[str], metric_specs: Sequence[Metric], config: WindowConfig,
+        table: Optional[Schema] = None,
     ) -> None:
         super().__init__()
         if not key_fields:
@@ -302,6 +304,14 @@ class AggregatePerWindow(beam.PTransform):
         self._key_fields = tuple(key_fields)
         self._metrics = tuple(metric_specs)
         self._config = config
+        if table is not None:  # the rows' table: its fields and the metric names must agree
+            table.check_filled_by(self.output_columns, "AggregatePerWindow")
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """The fields of every row (CountAndFormatRowsFn)."""
+        return ("window_start", "window_end", *self._key_fields, *(m.name for m in self._metrics),
+                "pane_timing", "pane_index", "updated_at")
 
     def expand(self, events: beam.PCollection) -> beam.PCollection:
         combine_fn = AggregateCombineFn(self._metrics)

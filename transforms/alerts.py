@@ -13,8 +13,8 @@ from typing import Callable, Iterator, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import metrics
-from transforms.schema import format_timestamp
+from kappaflow.core import metrics
+from kappaflow.core.schema import format_timestamp
 
 __all__ = ["ThresholdAlertConfig", "RaiseThresholdAlerts", "RaiseAlertFn"]
 

@@ -18,9 +18,9 @@ from typing import Any, Iterator, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import metrics
-from transforms.records import DEAD_LETTER_TAG, dead_letter
-from transforms.schema import parse_timestamp
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.schema import parse_timestamp
 
 __all__ = ["ClockSkewConfig", "corrected_time", "CorrectClockSkew", "CorrectClockSkewFn",
            "SkewCorrectedEventTime", "INGEST_TIME"]

@@ -33,10 +33,10 @@ from typing import Any, Mapping, Optional
 
 import apache_beam as beam
 
-from kappaflow.schemas.cdc import DEBEZIUM_CHANGE_EVENT
+from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord, dead_letter
+from kappaflow.core.schema import short_repr
+from kappaflow.core.schemas.cdc import DEBEZIUM_CHANGE_EVENT
 from transforms.parse import DEFAULT_MAX_RECORD_BYTES, ParseEventFn
-from transforms.records import DEAD_LETTER_TAG, RawRecord, dead_letter
-from transforms.schema import short_repr
 
 __all__ = ["PrimaryKeys", "ChangeError", "unwrap", "column_types", "to_change", "ParseChangeFn", "ParseChanges",
            "OPS", "is_plain_identifier", "identifier_problem", "MAX_IDENTIFIER_BYTES"]

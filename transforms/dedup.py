@@ -23,7 +23,7 @@ from apache_beam.transforms import trigger, window
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms import metrics
+from kappaflow.core import metrics
 
 __all__ = ["DedupConfig", "DeduplicateEvents", "KeepFirstCopyFn"]
 

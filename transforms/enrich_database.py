@@ -9,7 +9,6 @@ database outage never becomes a crash loop.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -18,12 +17,12 @@ import sqlalchemy as sa
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import metrics
-from transforms.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.retry import RetryPolicy, brief_error
+from kappaflow.core.sql import create_engine
 
-__all__ = ["LookupSpec", "RetryPolicy", "EnrichFromDatabase", "LookupReferenceFn"]
-
-_LOG = logging.getLogger(__name__)
+__all__ = ["LookupSpec", "EnrichFromDatabase", "LookupReferenceFn"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,23 +57,6 @@ class LookupSpec:
             if value is None:
                 value = event.get(field)
             event[field] = self.defaults.get(field) if value is None else value
-
-
-@dataclasses.dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4
-    initial_backoff_seconds: float = 0.5
-    max_backoff_seconds: float = 8.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1 or self.initial_backoff_seconds < 0:
-            raise ValueError("retry policy needs attempts >= 1 and a non-negative backoff")
-
-    def backoffs(self) -> Iterator[float]:
-        delay = self.initial_backoff_seconds
-        for _ in range(self.attempts - 1):
-            yield delay
-            delay = min(delay * 2, self.max_backoff_seconds)
 
 
 class _TtlCache:
@@ -118,8 +100,6 @@ class LookupReferenceFn(beam.DoFn):
         self._queries = Metrics.counter(metrics.NAMESPACE, "lookup_queries")
 
     def setup(self) -> None:
-        from io_connectors.sql_sink import create_engine
-
         self._engine = create_engine(self._url)
         self._caches = [_TtlCache(self._ttl, 100_000) for _ in self._lookups]
         self._tables = [
@@ -148,10 +128,12 @@ class LookupReferenceFn(beam.DoFn):
         if not batch:
             return
         try:
-            rows = self._fetch_with_retry([wv.value for wv in batch])
+            events = [wv.value for wv in batch]
+            rows = self._retry.call("reference lookup", lambda: [
+                self._fetch(i, spec, events) for i, spec in enumerate(self._lookups)], retry_on=sa.exc.SQLAlchemyError)
         except sa.exc.SQLAlchemyError as err:
             self._failed.inc(len(batch))
-            reason = f"reference database unavailable after {self._retry.attempts} attempts: {_brief(err)}"
+            reason = f"reference database unavailable after {self._retry.attempts} attempts: {brief_error(err)}"
             for wv in batch:
                 event = wv.value
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, wv.with_value(dead_letter(
@@ -169,18 +151,6 @@ class LookupReferenceFn(beam.DoFn):
                     self._missing.inc()
                 spec.apply(event, row)
             yield wv.with_value(event)
-
-    def _fetch_with_retry(self, events: list[dict]) -> list[dict]:
-        backoffs = self._retry.backoffs()
-        while True:
-            try:
-                return [self._fetch(i, spec, events) for i, spec in enumerate(self._lookups)]
-            except sa.exc.SQLAlchemyError as err:
-                delay = next(backoffs, None)
-                if delay is None:
-                    raise
-                _LOG.warning("reference lookup failed (%s); retrying in %.1fs", _brief(err), delay)
-                time.sleep(delay)
 
     def _fetch(self, index: int, spec: LookupSpec, events: list[dict]) -> dict:
         """key → row (or None) for every key of the batch, from the cache or one query."""
@@ -211,10 +181,6 @@ class LookupReferenceFn(beam.DoFn):
                 cache.put(key, row, now)
                 result[key] = row
         return result
-
-
-def _brief(err: Exception) -> str:
-    return str(err).splitlines()[0][:300]
 
 
 class EnrichFromDatabase(beam.PTransform):

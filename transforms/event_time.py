@@ -11,9 +11,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
-from transforms import metrics
-from transforms.records import DEAD_LETTER_TAG, dead_letter
-from transforms.schema import MIN_EPOCH_SECONDS, format_timestamp
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.schema import MIN_EPOCH_SECONDS, format_timestamp
 
 __all__ = ["EventTimeBounds", "WithEventTime", "StampEventTimeFn", "EventTimeOf", "DEFAULT_MAX_FUTURE_SECONDS"]
 
@@ -115,7 +115,7 @@ class EventTimeOf:
 
     def __call__(self, record: Any) -> Optional[float]:
         from transforms.parse import decode_record  # what the parser cannot decode has no time
-        from transforms.schema import parse_timestamp
+        from kappaflow.core.schema import parse_timestamp
 
         try:
             payload = decode_record(record.payload)

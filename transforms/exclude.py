@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import metrics
+from kappaflow.core import metrics
 
 __all__ = ["ExcludeRecords", "CountExcludedFn"]
 

@@ -36,8 +36,8 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import FixedWindows, GlobalWindow, WindowFn
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms import metrics
-from transforms.records import DEAD_LETTER_TAG, SOURCE_WATERMARK, dead_letter
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK, dead_letter
 from transforms.windowing import WindowConfig
 
 __all__ = ["RouteTooLateRecords", "RouteTooLateFn"]

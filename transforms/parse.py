@@ -10,11 +10,11 @@ from typing import Any, Iterable, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import metrics
-from transforms.records import (
+from kappaflow.core import metrics
+from kappaflow.core.records import (
     DEAD_LETTER_TAG, SOURCE_WATERMARK, RawRecord, dead_letter, payload_text, printable_text,
 )
-from transforms.schema import Schema, ValidationError
+from kappaflow.core.schema import Schema, ValidationError
 
 __all__ = ["ParseEvents", "ParseEventFn", "PiiHasher", "decode_record", "DEFAULT_MAX_RECORD_BYTES",
            "MAX_NESTING"]

@@ -13,8 +13,8 @@ from typing import Any, Iterator, Mapping, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import metrics
-from transforms.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core import metrics
+from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
 
 __all__ = ["UnitRule", "STANDARD_UNITS", "NormalizeUnits", "NormalizeUnitFn", "PlausibleRanges",
            "CheckPlausibleRanges", "CheckPlausibleRangeFn"]

@@ -1,6 +1,7 @@
 """Deterministic sample data for every pipeline."""
 
-from typing import Iterable
+import argparse
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 
 def write_lines(path: str, lines: Iterable[str]) -> int:
@@ -11,3 +12,23 @@ def write_lines(path: str, lines: Iterable[str]) -> int:
             handle.write(line + "\n")
             count += 1
     return count
+
+
+def sample_main(doc: str, unit: str, default_count: int, default_seed: int, config: Callable[[int, int], Any],
+                write_sample: Callable[[str, Any], int], build_reference_db: Callable[[str, Any], None],
+                reference: str, argv: Optional[Sequence[str]] = None) -> None:
+    """The command line of a JSONL sample generator: --UNIT records (`config(count, seed)`) to
+    --out, and with --reference_db the reference tables (`reference` names them) they join."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(f"--{unit}", type=int, default=default_count)
+    parser.add_argument("--seed", type=int, default=default_seed)
+    parser.add_argument("--out", required=True, help="JSONL file to write")
+    parser.add_argument("--reference_db", help="SQLAlchemy URL of the reference database to (re)build")
+    args = parser.parse_args(argv)
+    count = getattr(args, unit)
+    made = config(count, args.seed)
+    lines = write_sample(args.out, made)
+    print(f"wrote {lines:,} lines ({count:,} {unit}) to {args.out}")
+    if args.reference_db:
+        build_reference_db(args.reference_db, made)
+        print(f"built {reference} in {args.reference_db}")

@@ -6,7 +6,6 @@ plus the reference database (users, products) that the pipeline enriches from.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import json
@@ -15,8 +14,8 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
-from io_connectors.sql_sink import create_engine
-from kappaflow.samples import write_lines
+from kappaflow.core.sql import create_engine
+from kappaflow.samples import sample_main, write_lines
 
 START = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.timezone.utc).timestamp()
 EVENT_TYPES = (("page_view", 0.60), ("click", 0.25), ("add_to_cart", 0.10), ("purchase", 0.05))
@@ -145,18 +144,8 @@ def write_sample(path: str, config: SampleConfig) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--out", required=True, help="JSONL file to write")
-    parser.add_argument("--reference_db", help="SQLAlchemy URL of the reference database to (re)build")
-    args = parser.parse_args()
-    config = SampleConfig(events=args.events, seed=args.seed)
-    lines = write_sample(args.out, config)
-    print(f"wrote {lines:,} lines ({config.events:,} events) to {args.out}")
-    if args.reference_db:
-        build_reference_db(args.reference_db, config)
-        print(f"built reference tables users, products in {args.reference_db}")
+    sample_main(__doc__, "events", 100_000, 42, lambda n, seed: SampleConfig(events=n, seed=seed), write_sample,
+                build_reference_db, "reference tables users, products")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ reference database (`devices` registry) it enriches from.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import json
@@ -23,7 +22,7 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
-from kappaflow.samples import write_lines
+from kappaflow.samples import sample_main, write_lines
 
 START = dt.datetime(2026, 3, 2, 6, 0, tzinfo=dt.timezone.utc).timestamp()
 FACILITIES = ("plant-a", "plant-b", "plant-c")
@@ -202,18 +201,8 @@ def write_sample(path: str, config: SampleConfig) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--readings", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--out", required=True, help="JSONL file to write")
-    parser.add_argument("--reference_db", help="SQLAlchemy URL of the reference database to (re)build")
-    args = parser.parse_args()
-    config = SampleConfig(readings=args.readings, seed=args.seed)
-    lines = write_sample(args.out, config)
-    print(f"wrote {lines:,} lines ({config.readings:,} readings) to {args.out}")
-    if args.reference_db:
-        build_reference_db(args.reference_db, config)
-        print(f"built the devices registry in {args.reference_db}")
+    sample_main(__doc__, "readings", 20_000, 7, lambda n, seed: SampleConfig(readings=n, seed=seed), write_sample,
+                build_reference_db, "the devices registry")
 
 
 if __name__ == "__main__":

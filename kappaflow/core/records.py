@@ -9,7 +9,7 @@ import re
 import time
 from typing import Any, NamedTuple, Optional
 
-from transforms.schema import Field, FieldType, Schema, format_timestamp
+from kappaflow.core.schema import Field, FieldType, Schema, format_timestamp
 
 __all__ = ["RawRecord", "DEAD_LETTER_SCHEMA", "dead_letter", "DEAD_LETTER_TAG", "redact_ips", "printable_text",
            "SOURCE_WATERMARK", "BOUNDED_WATERMARK"]

@@ -4,7 +4,7 @@ The target tables are not declared here: their columns come from the change imag
 (io_connectors/change_tables.py).
 """
 
-from transforms.schema import Field, FieldType, Schema
+from kappaflow.core.schema import Field, FieldType, Schema
 
 DEBEZIUM_CHANGE_EVENT = Schema(
     name="debezium_change_event",

@@ -1,6 +1,6 @@
 """IoT sensor record types, declared once: input reading, raw archive row, statistics and alerts."""
 
-from transforms.schema import Field, FieldType, Schema
+from kappaflow.core.schema import Field, FieldType, Schema
 
 _LOCATION = (
     Field("facility", FieldType.STRING),

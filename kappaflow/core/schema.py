@@ -211,6 +211,14 @@ class Schema:
                 return f
         raise KeyError(name)
 
+    def check_filled_by(self, columns: Iterable[str], producer: str) -> None:
+        """Raise ValueError unless `columns` (what `producer` writes) fill every field of this table:
+        a metric renamed on one side only fails the graph's construction, not a column at run time.
+        Other columns may ride along for later steps; the sinks write the declared fields only."""
+        missing = [name for name in self.field_names if name not in set(columns)]
+        if missing:
+            raise ValueError(f"{producer} does not produce {', '.join(missing)} of table {self.name}")
+
     # -- parsing -------------------------------------------------------------------------------
 
     def parse(self, record: Mapping[str, Any], hash_pii: Callable[[str], str] = str) -> dict:

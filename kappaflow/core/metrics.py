@@ -1,5 +1,7 @@
 """Names of the counters that make up a run's accounting; the launcher reads them back."""
 
+from typing import NamedTuple
+
 NAMESPACE = "kappaflow"
 
 READ = "records_read"
@@ -11,6 +13,8 @@ EXCLUDED = "records_excluded"  # kept out of statistics on purpose (e.g. quality
 AGGREGATED = "records_aggregated"
 ROWS_WRITTEN = "rows_written"
 DEAD_LETTERS_WRITTEN = "dead_letters_written"
+# Dead letters the dead-letter table itself refused: they are lost, so the accounting fails.
+DEAD_LETTERS_FAILED = "dead_letters_failed"
 CLOCK_CORRECTED = "clock_skew_corrected"  # not a category: corrected records go on
 ALERTS_RAISED = "alerts_raised"
 ALERTS_WRITTEN = "alerts_written"
@@ -27,3 +31,24 @@ FILE_DONE = 2**62
 APPLIED = "changes_applied"
 SUPERSEDED = "changes_superseded"
 REJECTED = "changes_rejected"
+
+
+class Outcome(NamedTuple):
+    counter: str  # the counter that counts it
+    ends_in: str  # "table" (an output), "dead" (a dead letter) or "dropped" (on purpose)
+
+
+# Every place a record read can end, by its name in the accounting (kappaflow/launcher.Accounting).
+# A pipeline declares the ones it has (its options class's OUTCOMES); the accounting balances
+# exactly those, and a record counted in any other is a hole in the accounting.
+OUTCOMES: dict[str, Outcome] = {
+    "invalid": Outcome(INVALID, "dead"),
+    "duplicates": Outcome(DUPLICATES, "dropped"),
+    "too_late": Outcome(TOO_LATE, "dead"),
+    "enrich_failed": Outcome(ENRICH_FAILED, "dead"),
+    "excluded": Outcome(EXCLUDED, "dropped"),
+    "aggregated": Outcome(AGGREGATED, "table"),
+    "applied": Outcome(APPLIED, "table"),
+    "superseded": Outcome(SUPERSEDED, "dropped"),
+    "rejected": Outcome(REJECTED, "dead"),
+}

@@ -1,6 +1,6 @@
 """Clickstream record types, declared once: input event and output metrics table."""
 
-from transforms.schema import Field, FieldType, Schema
+from kappaflow.core.schema import Field, FieldType, Schema
 
 CLICKSTREAM_EVENT = Schema(
     name="clickstream_event",

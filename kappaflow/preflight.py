@@ -23,7 +23,7 @@ class EndpointUnavailable(RuntimeError):
 
 def _checks(opts: KappaflowOptions) -> Iterator[tuple[str, Callable[[str], None]]]:
     seen = set()
-    for url in (opts.input, opts.output, opts.dead_letters_url, opts.reference_db):
+    for url in (opts.input, opts.output, opts.dead_letters_url, getattr(opts, "reference_db", None)):
         if not url or url in seen:
             continue
         seen.add(url)
@@ -33,10 +33,12 @@ def _checks(opts: KappaflowOptions) -> Iterator[tuple[str, Callable[[str], None]
             yield url, check_kafka
         elif is_database_url(url) and url != opts.input:
             yield url, check_database
-    if opts.input_subscription:
-        yield opts.input_subscription, check_subscription
-    if opts.alerts_topic:
-        yield opts.alerts_topic, check_topic
+    # Flags of some pipelines only (PubSubInputOptions, the IoT flags).
+    subscription, topic = getattr(opts, "input_subscription", None), getattr(opts, "alerts_topic", None)
+    if subscription:
+        yield subscription, check_subscription
+    if topic:
+        yield topic, check_topic
 
 
 def check_endpoints(opts: KappaflowOptions) -> None:

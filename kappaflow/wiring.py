@@ -1,0 +1,67 @@
+"""Options → the connectors' configurations: the one place where a run's flags (and its runner)
+become the plain config objects that sources and sinks are built from. The connectors never read
+pipeline options themselves."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+
+from io_connectors.bigquery import BigQueryWriteConfig
+from io_connectors.kafka import KafkaReadConfig, is_kafka_url, parse_kafka_config
+from io_connectors.pubsub import PubSubReadConfig
+from io_connectors.sources import ReadInput
+from kappaflow import java_services
+from kappaflow.core.records import RawRecord
+from kappaflow.options import KafkaOptions, KappaflowOptions
+from transforms.event_time import EventTimeOf
+
+__all__ = ["read_input", "kafka_read_config", "bigquery_write_config"]
+
+# Prism 2.70 (the local streaming runner) intermittently never finishes a pipeline whose repeated
+# processing-time trigger fires more than once (the SDK logs `KeyError: 'instNN'` on bundle
+# release). On the local runners BigQuery loads and merges therefore fire every this many staged
+# files; other runners fire every --bigquery_firing_seconds.
+LOCAL_FILES_PER_FIRING = 100
+_FIRE_BY_FILES_RUNNERS = (None, "DirectRunner", "direct", "PrismRunner", "prism")
+
+
+def kafka_read_config(opts: PipelineOptions) -> Optional[KafkaReadConfig]:
+    """The Kafka read the options ask for (`--input=kafka://...`), else None."""
+    url = getattr(opts, "input", None)
+    if not is_kafka_url(url):
+        return None
+    kafka = opts.view_as(KafkaOptions)
+    return KafkaReadConfig(url, kafka.kafka_consumer_group, parse_kafka_config(kafka.kafka_config),
+                           kafka.kafka_max_records, kafka.kafka_max_read_seconds, kafka.java_worker_pool,
+                           expansion_service=java_services.expansion_service)
+
+
+def read_input(
+    opts: KappaflowOptions, time_field: str, id_field: Optional[str] = None,
+    event_time: Optional[Callable[[RawRecord], Optional[float]]] = None,
+    ingest_time_field: Optional[str] = None,
+) -> ReadInput:
+    """The source the options ask for. `time_field` holds event time in the payload;
+    `event_time` reads it from a file record for the replay (default: that field)."""
+    pubsub = None
+    if opts.input_subscription:
+        pubsub = PubSubReadConfig(opts.input_subscription, time_field, id_field,
+                                  opts.timestamp_attribute, opts.pubsub_id_label)
+    # Out-of-bounds times (dead-lettered later) must not move a replay's watermark.
+    bounded_time = opts.event_time_bounds().guard(event_time or EventTimeOf(time_field))
+    return ReadInput(opts.input, bool(opts.view_as(StandardOptions).streaming),
+                     bounded_time, opts.replay_config(), ingest_time_field,
+                     pubsub, opts.bigquery_endpoint, kafka_read_config(opts))
+
+
+def bigquery_write_config(opts: KappaflowOptions) -> BigQueryWriteConfig:
+    """How the run writes a bigquery: output, chosen once here for its runner."""
+    streaming = bool(opts.view_as(StandardOptions).streaming)
+    local = opts.view_as(StandardOptions).runner in _FIRE_BY_FILES_RUNNERS
+    return BigQueryWriteConfig(
+        method=opts.bigquery_method, streaming=streaming,
+        temp_location=opts.view_as(GoogleCloudOptions).temp_location, endpoint=opts.bigquery_endpoint,
+        firing_seconds=opts.bigquery_firing_seconds, files_per_firing=LOCAL_FILES_PER_FIRING if local else None,
+        java_worker_pool=opts.view_as(KafkaOptions).java_worker_pool, expansion_service=java_services.expansion_service)
