@@ -16,8 +16,9 @@ Write methods, chosen from the run's options:
   insert it has seen; correctness does not rely on it: the view dedups by key). A failed request
   is retried with backoff, then its rows are sent one by one; a row BigQuery still rejects goes to
   the dead letters with BigQuery's error;
-- `--bigquery_method=STORAGE_WRITE_API`: Beam's Storage Write API sink (needs Beam's Java
-  expansion service).
+- `--bigquery_method=STORAGE_WRITE_API`: Beam's Storage Write API sink, exactly-once, a Java
+  transform (kappaflow's expansion service and Java workers: Prism or Flink). The table and its
+  view are created here first, as for the other methods.
 
 `--bigquery_endpoint` or `BIGQUERY_EMULATOR_HOST` (host:port) points at a local BigQuery API
 server, with anonymous credentials.
@@ -30,7 +31,7 @@ import functools
 import json
 import os
 import re
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -46,7 +47,8 @@ from kappaflow.core.schema import Field, FieldType, Schema, ValidationError, for
 __all__ = [
     "BigQueryLocation", "is_bigquery_url", "bigquery_client", "table_definition", "latest_view_query",
     "to_bigquery_row", "insert_id", "BigQueryWriteConfig", "WriteToBigQueryTable", "WriteRowsToBigQueryFn",
-    "ToLoadLinesFn", "ReadBigQueryRows", "check_bigquery",
+    "ToLoadLinesFn", "ReadBigQueryRows", "check_bigquery", "java_options", "storage_write_schema",
+    "PrepareStorageWriteFn", "FailedWriteToDeadLetterFn",
 ]
 
 PREFIX = "bigquery:"
@@ -272,6 +274,11 @@ class BigQueryWriteConfig:
     endpoint: Optional[str] = None  # an emulator's host:port; None: the BigQuery service
     firing_seconds: int = 60  # streaming loads and merges: one per table every N seconds...
     files_per_firing: Optional[int] = None  # ...or every N staged files, when set
+    # Storage Write API: a running Java worker pool (else one is started), and (worker pool, Java
+    # options) -> address of Beam's Java expansion service, which the runtime supplies
+    # (kappaflow/java_services.py): the sink never starts processes itself.
+    java_worker_pool: Optional[str] = None
+    expansion_service: Optional[Callable[[Optional[str], Mapping[str, str]], str]] = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -306,7 +313,8 @@ class WriteToBigQueryTable(beam.PTransform):
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         config = self._config
         if config.method == "STORAGE_WRITE_API":
-            return rows | "StorageWriteApi" >> _StorageWriteApi(self._location, self._schema, self._table, self._pipeline)
+            return rows | "StorageWriteApi" >> _StorageWriteApi(
+                self._location, self._schema, self._table, self._pipeline, config, self._counter, self._keep)
         if config.streaming_inserts:
             fn = WriteRowsToBigQueryFn(self._location, self._schema, self._table, self._pipeline,
                                        config.endpoint, self._batch_size, self._retry, self._counter,
@@ -329,25 +337,105 @@ class WriteToBigQueryTable(beam.PTransform):
         return lines[DEAD_LETTER_TAG]
 
 
-class _StorageWriteApi(beam.PTransform):
-    """Beam's Storage Write API sink (a cross-language transform); its failed rows → dead letters."""
+def storage_write_schema(schema: Schema) -> dict:
+    """The schema the Storage Write API rows are converted with: the table's, JSON columns sent as
+    their text (Beam rows have no JSON type; BigQuery parses the text into the JSON column)."""
+    def plain(field: dict) -> dict:
+        return {**field, "type": "STRING" if field["type"] == "JSON" else field["type"],
+                **({"fields": [plain(f) for f in field["fields"]]} if "fields" in field else {})}
 
-    def __init__(self, location: BigQueryLocation, schema: Schema, table: str, pipeline: str) -> None:
+    return {"fields": [plain(f) for f in schema.bigquery_schema()]}
+
+
+def _write_api_value(value: Any) -> Any:
+    from apache_beam.utils.timestamp import Timestamp
+
+    if isinstance(value, dict):
+        return {k: _write_api_value(v) for k, v in value.items()}
+    return Timestamp.from_utc_datetime(value) if hasattr(value, "tzinfo") else value
+
+
+class PrepareStorageWriteFn(beam.DoFn):
+    """Row → the Storage Write API's form (timestamps as Beam timestamps, JSON as text). Before the
+    first row leaves, the table (partitioned and clustered from the schema) and its `_latest` view
+    exist: every row reaches the Java sink through here. Counts the rows handed to the sink."""
+
+    def __init__(self, location: BigQueryLocation, schema: Schema, table: str, endpoint: Optional[str],
+                 counter: str, keep: Sequence[str]) -> None:
+        self._location, self._schema, self._table_id = location, schema, location.table_id(table)
+        self._endpoint, self._keep = endpoint, tuple(keep)
+        self._written = Metrics.counter(metrics.NAMESPACE, counter)
+
+    def setup(self) -> None:
+        self._client = bigquery_client(self._location.project, self._endpoint)
+        self._ready = False
+
+    def teardown(self) -> None:
+        self._client.close()
+
+    def process(self, row: dict) -> Iterator[dict]:
+        if not self._ready:
+            ensure_table_and_view(self._client, self._schema, self._table_id, self._keep)
+            self._ready = True
+        self._written.inc()
+        yield _write_api_value(self._schema.to_storage_row(row))
+
+
+class FailedWriteToDeadLetterFn(beam.DoFn):
+    """A row the Storage Write API refused → a dead letter with BigQuery's error; it no longer
+    counts as written."""
+
+    def __init__(self, table_id: str, pipeline: str, counter: str) -> None:
+        self._table_id, self._pipeline = table_id, pipeline
+        self._written = Metrics.counter(metrics.NAMESPACE, counter)
+        self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
+
+    def process(self, failed: dict) -> Iterator[dict]:
+        self._written.dec()
+        self._rejected.inc()
+        yield dead_letter(self._pipeline, "sink", f"{self._table_id}: {str(failed['error_message'])[:300]}",
+                          json.dumps(failed["failed_row"], sort_keys=True, default=str))
+
+
+class _StorageWriteApi(beam.PTransform):
+    """Beam's Storage Write API sink (a Java transform through kappaflow's expansion service):
+    exactly-once (batch: pending streams committed at the end; streaming: buffered streams flushed
+    every `--bigquery_firing_seconds`). Its failed rows → dead letters."""
+
+    def __init__(self, location: BigQueryLocation, schema: Schema, table: str, pipeline: str,
+                 config: "BigQueryWriteConfig", counter: str, keep: Sequence[str]) -> None:
         super().__init__()
         self._location, self._schema, self._table, self._pipeline = location, schema, table, pipeline
+        self._config, self._counter, self._keep = config, counter, keep
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        schema, pipeline, table_id = self._schema, self._pipeline, self._location.table_id(self._table)
+        table_id, config = self._location.table_id(self._table), self._config
+        if config.expansion_service is None:
+            raise ValueError("--bigquery_method=STORAGE_WRITE_API needs Beam's Java expansion service")
         result = (
             rows
-            | "ToBigQueryRows" >> beam.Map(lambda r: to_bigquery_row(schema, r))
+            | "PrepareRows" >> beam.ParDo(PrepareStorageWriteFn(
+                self._location, self._schema, self._table, config.endpoint, self._counter, self._keep))
             | "Write" >> beam.io.WriteToBigQuery(
                 f"{self._location.project}:{self._location.dataset}.{self._table}",
-                schema={"fields": schema.bigquery_schema()}, method="STORAGE_WRITE_API",
-                create_disposition="CREATE_IF_NEEDED", write_disposition="WRITE_APPEND")
+                schema=storage_write_schema(self._schema), method="STORAGE_WRITE_API",
+                create_disposition="CREATE_NEVER", write_disposition="WRITE_APPEND",
+                triggering_frequency=config.firing_seconds,
+                expansion_service=config.expansion_service(config.java_worker_pool, java_options(config.endpoint)))
         )
-        return result.failed_rows_with_errors | "ToDeadLetters" >> beam.Map(
-            lambda failed: dead_letter(pipeline, "sink", f"{table_id}: {str(failed)[:300]}", str(failed)))
+        return result.failed_rows_with_errors | "ToDeadLetters" >> beam.ParDo(
+            FailedWriteToDeadLetterFn(table_id, self._pipeline, self._counter))
+
+
+def java_options(endpoint: Optional[str]) -> dict[str, str]:
+    """Java pipeline options for Beam's Java BigQuery client (the Storage Write API's workers) when
+    it talks to a local BigQuery: Java has one `bigQueryEndpoint`, the REST root URL and, scheme
+    cut off, the gRPC address (dialled with TLS); and no Google credentials are looked for (the
+    search would probe the GCE metadata server)."""
+    if not endpoint:
+        return {}
+    return {"bigQueryEndpoint": endpoint if "://" in endpoint else f"http://{endpoint}",
+            "credentialFactoryClass": "org.apache.beam.sdk.extensions.gcp.auth.NoopCredentialFactory"}
 
 
 def _read_table(location: BigQueryLocation, endpoint: Optional[str]) -> Iterator[RawRecord]:

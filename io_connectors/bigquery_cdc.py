@@ -88,6 +88,11 @@ class BigQueryChangeTables(ChangeTables):
     def _grow(self, table: str, columns: dict[str, FieldType], new: dict[str, FieldType]) -> None:
         from google.cloud import bigquery
 
+        widened = {name: t for name, t in new.items() if name in columns and columns[name] is not t}
+        if widened:  # integer columns → FLOAT64, a conversion BigQuery does in place
+            changes = ", ".join(f"ALTER COLUMN `{name}` SET DATA TYPE {t.value}" for name, t in widened.items())
+            self._client.query(f"ALTER TABLE `{self.table_id(table)}` {changes}").result(timeout=300)
+            columns = dict(columns) | widened
         if not columns:
             key = self.key_of(table)
             ordered = {name: new[name] for name in key} | dict(new)

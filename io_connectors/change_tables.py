@@ -9,11 +9,17 @@ two bookkeeping columns:
   other columns, so an older change that arrives later cannot bring the row back. Live rows:
   `WHERE NOT _cdc_deleted`.
 
-Column types come from the first non-null value (bool, integer, float, text, JSON for objects
-and arrays); a column whose values have all been null has no type yet and is added with the first
-value. A value that cannot be coerced to its column's type (the parser's rules:
-kappaflow/core/schema.py coerce_value) is a type conflict: that change is rejected with the reason.
-Identifiers are quoted by SQLAlchemy; values are always bound parameters.
+Column types, decided the same way whatever the batching and arrival order:
+- declared: the Kafka Connect schema of the change (its `types`, transforms/debezium.py) wins;
+- otherwise from the values (bool, integer, float, text, JSON for objects and arrays), widened:
+  a new column whose changes hold integers and floats is a float column, and an integer column
+  that later receives a float becomes a float column (ALTER; SQLite rebuilds the table), so the
+  type never depends on which 500-change batch came first. Integers and floats are the only
+  widening: other mixes (text after numbers, ...) stay type conflicts;
+- a column whose values have all been null has no type yet and is added with the first value.
+A value that cannot be coerced to its column's type (the parser's rules: kappaflow/core/schema.py
+coerce_value) is a type conflict: that change is rejected with the reason. Identifiers are quoted
+by SQLAlchemy; values are always bound parameters.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import sqlalchemy as sa
 from kappaflow.core.schema import FieldType, coerce_value, sql_type
 from transforms.debezium import PrimaryKeys, identifier_problem
 
-__all__ = ["VERSION", "DELETED", "ChangeTables", "infer_type"]
+__all__ = ["VERSION", "DELETED", "ChangeTables", "infer_type", "wider_type"]
 
 VERSION = "_cdc_version"
 DELETED = "_cdc_deleted"
@@ -45,6 +51,14 @@ def infer_type(value: Any) -> FieldType:
     if isinstance(value, str):
         return FieldType.STRING
     return FieldType.JSON
+
+
+def wider_type(held: Optional[FieldType], seen: FieldType) -> FieldType:
+    """The column type for values of type `held` and `seen`: integers widen to floats; any other
+    mix keeps `held` (the later values are type conflicts)."""
+    if held is None or {held, seen} == {FieldType.INT64, FieldType.FLOAT64}:
+        return FieldType.FLOAT64 if held is not None else seen
+    return held
 
 
 def _reflected_type(column: str, sql: sa.types.TypeEngine) -> FieldType:
@@ -88,27 +102,54 @@ class ChangeTables:
             self._grow(table, columns, new)
         raise RuntimeError(f"{table}: columns {sorted(new)} still missing after adding them")
 
+    def _values(self, table: str, change: dict) -> dict[str, Any]:
+        return dict(change["image"] or {}, **dict(zip(self.key_of(table), change["key"])))
+
+    @staticmethod
+    def _names_problem(values: Mapping[str, Any]) -> Optional[str]:
+        """Why a change's column names are refused (the first bad one), or None."""
+        for name in values:
+            problem = identifier_problem(name) or (
+                f"{name!r} is reserved ({_RESERVED_PREFIX}*)" if name.startswith(_RESERVED_PREFIX) else None)
+            if problem:
+                return f"column {problem}"
+        return None
+
+    def _types_needed(self, table: str, columns: Mapping[str, FieldType], changes: list[dict]
+                      ) -> dict[str, FieldType]:
+        """Columns to add, and integer columns to widen to floats, for these changes (in version
+        order, so that every run decides alike)."""
+        needed: dict[str, FieldType] = {}
+        for change in changes:
+            declared = change.get("types") or {}
+            values = self._values(table, change)
+            if self._names_problem(values):
+                continue  # a change `_rows` rejects: it adds no column
+            for name, value in values.items():
+                if value is None:
+                    continue
+                seen = FieldType(declared[name]) if name in declared else infer_type(value)
+                held = needed.get(name) or columns.get(name)
+                wanted = wider_type(held, seen)
+                if wanted is not held:
+                    needed[name] = wanted
+        return needed
+
     def _rows(self, table: str, columns: Mapping[str, FieldType], changes: list[dict]
               ) -> tuple[list[tuple[dict, dict]], list[tuple[dict, str]], dict[str, FieldType]]:
-        key = self.key_of(table)
-        new: dict[str, FieldType] = {}
+        changes = sorted(changes, key=lambda c: c["version"])
+        needed = self._types_needed(table, columns, changes)
+        if needed:
+            return [], [], needed
         rows, rejected = [], []
-        # In version order, so that the first value of a new column is the same in every run.
-        for change in sorted(changes, key=lambda c: c["version"]):
-            values = dict(change["image"] or {}, **dict(zip(key, change["key"])))
-            row, wanted, reason = {}, {}, None
-            for name, value in values.items():
-                problem = identifier_problem(name) or (
-                    f"{name!r} is reserved ({_RESERVED_PREFIX}*)" if name.startswith(_RESERVED_PREFIX) else None)
-                if problem:
-                    reason = f"column {problem}"
-                    break
+        for change in changes:
+            values = self._values(table, change)
+            row, reason = {}, self._names_problem(values)
+            for name, value in values.items() if reason is None else ():
                 if value is None:
                     row[name] = None
                     continue
-                column_type = columns.get(name) or new.get(name) or wanted.get(name)
-                if column_type is None:
-                    column_type = wanted[name] = infer_type(value)
+                column_type = columns[name]
                 try:
                     row[name] = coerce_value(column_type, value)
                 except ValueError as err:
@@ -117,10 +158,7 @@ class ChangeTables:
             if reason is not None:
                 rejected.append((change, reason))
                 continue
-            new.update(wanted)
             rows.append((change, row))
-        if new:
-            return [], [], new
         complete = []
         for change, row in rows:
             full = {name: row.get(name) for name in columns}
@@ -143,10 +181,11 @@ class ChangeTables:
             raise ValueError(f"table {table} exists but is not a CDC target (no {VERSION}, {DELETED})")
         return {name: _reflected_type(name, t) for name, t in found.items() if name not in (VERSION, DELETED)}
 
-    def sa_table(self, table: str, columns: Mapping[str, FieldType]) -> sa.Table:
+    def sa_table(self, table: str, columns: Mapping[str, FieldType], name: Optional[str] = None) -> sa.Table:
+        """The target table `table` (named `name` when given: a copy being built)."""
         key = self.key_of(table)
         return sa.Table(
-            table, sa.MetaData(),
+            name or table, sa.MetaData(),
             *(sa.Column(name, sql_type(t), primary_key=name in key, autoincrement=False)
               for name, t in columns.items()),
             sa.Column(VERSION, VERSION_TYPE, nullable=False),
@@ -154,8 +193,16 @@ class ChangeTables:
         )
 
     def _grow(self, table: str, columns: Mapping[str, FieldType], new: Mapping[str, FieldType]) -> None:
-        """Create the table (key columns first) or add the new columns. Another worker may do the
-        same at the same time: a failed DDL statement is fine if the column is there afterwards."""
+        """Create the table (key columns first), add the new columns, widen integer columns to
+        floats. Another worker may do the same at the same time: a failed DDL statement is fine if
+        the columns are as wanted afterwards."""
+        widened = {name: t for name, t in new.items() if name in columns}
+        new = {name: t for name, t in new.items() if name not in columns}
+        if widened:
+            self._widen(table, widened)
+            columns = self._columns[table]
+        if not new:
+            return
         error: Optional[Exception] = None
         try:
             if not columns:
@@ -174,3 +221,28 @@ class ChangeTables:
         self._columns[table] = self._reflect(table)
         if error is not None and not set(new) <= set(self._columns[table]):
             raise error
+
+    def _widen(self, table: str, widened: Mapping[str, FieldType]) -> None:
+        """Integer columns → float columns, their values kept. PostgreSQL alters the column type;
+        SQLite cannot, so the table is rebuilt in one transaction (its REAL columns convert the
+        stored integers)."""
+        current = self._reflect(table)  # another worker may have widened them already
+        todo = {name: t for name, t in widened.items() if current.get(name) is not t}
+        if todo:
+            dialect = self._engine.dialect
+            preparer = dialect.identifier_preparer
+            with self._engine.begin() as conn:
+                if dialect.name == "sqlite":
+                    rebuilt = f"_cdc_widen_{table}"
+                    self.sa_table(table, {**current, **todo}, rebuilt).create(conn)
+                    names = ", ".join(preparer.quote(n) for n in [*current, VERSION, DELETED])
+                    conn.exec_driver_sql(f"INSERT INTO {preparer.quote(rebuilt)} ({names}) "
+                                         f"SELECT {names} FROM {preparer.quote(table)}")
+                    conn.exec_driver_sql(f"DROP TABLE {preparer.quote(table)}")
+                    conn.exec_driver_sql(f"ALTER TABLE {preparer.quote(rebuilt)} RENAME TO {preparer.quote(table)}")
+                else:
+                    for name, column_type in todo.items():
+                        conn.exec_driver_sql(
+                            f"ALTER TABLE {preparer.quote(table)} ALTER COLUMN {preparer.quote(name)} "
+                            f"TYPE {sql_type(column_type).compile(dialect=dialect)}")
+        self._columns[table] = self._reflect(table)

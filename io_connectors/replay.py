@@ -42,6 +42,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from io_connectors.files import expand_pattern, file_format, open_positioned, position_kind
+from kappaflow.core import metrics
 from kappaflow.core.records import BOUNDED_WATERMARK, RawRecord
 
 __all__ = ["ReplayConfig", "ReplayFiles", "ReplayFileFn"]
@@ -186,9 +187,13 @@ class ReplayFileFn(beam.DoFn):
             if emitted >= self._config.chunk_size or (max_seen is not None and max_seen - chunk_start >= step):
                 # Hand the runner a checkpoint: it publishes the watermark, triggers fire.
                 self._open[path] = (position + 1, records)  # where the deferred remainder starts
+                if max_seen is not None:  # for progress lines: runners do not report watermarks
+                    beam.metrics.Metrics.gauge(metrics.NAMESPACE, metrics.SOURCE_WATERMARK_PREFIX + path).set(
+                        int(max_seen - bound))
                 tracker.defer_remainder(Duration.of(0))
                 return
         tracker.try_claim(tracker.current_restriction().stop)  # the file is done: claim the end
+        beam.metrics.Metrics.gauge(metrics.NAMESPACE, metrics.SOURCE_WATERMARK_PREFIX + path).set(metrics.FILE_DONE)
 
 
 class ReplayFiles(beam.PTransform):

@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from typing import Iterator, Optional
+from typing import Iterator, Mapping, Optional
 
 import grpc
 
@@ -116,11 +116,17 @@ class _JavaProcess:
 
 
 class JavaServices:
-    """The expansion service and (unless `worker_pool` names an existing one) a Java worker pool."""
+    """The expansion service and (unless `worker_pool` names an existing one) a Java worker pool.
 
-    def __init__(self, worker_pool: Optional[str] = None, java: Optional[str] = None) -> None:
+    `java_options` (Java pipeline option name → value) go to the worker pool: its Java SDK workers
+    run with the pool's own pipeline options, not the job's (ExternalWorkerService), so options the
+    Java transforms read at run time (e.g. `bigQueryEndpoint`) must be given when it starts."""
+
+    def __init__(self, worker_pool: Optional[str] = None, java: Optional[str] = None,
+                 java_options: Optional[Mapping[str, str]] = None) -> None:
         self._java = java or shutil.which("java") or "java"
         self._worker_pool = worker_pool
+        self._java_options = dict(java_options or {})
         self._processes: list[_JavaProcess] = []
         self.expansion_address: Optional[str] = None
 
@@ -134,7 +140,8 @@ class JavaServices:
                 # The pool reads its address from the pipeline options in PIPELINE_OPTIONS (the
                 # environment config is not looked at); each harness it starts connects to the runner.
                 options = {"options": {"environmentType": "EXTERNAL",
-                                       "environmentOptions": [f"external_service_address={pool}"]}}
+                                       "environmentOptions": [f"external_service_address={pool}"],
+                                       **self._java_options}}
                 worker = _JavaProcess("Java worker pool", [self._java, "-Xmx768m", "-cp", cp, _WORKER_MAIN],
                                       port, {"PIPELINE_OPTIONS": json.dumps(options)})
                 self._processes.append(worker)
@@ -170,18 +177,23 @@ class JavaServices:
 _LOCK = threading.Lock()
 _RUNNING: Optional[JavaServices] = None
 _RUNNING_POOL: Optional[str] = None
+_RUNNING_OPTIONS: dict[str, str] = {}
 
 
-def expansion_service(worker_pool: Optional[str] = None) -> str:
-    """The address of a running expansion service, started now if none runs (one per process)."""
-    global _RUNNING, _RUNNING_POOL
+def expansion_service(worker_pool: Optional[str] = None, java_options: Optional[Mapping[str, str]] = None) -> str:
+    """The address of a running expansion service, started now if none runs (one per process).
+    Services started for another worker pool, or without some of `java_options`, are restarted
+    (with the options of both: one pipeline may apply several Java transforms)."""
+    global _RUNNING, _RUNNING_POOL, _RUNNING_OPTIONS
     with _LOCK:
-        if _RUNNING is not None and _RUNNING_POOL != worker_pool:
+        wanted = {**_RUNNING_OPTIONS, **(java_options or {})} if _RUNNING_POOL == worker_pool else dict(
+            java_options or {})
+        if _RUNNING is not None and (_RUNNING_POOL != worker_pool or wanted != _RUNNING_OPTIONS):
             _RUNNING.stop()
             _RUNNING = None
         if _RUNNING is None:
-            _RUNNING = JavaServices(worker_pool).start()
-            _RUNNING_POOL = worker_pool
+            _RUNNING = JavaServices(worker_pool, java_options=wanted).start()
+            _RUNNING_POOL, _RUNNING_OPTIONS = worker_pool, wanted
         assert _RUNNING.expansion_address is not None
         return _RUNNING.expansion_address
 

@@ -39,6 +39,8 @@ class Snapshot:
     read: int
     dead_letters: int
     event_time: Optional[float] = None  # the newest event time stamped so far (replays), epoch seconds
+    # The replay source's watermark: the minimum over the files it has checkpointed (inf: all read).
+    watermark: Optional[float] = None
 
 
 def counter_totals(found: dict) -> dict[str, int]:
@@ -55,13 +57,22 @@ def read_snapshot(result: Any, elapsed: float) -> Snapshot:
     found = fresh_metrics(result).query(MetricsFilter().with_namespace(metrics.NAMESPACE))
     totals = counter_totals(found)
     event_time = None
+    files: dict[str, int] = {}  # replayed file → its watermark
     for gauge in found.get("gauges", []):
-        if gauge.key.metric.name == metrics.EVENT_TIME_POSITION:
-            value = gauge.committed if gauge.committed is not None else gauge.attempted
-            if value is not None and value.value is not None:
-                event_time = max(event_time or 0, value.value)
+        value = gauge.committed if gauge.committed is not None else gauge.attempted
+        if value is None or value.value is None:
+            continue
+        name = gauge.key.metric.name
+        if name == metrics.EVENT_TIME_POSITION:
+            event_time = max(event_time or 0, value.value)
+        elif name.startswith(metrics.SOURCE_WATERMARK_PREFIX):
+            files[name] = max(files.get(name, value.value), value.value)  # a file's watermark only rises
+    watermark = None
+    if files:
+        reading = [v for v in files.values() if v < metrics.FILE_DONE]
+        watermark = float(min(reading)) if reading else float("inf")
     return Snapshot(elapsed, totals.get(metrics.READ, 0),
-                    sum(totals.get(name, 0) for name in DEAD_LETTER_COUNTERS), event_time)
+                    sum(totals.get(name, 0) for name in DEAD_LETTER_COUNTERS), event_time, watermark)
 
 
 def fresh_metrics(result: Any) -> Any:
@@ -220,6 +231,10 @@ class ProgressMonitor:
             self._position = max(self._position or 0.0, snapshot.event_time)
             stamp = dt.datetime.fromtimestamp(self._position, dt.timezone.utc)
             position = f" | event time {stamp:%Y-%m-%d %H:%M:%S}Z"
+        if self._replay and snapshot is not None and snapshot.watermark is not None:
+            # The source's (files still being read), not a downstream stage's: runners do not report those.
+            position += " | watermark " + ("end of input" if snapshot.watermark == float("inf") else
+                                           f"{dt.datetime.fromtimestamp(snapshot.watermark, dt.timezone.utc):%Y-%m-%d %H:%M:%S}Z")
         if self._bar is not None:
             if snapshot is None:
                 self._bar.set_postfix_str(self._waiting(), refresh=False)

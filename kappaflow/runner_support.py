@@ -51,6 +51,14 @@ FEATURES = (
             "run it with --runner=PrismRunner (this machine) or --runner=FlinkRunner (embedded or a cluster)",
             "Beam's Java KafkaIO through kappaflow's expansion service, Java workers in the EXTERNAL "
             "environment (no Docker); the Python DirectRunner cannot run a Java transform"),
+    Feature("Java transforms: BigQuery Storage Write API (--bigquery_method=STORAGE_WRITE_API)",
+            lambda o: getattr(o, "bigquery_method", None) == "STORAGE_WRITE_API" and any(
+                str(getattr(o, name, None) or "").startswith("bigquery:") for name in ("output", "dead_letter_output")),
+            frozenset({"PrismRunner", "FlinkRunner"}),
+            "run it with --runner=PrismRunner or --runner=FlinkRunner, or use --bigquery_method=FILE_LOADS "
+            "(batch) or STREAMING_INSERTS",
+            "Beam's Java BigQueryIO through kappaflow's expansion service and EXTERNAL Java workers; on "
+            "Dataflow those workers would need Beam's Java container, which kappaflow does not wire"),
 )
 
 

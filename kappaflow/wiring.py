@@ -71,4 +71,5 @@ def bigquery_write_config(opts: KappaflowOptions) -> BigQueryWriteConfig:
     return BigQueryWriteConfig(
         method=opts.bigquery_method, streaming=streaming,
         temp_location=opts.view_as(GoogleCloudOptions).temp_location, endpoint=opts.bigquery_endpoint,
-        firing_seconds=opts.bigquery_firing_seconds, files_per_firing=LOCAL_FILES_PER_FIRING if local else None)
+        firing_seconds=opts.bigquery_firing_seconds, files_per_firing=LOCAL_FILES_PER_FIRING if local else None,
+        java_worker_pool=opts.view_as(KafkaOptions).java_worker_pool, expansion_service=java_services.expansion_service)

@@ -13,7 +13,7 @@ from kappaflow import beam_workarounds
 from kappaflow.core import metrics
 
 # Real servers on loopback, started on demand by the tests that use them.
-from fixtures_bigquery import bigquery_emulator  # noqa: F401,E402
+from fixtures_bigquery import bigquery_emulator, bigquery_front  # noqa: F401,E402
 from fixtures_kafka import kafka_broker, shared_java_services  # noqa: F401,E402
 from fixtures_postgres import own_postgres_server, postgres_server, postgres_url  # noqa: F401,E402
 from fixtures_pubsub import pubsub_emulator  # noqa: F401,E402

@@ -40,7 +40,9 @@ unicode_edge = st.sampled_from([
 # Exactly one surrogate: two adjacent ones could pair into a valid character after json.loads.
 with_surrogate = st.builds(lambda a, s, b: a + s + b, any_text, lone_surrogates, any_text)
 paired_surrogates = st.just("\ud83d\ude00")  # escaped pair = 😀: valid, must be accepted
-ip_text = st.sampled_from(IPS).flatmap(lambda ip: st.sampled_from([ip, f"ip={ip}", f"{ip}:8080", f"[{ip}]", f"{ip}."]))
+# "é"/a lone surrogate before the address: in JSON text a \\uXXXX escape whose hex digits touch it.
+ip_text = st.sampled_from(IPS).flatmap(lambda ip: st.sampled_from(
+    [ip, f"ip={ip}", f"{ip}:8080", f"[{ip}]", f"{ip}.", f"\u00e9{ip}", f"\udbff{ip}"]))
 huge_text = st.integers(MAX_RECORD_BYTES, MAX_RECORD_BYTES + 100).map(lambda n: "x" * n)
 long_text = st.integers(100, 3000).map(lambda n: "y" * n)
 limit_numbers = st.sampled_from([

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,8 +17,10 @@ from cdc_helpers import event, fixture
 from io_connectors.cdc_sink import Outcome, apply_changes
 from io_connectors.change_tables import DELETED, VERSION, ChangeTables
 from kappaflow.core.schemas.cdc import DEBEZIUM_CHANGE_EVENT
+from kappaflow.core.sql import create_engine
 from kappaflow.tables import read_change_table
-from transforms.debezium import PrimaryKeys, to_change, unwrap
+from transforms.debezium import ParseChangeFn, PrimaryKeys, column_types, to_change, unwrap
+from kappaflow.core.records import RawRecord
 
 KEYS = PrimaryKeys.parse("customers:id,order_lines:order_id+line_no")
 
@@ -27,10 +30,10 @@ def change(envelope: dict) -> dict:
 
 
 class Target:
-    """An in-memory database and the apply code, batch by batch."""
+    """An in-memory database (or the one at `url`) and the apply code, batch by batch."""
 
-    def __init__(self) -> None:
-        self.engine = sa.create_engine("sqlite://")
+    def __init__(self, url: str = "sqlite://") -> None:
+        self.engine = create_engine(url)
         self.tables = ChangeTables(self.engine, KEYS)
         self.outcome = Outcome()
 
@@ -131,6 +134,62 @@ def test_type_conflict_is_rejected_with_the_reason():
     assert target.live()[(1,)]["age"] == 30  # the rejected newer changes did not apply
     target.apply(fine)
     assert target.live()[(1,)] == {"id": 1, "name": "b", "age": 32}
+
+
+def _column_types(target: Target, table: str = "customers") -> dict:
+    return {c["name"]: type(c["type"]).__name__ for c in sa.inspect(target.engine).get_columns(table)}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/target.db"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_integer_column_widens_to_float_whatever_the_batching(target_url):
+    """The type of a new column was the first batch's: integers only, then a float in a later
+    batch was a type conflict; in one batch, it was whichever value came first."""
+    log = [change(event("c", {"id": 1, "price": None}, lsn=1)), change(event("c", {"id": 2, "price": 3}, lsn=2)),
+           change(event("c", {"id": 3, "price": 2.5}, lsn=3)), change(event("u", {"id": 2, "price": 4}, lsn=4))]
+    batched = Target(target_url)
+    for batch in (log[:2], log[2:3], log[3:]):
+        assert not batched.apply(*batch).rejected
+    live = {(1,): {"id": 1, "price": None}, (2,): {"id": 2, "price": 4.0}, (3,): {"id": 3, "price": 2.5}}
+    assert batched.live() == live
+    assert _column_types(batched)["price"] in ("FLOAT", "REAL", "DOUBLE_PRECISION")
+    batched.engine.dispose()
+    if target_url.startswith("sqlite"):
+        at_once = Target()
+        assert not at_once.apply(*reversed(log)).rejected
+        assert at_once.live() == live and _column_types(at_once) == _column_types(Target(target_url))
+
+
+def test_declared_debezium_types_decide_the_column_type():
+    """With the Kafka Connect schema, a FLOAT64 column whose first values are whole numbers is a
+    float column from the start, and an int64 column stays integer."""
+    def wrapped(after: dict, lsn: int) -> dict:
+        schema = {"type": "struct", "fields": [
+            {"field": "before", "type": "struct", "optional": True, "fields": []},
+            {"field": "after", "type": "struct", "optional": True, "fields": [
+                {"field": "id", "type": "int32"}, {"field": "price", "type": "float64"},
+                {"field": "tags", "type": "array"}, {"field": "since", "type": "int64",
+                                                     "name": "io.debezium.time.Timestamp"}]}]}
+        return {"schema": schema, "payload": event("c", after, lsn=lsn)}
+
+    first = wrapped({"id": 1, "price": 3, "tags": ["a"], "since": 1700000000000}, 1)
+    assert column_types(first) == {"id": "INT64", "price": "FLOAT64", "tags": "JSON", "since": "INT64"}
+    fn = ParseChangeFn(KEYS, "cdc")
+    fn.setup()
+    parsed, letter = fn._parse(RawRecord(json.dumps(first), "f:1"))
+    assert letter is None and parsed["types"]["price"] == "FLOAT64"
+    target = Target()
+    target.apply(parsed)
+    assert _column_types(target)["price"] in ("FLOAT", "REAL")
+    second, _ = fn._parse(RawRecord(json.dumps(wrapped({"id": 2, "price": 2.5}, 2)), "f:2"))
+    assert not target.apply(second).rejected and target.live()[(2,)]["price"] == 2.5
+    bare, _ = fn._parse(RawRecord(json.dumps(event("c", {"id": 3, "n": 1}, lsn=3)), "f:3"))
+    assert bare["types"] == {}  # no schema: types come from the values
 
 
 def test_reserved_and_odd_column_names_are_rejected():

@@ -201,10 +201,30 @@ def test_dead_letters_redact_ips_everywhere_and_stay_encodable():
     assert letter["payload"] == "x <redacted>:8080 \\ud800 <redacted>."
 
 
+@pytest.mark.parametrize("text, expected", [
+    ('{"ip": "\\u00e92001:db8::42"}', '{"ip": "\\u00e9<redacted>"}'),  # IPv6 glued to an escape
+    ('{"ip": "\\ud800fe80::1ff:fe23:4567:890a"}', '{"ip": "\\ud800<redacted>"}'),
+    ("x\\u00e9192.168.1.1", "x\\u00e9<redacted>"),  # IPv4: the escape's last digit touched it
+    ("\\u00e9::1", "\\u00e9<redacted>"),  # the escape itself stays whole
+    ("\\xe910.0.0.1:8080", "\\xe9<redacted>:8080"),
+    ("2001:db8::42\\u00e9", "<redacted>\\u00e9"),
+    ("\\u0030\\u0041 08:00:00", "\\u0030\\u0041 08:00:00"),
+])
+def test_ips_glued_to_escapes_are_redacted(text, expected):
+    assert redact_ips(text) == expected
+
+
+def test_dead_letter_of_json_with_escaped_text_before_an_ip_is_redacted():
+    letter = dead_letter("p", "parse", "bad", {"ip": "\u00e92001:db8::42", "v4": "\ud800192.168.1.1"})
+    assert "2001:db8::42" not in letter["payload"] and "192.168.1.1" not in letter["payload"]
+
+
 def test_ip_redaction_is_linear_on_hostile_text():
     import time
 
     started = time.monotonic()
     redact_ips("1." * 200_000 + "_")
     redact_ips("1" * 100_000 + "." + "1" * 100_000 + "." + "1" * 100_000 + "x")
+    redact_ips("\\u00e9" * 100_000 + "::1")
+    redact_ips("\\u00e9::" * 100_000)
     assert time.monotonic() - started < 2

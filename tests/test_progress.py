@@ -110,3 +110,36 @@ def test_accounting_reported_every_n_seconds_while_a_prism_job_runs(capsys):
     assert len(lines) >= 2, lines
     assert "read 300 " not in lines[0] and "| in flight " in lines[0], lines  # reported while it ran
     assert read_accounting(result, "demo", "prism", "streaming", 1.0).in_flight == 0
+
+
+def test_a_replay_shows_its_source_watermark(tmp_path):
+    """The replay source publishes each file's watermark (newest event time minus the bound) at
+    its checkpoints; the line shows their minimum, and the end of input once every file is read."""
+    import json
+
+    from io_connectors.replay import ReplayConfig, ReplayFiles
+    from kappaflow import prism
+    from kappaflow.progress import read_snapshot
+    from transforms.event_time import EventTimeOf
+
+    t0 = 1_704_067_200
+    for name, last in (("a", 600), ("b", 300)):
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"timestamp": t0 + t}) + "\n" for t in range(0, last, 3)), encoding="utf-8")
+    options = PipelineOptions(["--streaming"])
+    runner, _ = prism.resolve(options)
+    p = beam.Pipeline(runner=runner, options=options)  # not a TestPipeline: its run() waits for the end
+    _ = (p | ReplayFiles(str(tmp_path / "*.jsonl"), EventTimeOf("timestamp"), ReplayConfig(30, 20))
+         | beam.Map(lambda record: time.sleep(0.01)))
+    shown = io.StringIO()
+    with ProgressMonitor("replay", mode="plain", interval=0.3, stream=shown, replay=True) as monitor:
+        result = p.run()
+        monitor.follow(result)
+        result.wait_until_finish()
+    marks = [s.watermark for s in monitor.samples if s.watermark is not None]
+    assert marks and marks[-1] == float("inf")  # every file read
+    running = [w for w in marks if w != float("inf")]
+    assert running and all(t0 <= w <= t0 + 600 - 3 - 30 for w in running)  # polled mid-run, never ahead
+    assert running == sorted(running)
+    assert "| watermark end of input" in shown.getvalue() and "| watermark 2024-01-01 00:" in shown.getvalue()
+    assert read_snapshot(result, 0).watermark == float("inf")

@@ -25,6 +25,9 @@ def _run(tmp_path, *args):
      r"--pubsub_id_label\) is not supported on DirectRunner: drop --pubsub_id_label"),
     (("--streaming", "--input=kafka://127.0.0.1:9/clicks"),
      r"^clickstream: Java transforms: Kafka .* not supported on DirectRunner: run it with --runner=PrismRunner"),
+    (("--input=x.jsonl", "--output=bigquery:p.d", "--bigquery_method=STORAGE_WRITE_API"),
+     r"^clickstream: Java transforms: BigQuery Storage Write API .* not supported on DirectRunner: run it with "
+     r"--runner=PrismRunner or --runner=FlinkRunner, or use --bigquery_method=FILE_LOADS"),
 ])
 def test_unsupported_combination_stops_in_one_line_naming_the_alternative(tmp_path, args, message):
     with pytest.raises(SystemExit, match=message) as stopped:

@@ -8,6 +8,8 @@ wrapper `{schema, payload}`. A change is a dict:
     op          c, u, d or r
     version     text that sorts in change order for one row (below)
     image       `after` for c/u/r; None for d (the key comes from `before`)
+    types       column → FieldType name, from the Kafka Connect schema of the wrapper when it has
+                one (empty otherwise): the target's column types then do not depend on values
     event_time  source.ts_ms (else ts_ms), epoch seconds
     origin      file:line of the event
 
@@ -36,8 +38,8 @@ from kappaflow.core.schema import short_repr
 from kappaflow.core.schemas.cdc import DEBEZIUM_CHANGE_EVENT
 from transforms.parse import DEFAULT_MAX_RECORD_BYTES, ParseEventFn
 
-__all__ = ["PrimaryKeys", "ChangeError", "unwrap", "to_change", "ParseChangeFn", "ParseChanges", "OPS",
-           "is_plain_identifier", "identifier_problem", "MAX_IDENTIFIER_BYTES"]
+__all__ = ["PrimaryKeys", "ChangeError", "unwrap", "column_types", "to_change", "ParseChangeFn", "ParseChanges",
+           "OPS", "is_plain_identifier", "identifier_problem", "MAX_IDENTIFIER_BYTES"]
 
 # Rank of each op among changes at the same position.
 OPS = {"r": 0, "c": 1, "u": 2, "d": 3}
@@ -112,6 +114,27 @@ def unwrap(payload: Any) -> Any:
     return decoded
 
 
+# Kafka Connect schema types → the target column types (io_connectors/change_tables.py). Logical
+# types keep their physical type: Debezium timestamps are int64 epochs, Decimal is base64 bytes.
+_CONNECT_TYPES = {"int8": "INT64", "int16": "INT64", "int32": "INT64", "int64": "INT64", "float32": "FLOAT64",
+                  "float64": "FLOAT64", "boolean": "BOOL", "string": "STRING", "bytes": "STRING",
+                  "struct": "JSON", "array": "JSON", "map": "JSON"}
+
+
+def column_types(decoded: Any) -> dict[str, str]:
+    """The column types the Kafka Connect wrapper `{schema, payload}` declares for the row images
+    (its `after`, else `before`, struct); {} when there is no usable schema."""
+    schema = decoded.get("schema") if isinstance(decoded, dict) else None
+    images = {f.get("field"): f for f in schema.get("fields") or () if isinstance(f, dict)} if isinstance(
+        schema, dict) else {}
+    image = images.get("after") or images.get("before") or {}
+    types = {}
+    for column in image.get("fields") or ():
+        if isinstance(column, dict) and isinstance(column.get("field"), str) and column.get("type") in _CONNECT_TYPES:
+            types[column["field"]] = _CONNECT_TYPES[column["type"]]
+    return types
+
+
 def _position(source: Mapping[str, Any]) -> str:
     if source.get("lsn") is not None:
         if source["lsn"] < 0:
@@ -128,8 +151,10 @@ def _position(source: Mapping[str, Any]) -> str:
     raise ChangeError("no order position: source has no lsn, no file and pos, no ts_ms")
 
 
-def to_change(envelope: Mapping[str, Any], keys: PrimaryKeys, origin: str = "") -> dict:
-    """A validated envelope (DEBEZIUM_CHANGE_EVENT) → a change; ChangeError says why not."""
+def to_change(envelope: Mapping[str, Any], keys: PrimaryKeys, origin: str = "",
+              types: Optional[Mapping[str, str]] = None) -> dict:
+    """A validated envelope (DEBEZIUM_CHANGE_EVENT) → a change; ChangeError says why not.
+    `types`: the declared column types (column_types of the wrapper)."""
     op, source = envelope["op"], envelope["source"]
     if op not in OPS:
         raise ChangeError(f"op {op!r} is not one of c, u, d, r")
@@ -167,6 +192,7 @@ def to_change(envelope: Mapping[str, Any], keys: PrimaryKeys, origin: str = "") 
         "op": op,
         "version": version,
         "image": None if op == "d" else image,
+        "types": dict(types or {}),
         "event_time": event_time,
         "origin": origin,
     }
@@ -180,14 +206,16 @@ class ParseChangeFn(ParseEventFn):
         self._keys = keys
 
     def _envelope(self, decoded: Any) -> Any:
+        self._types = column_types(decoded)  # of the record being parsed: the wrapper is gone after this
         return unwrap(decoded)
 
     def _parse(self, record: RawRecord) -> tuple[Optional[dict], Optional[dict]]:
+        self._types: dict[str, str] = {}
         envelope, letter = super()._parse(record)
         if letter is not None:
             return None, letter
         try:
-            return to_change(envelope, self._keys, record.origin), None
+            return to_change(envelope, self._keys, record.origin, self._types), None
         except ChangeError as err:
             return None, dead_letter(self._pipeline, "parse", str(err), record.payload, record.origin,
                                      event_time=_event_time_or_none(envelope))

@@ -20,6 +20,11 @@ ALERTS_RAISED = "alerts_raised"
 ALERTS_WRITTEN = "alerts_written"
 # A gauge, not a category: the newest event time stamped (epoch seconds), for progress lines.
 EVENT_TIME_POSITION = "event_time_position"
+# Gauges, one per replayed file (`replay_watermark:<path>`): the watermark the replay source gave
+# that file at its last checkpoint (newest event time minus the bound, epoch seconds), FILE_DONE
+# once the file is read. The source's watermark is their minimum (io_connectors/replay.py).
+SOURCE_WATERMARK_PREFIX = "replay_watermark:"
+FILE_DONE = 2**62
 
 # Change data capture: a change either becomes a row's state, or loses to a newer change of the
 # same row, or is refused by the target table (type conflict, rejected by the database).

@@ -60,8 +60,11 @@ DEAD_LETTER_SCHEMA = Schema(
 # IP literals hide in runs of hex digits, dots and colons. The run is matched possessively and
 # each candidate is checked by `ipaddress`, so the scan is linear in the text (a backtracking
 # pattern took minutes on a hostile megabyte), "::1" and "10.0.0.1:8080" are caught, and a
-# time such as "08:00:00" is not.
-_RUN = re.compile(r"[0-9A-Fa-f.:]{3,}+")
+# time such as "08:00:00" is not. A `\uXXXX` / `\xXX` escape (JSON text, printable_text) is a
+# token of its own, matched first and kept: its hex digits would otherwise glue onto an address
+# right after it ("\u00e92001:db8::1" is no address, "2001:db8::1" is).
+_ESCAPE = r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U[0-9A-Fa-f]{8})"
+_RUN = re.compile(rf"(?P<escape>{_ESCAPE})|[0-9A-Fa-f.:]{{3,}}+")
 _DOTTED_QUAD = re.compile(r"(?<![0-9])[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?![0-9])")
 _REDACTED = "<redacted>"
 _MAX_IP_CHARS = 45  # the longest IPv6 literal (with an IPv4 tail)
@@ -74,7 +77,7 @@ def redact_ips(text: str) -> str:
 
 def _redact_run(match: re.Match) -> str:
     run = match.group(0)
-    if run.count(".") + run.count(":") < 2:
+    if match.group("escape") or run.count(".") + run.count(":") < 2:
         return run
     # The run, or (IPv6) a dot-free piece of it: hex letters of the words around glue on. Less
     # the punctuation or the :port that follows.
