@@ -174,19 +174,20 @@ def all_output_text(db: str, skip_tables: tuple[str, ...] = ()) -> str:
                          for table in tables if table not in skip_tables)
 
 
-# Known engine gap (issue 10): on Prism, about one replay in three of this suite's clickstream or
-# IoT input ends UNBALANCED by one to three records, and what is missing is the count of
-# re-delivered copies (duplicates), not aggregated records; reruns of the same file pass. Not the
-# far-late loss (a record read after much newer ones is now too late by its file's watermark).
-_PRISM_COPY_LOSS = pytest.mark.xfail(
-    reason="issue 10: a Prism replay intermittently misses a re-delivered copy's duplicate count", strict=False)
+# Known gap (issue 10): on Prism, about one replay in three of this suite's clickstream or IoT
+# input ends UNBALANCED by one to five, and what is short is a counter, not a record: over eight
+# runs of one file the tables, `aggregated` and `dead letters written` were the same every time,
+# while `too late` read 111-116 and `duplicates` 1-3. Prism 2.70 intermittently loses counter
+# updates of the router and dedup stages (not fixed by the DirectRunner metrics workaround).
+_PRISM_COUNTER_LOSS = pytest.mark.xfail(
+    reason="issue 10: Prism intermittently under-reports the too_late/duplicates counters", strict=False)
 
 
 @pytest.mark.parametrize("mode", ["batch", "streaming"])
 @pytest.mark.parametrize("pipeline", ["clickstream", "iot_sensors", "cdc"])
 def test_hostile_records_never_stop_a_run_and_every_rejection_is_a_dead_letter(inputs, runs, pipeline, mode, request):
     if mode == "streaming" and pipeline in ("clickstream", "iot_sensors"):
-        request.applymarker(_PRISM_COPY_LOSS)
+        request.applymarker(_PRISM_COUNTER_LOSS)
     fuzz, run = inputs[pipeline], runs[(pipeline, mode)]
     assert run.returncode == 0, run.stderr[-3000:]
     with open(run.report, encoding="utf-8") as handle:
