@@ -56,12 +56,15 @@ class KeepFirstCopyFn(beam.DoFn):
     def __init__(self) -> None:
         self._duplicates = Metrics.counter(metrics.NAMESPACE, metrics.DUPLICATES)
 
+    def start_bundle(self) -> None:
+        self._duplicates.inc(0)  # from every bundle: see RouteTooLateFn.start_bundle
+
     def process(self, element: tuple[str, Iterable[tuple[int, Any]]], pane=beam.DoFn.PaneInfoParam) -> Iterator[Any]:
         _, copies = element
         copies = list(copies)
         if pane.index > 0:
             self._duplicates.inc(len(copies))
-        else:
+        elif copies:
             if len(copies) > 1:
                 self._duplicates.inc(len(copies) - 1)
             micros, event = min(copies, key=_copy_order) if len(copies) > 1 else copies[0]
