@@ -65,7 +65,9 @@ def test_batch_equals_streaming_replay_and_the_archive_replays_to_the_same_stats
     alerts = _alerts(urls["batch"])
     assert alerts and diff_tables(alerts, _alerts(urls["stream"])).identical
     assert sum(r["count"] for r in stats.values()) == batch.aggregated
-    assert streaming.rows_written > batch.rows_written  # later panes replaced earlier ones
+    # A replay as fast as Prism goes fires no early (processing-time) panes; late panes, when
+    # there are any, replace rows: so at least as many writes as batch, and the same table.
+    assert streaming.rows_written >= batch.rows_written
     # Exactly the over-threshold temperature windows have an alert (one each, whatever their panes).
     fleet = {d.device_id: d for d in devices(SampleConfig(readings=3000))}
     assert {(a["device_id"], a["window_start"]) for a in alerts.values()} == {

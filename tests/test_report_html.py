@@ -43,6 +43,9 @@ def replay_run(tmp_path_factory):
             "clickstream", clickstream.build, clickstream.ClickstreamOptions,
             [f"--input={work}/events.jsonl", f"--reference_db=sqlite:///{work}/ref.db",
              f"--output=sqlite:///{work}/out.db", "--streaming", "--progress=plain", "--progress_seconds=0.2",
+             # Paced (67 s of event time at 20x, in chunks of 200): an unpaced replay of 1,000
+             # events can end before the first progress poll.
+             "--replay_speed=20", "--replay_chunk_size=200",
              "--pii_salt=test-salt", f"--report={work}/run.html"])
     return work, status, out.getvalue(), err.getvalue()
 
