@@ -12,31 +12,39 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import uuid
 from typing import Optional
 
 from apache_beam.options.pipeline_options import (
-    FlinkRunnerOptions, PipelineOptions, PortableOptions, StandardOptions)
+    FlinkRunnerOptions, GoogleCloudOptions, PipelineOptions, PortableOptions, StandardOptions)
 from apache_beam.runners.portability import job_server
 from apache_beam.runners.portability.flink_runner import FlinkRunner
 from apache_beam.utils import subprocess_server
 
 from kappaflow.runner_cache import BEAM_VERSION, cache_dir, require
 
-__all__ = ["FLINK_MINOR", "CheckpointOptions", "ClasspathJobServer", "KappaflowFlinkRunner", "classpath", "resolve"]
+__all__ = ["FLINK_MINOR", "CheckpointOptions", "ClasspathJobServer", "DrainAtEndOfReplay", "KappaflowFlinkRunner",
+           "classpath", "resolve"]
 
 # Beam builds its Flink runner per Flink minor version; a cluster must run the same one.
 FLINK_MINOR = "1.19"
 DEFAULT_CHECKPOINT_MS = 5000
-# Streaming on Beam 2.70's Flink runner, measured on the TaskManager-kill test (1,532 records,
-# chunks of 20, checkpoints every 1 s):
+# Streaming on Beam 2.70's Flink runner, measured on the TaskManager-kill tests:
 # - The replay's Impulse source emits its one element and then waits shutdown_sources_after_idle_ms
-#   (Beam's default with checkpoints: forever, so a replay never ends). Once it finishes, the
-#   downstream stage drains all remaining SDF work inside its finish() (ExecutableStageDoFnOperator
-#   .flushData), and Flink declines to trigger checkpoints meanwhile ("Checkpoint triggering task
-#   [8]{ReadInput, ...} is not being executed at the moment"). With 0 ms a checkpoint completed only
-#   when triggered in the instant before the source finished (0 in one run, 1 in another).
-#   So the source stays up DEFAULT_IDLE_SHUTDOWN_MS and checkpoints are taken meanwhile (a failure
-#   after that should restore from the last of them, the restored source waiting again: not measured).
+#   (Beam's default with checkpoints: forever). Once it finishes, the downstream stage drains all
+#   remaining splittable-DoFn work inside its finish() (ExecutableStageDoFnOperator.flushData), and
+#   Flink takes no checkpoint meanwhile ("Checkpoint triggering task [8]{ReadInput, ...} is not being
+#   executed at the moment"); checkpoints-after-tasks-finished (Flink >= 1.15) does not help, as the
+#   drain runs inside the task's finish() and holds its mailbox.
+# - So on a cluster a file replay keeps the source up for good, and DrainAtEndOfReplay (below) ends the
+#   job once every file has been read: Flink's stop-with-savepoint --drain, which finishes what is in
+#   flight and fires every window, as the end of a finite input would. Checkpoints are taken for the
+#   whole replay, and a replay restored from one goes on from its files' positions.
+#   Not usable as the end signal: the operators' watermarks. The splittable DoFn's output watermark
+#   reached +inf after half of a 5k replay (its residuals are processing-time timers, whose holds
+#   Beam's operator loses between bundles).
+# - Embedded Flink has no REST endpoint to stop a job through: there the source still stops after
+#   DEFAULT_IDLE_SHUTDOWN_MS, and what is left of the replay is drained without checkpoints.
 # - With finish_bundle_before_checkpointing=false (Beam's default) the SDF stalled after its first
 #   deferred chunk (read 20 of 1,532, no rows written); finishing the bundle at each checkpoint
 #   reads the whole replay and survives a killed TaskManager with the identical table.
@@ -101,11 +109,154 @@ def _shared_job_server() -> job_server.JobServer:
     return job_server.StopOnExitJobServer(ClasspathJobServer())
 
 
+def _rest(master: str, path: str, body: Optional[dict] = None, timeout: float = 10.0):
+    """Flink's REST API on `master` (host:port): GET, or POST `body` as JSON."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://{master}{path}", method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"} if body is not None else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.load(response)
+
+
+class DrainAtEndOfReplay:
+    """Ends a streaming file replay on a Flink cluster once every file has been read.
+
+    The replay's source is kept up for good, so Flink checkpoints the whole replay; this watcher, a
+    thread beside the launcher, polls the job's metrics through Flink's REST API. ReplayFileFn sets a
+    gauge per file (`metrics.SOURCE_WATERMARK_PREFIX` + path) to `metrics.FILE_DONE` when the file is
+    read to its end. Once `files` distinct files have shown it (remembered across a restore, whose
+    new task attempts start their metrics afresh), it asks Flink to stop the job with drain: the
+    source ends, whatever is in flight is processed, the end of event time fires every window, a
+    final savepoint is written (and removed, when it went to a directory of ours) and the job is
+    FINISHED, so the launcher's wait returns as for any finite job.
+
+    A file that a restore rolled back after it had shown done is still read to its end by the drain
+    (Beam's operator drains its splittable DoFn in finish()), only without checkpoints: the table is
+    the same either way.
+    """
+
+    def __init__(self, master: str, job_name: str, files: int, poll_seconds: float = 1.0,
+                 stop_attempts: int = 10) -> None:
+        import threading
+
+        self.master, self.job_name, self.files = master, job_name, files
+        self.poll_seconds, self.stop_attempts = poll_seconds, stop_attempts
+        self.done: set[str] = set()  # files (by gauge name) seen read to their end
+        self.job: Optional[str] = None  # Flink's job id, once found
+        self.stopped_with: Optional[str] = None  # the final savepoint's location
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="flink-drain-at-end-of-replay", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._finished.set()
+        self._thread.join(timeout=30)
+
+    def _watch(self) -> None:
+        import logging
+
+        log = logging.getLogger(__name__)
+        stop_failures = 0
+        while not self._finished.is_set():
+            try:
+                if self._job_state() in ("FINISHED", "FAILED", "CANCELED", "SUSPENDED"):
+                    return
+                if self.job and self._read_to_the_end():
+                    self.stopped_with = self._stop_with_drain()
+                    log.info("Flink replay %s: every file read; stopped with drain (savepoint %s)",
+                             self.job, self.stopped_with)
+                    return
+            except Exception as error:  # noqa: BLE001 - a busy or restarting cluster: try again
+                log.warning("Flink replay %s: end-of-replay watch: %s: %s", self.job, type(error).__name__, error)
+                if len(self.done) >= self.files:
+                    stop_failures += 1
+                    if stop_failures >= self.stop_attempts:
+                        # Never leave the launcher waiting for good: the cancel reaches it as an error.
+                        log.error("Flink replay %s: %d attempts to stop it with drain failed; cancelling it",
+                                  self.job, stop_failures)
+                        self._cancel()
+                        return
+                self._finished.wait(5.0)
+                continue
+            self._finished.wait(self.poll_seconds)
+
+    def _job_state(self) -> Optional[str]:
+        jobs = [j for j in _rest(self.master, "/jobs/overview")["jobs"] if j["name"] == self.job_name]
+        if not jobs:
+            return None
+        newest = max(jobs, key=lambda j: j["start-time"])
+        self.job = newest["jid"]
+        return newest["state"]
+
+    def _read_to_the_end(self) -> bool:
+        """Has every replayed file shown its FILE_DONE gauge (now or at an earlier poll)?"""
+        import urllib.parse
+
+        from kappaflow.core import metrics
+
+        marker = "kappaflow_" + metrics.SOURCE_WATERMARK_PREFIX.replace(":", "_")
+        for vertex in _rest(self.master, f"/jobs/{self.job}")["vertices"]:
+            base = f"/jobs/{self.job}/vertices/{vertex['id']}/metrics"
+            names = [m["id"] for m in _rest(self.master, base) if marker in m["id"]]
+            if not names:
+                continue
+            query = ",".join(urllib.parse.quote(n, safe="") for n in names)
+            for gauge in _rest(self.master, f"{base}?get={query}"):
+                if gauge.get("value") == str(metrics.FILE_DONE):
+                    self.done.add(gauge["id"].split(".", 1)[1])  # without the subtask index
+        return len(self.done) >= self.files
+
+    def _stop_with_drain(self) -> str:
+        import shutil
+        import tempfile
+        import time
+
+        configured = {e["key"]: e["value"] for e in _rest(self.master, "/jobmanager/config")}
+        ours = None if configured.get("state.savepoints.dir") else tempfile.mkdtemp(prefix="kappaflow-end-")
+        body = {"drain": True, **({"targetDirectory": ours} if ours else {})}
+        trigger = _rest(self.master, f"/jobs/{self.job}/stop", body)["request-id"]
+        try:
+            while True:
+                status = _rest(self.master, f"/jobs/{self.job}/savepoints/{trigger}")
+                if status["status"]["id"] == "COMPLETED":
+                    operation = status["operation"]
+                    if "failure-cause" in operation:
+                        cause = operation["failure-cause"]
+                        raise RuntimeError(cause.get("class", "") + ": " + (cause.get("stack-trace") or "")[:500])
+                    return operation["location"]
+                time.sleep(0.5)
+        finally:
+            if ours:
+                shutil.rmtree(ours, ignore_errors=True)
+
+    def _cancel(self) -> None:
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"http://{self.master}/jobs/{self.job}?mode=cancel",
+                                                      method="PATCH"), timeout=30)
+
+
 class KappaflowFlinkRunner(FlinkRunner):
     """Beam's FlinkRunner, submitting through our job server instead of a downloaded jar."""
 
+    def __init__(self, end_of_replay: Optional[DrainAtEndOfReplay] = None) -> None:
+        super().__init__()
+        self.end_of_replay = end_of_replay
+
     def default_job_server(self, options: PipelineOptions) -> job_server.JobServer:
         return _shared_job_server()
+
+    def run_pipeline(self, pipeline, options: PipelineOptions):
+        result = super().run_pipeline(pipeline, options)
+        if self.end_of_replay is not None:
+            self.end_of_replay.start()
+        return result
 
 
 def _reads_forever(options: PipelineOptions) -> bool:
@@ -117,6 +268,23 @@ def _reads_forever(options: PipelineOptions) -> bool:
 
     kafka = kafka_read_config(options.view_as(KappaflowOptions))
     return kafka is not None and kafka.max_records is None and kafka.max_read_seconds is None
+
+
+def _replayed_files(options: PipelineOptions) -> Optional[int]:
+    """How many files a streaming run replays (None: its input is not files, e.g. Kafka, Pub/Sub)."""
+    from io_connectors.bigquery import is_bigquery_url
+    from io_connectors.files import expand_pattern
+    from io_connectors.kafka import is_kafka_url
+    from kappaflow.options import KappaflowOptions
+
+    own = options.view_as(KappaflowOptions)
+    if getattr(own, "input_subscription", None) or not own.input or is_kafka_url(own.input) \
+            or is_bigquery_url(own.input):
+        return None
+    try:
+        return len(expand_pattern(own.input))
+    except FileNotFoundError:
+        return None  # the graph's construction says so, as on every runner
 
 
 def resolve(options: PipelineOptions) -> tuple[KappaflowFlinkRunner, str]:
@@ -137,7 +305,15 @@ def resolve(options: PipelineOptions) -> tuple[KappaflowFlinkRunner, str]:
         checkpoints.checkpointing_interval = DEFAULT_CHECKPOINT_MS
     if streaming and checkpoints.finish_bundle_before_checkpointing is None:
         checkpoints.finish_bundle_before_checkpointing = True
-    if streaming and checkpoints.shutdown_sources_after_idle_ms is None and not _reads_forever(options):
+    end_of_replay = None
+    files = _replayed_files(options) if streaming else None
+    if files and flink.flink_master != "[local]":
+        # The source stays up (Beam's default with checkpoints) and the job is drained once every
+        # file has been read: checkpoints for the whole replay (see the notes at the top).
+        cloud = options.view_as(GoogleCloudOptions)
+        cloud.job_name = cloud.job_name or f"kappaflow-replay-{uuid.uuid4().hex[:12]}"
+        end_of_replay = DrainAtEndOfReplay(flink.flink_master, cloud.job_name, files)
+    elif streaming and checkpoints.shutdown_sources_after_idle_ms is None and not _reads_forever(options):
         checkpoints.shutdown_sources_after_idle_ms = DEFAULT_IDLE_SHUTDOWN_MS
     where = ("embedded Flink" if flink.flink_master == "[local]"
              else f"Flink cluster {flink.flink_master}")
@@ -146,4 +322,6 @@ def resolve(options: PipelineOptions) -> tuple[KappaflowFlinkRunner, str]:
     if streaming:
         interval = checkpoints.checkpointing_interval
         label += f", checkpoints every {interval} ms" if interval and interval > 0 else ", no checkpoints"
-    return KappaflowFlinkRunner(), label + ")"
+    if end_of_replay is not None:
+        label += ", drained when every file is read"
+    return KappaflowFlinkRunner(end_of_replay), label + ")"
