@@ -169,6 +169,8 @@ def pipeline_parser(name: str, cls: Optional[type[KappaflowOptions]] = None) -> 
 
 def _every_option_parser(beam_only: bool = False) -> _RaisingParser:
     """Beam's view of the command line: every registered PipelineOptions class, as Beam parses it."""
+    from kappaflow import flink  # noqa: F401 - registers Flink's CheckpointOptions (--checkpointing_interval ...)
+
     parser = _RaisingParser(prog=PROG, add_help=False, allow_abbrev=False)
     classes: dict[str, type[PipelineOptions]] = {}
     for cls in PipelineOptions.__subclasses__():  # what Beam registers (PipelineOptions.get_all_options)
