@@ -41,6 +41,15 @@ taskmanager.data.port: 0
 # A restarted TaskManager must be able to take the job back quickly.
 heartbeat.timeout: 10000
 heartbeat.interval: 2000
+# Checkpoints and savepoints on disk: Flink's default keeps checkpoints in the JobManager's memory,
+# at most 5 MiB of state per task, and a long replay's dedup and window state outgrew that after
+# ~20k of 200k events ("Size of the state is larger than the maximum permitted memory-backed
+# state"), failing the job at every checkpoint.
+state.checkpoints.dir: file://$RUN/checkpoints
+state.savepoints.dir: file://$RUN/savepoints
+# The REST API's job metrics (what the end-of-replay watch and the tests read) at most 1 s old
+# (Flink's default: 10 s).
+metrics.fetcher.update-interval: 1000
 env.java.opts.all: $java_opts
 YAML
 }
