@@ -68,11 +68,11 @@ class CheckpointOptions(PipelineOptions):
                             help="Flink: finish the open bundle before each checkpoint; streaming runs "
                                  "default to true (Beam's default, false, stalls the replay's splittable DoFn).")
         parser.add_argument("--shutdown_sources_after_idle_ms", type=int, default=None,
-                            help="Flink: stop sources idle this long, so a finite (replayed) stream "
-                                 f"ends the job; streaming runs default to {DEFAULT_IDLE_SHUTDOWN_MS} "
-                                 "(Beam's default with checkpoints is never); checkpoints are only "
-                                 "taken before the source stops. A Kafka read without a bound keeps "
-                                 "Beam's default.")
+                            help="Flink: stop sources idle this long, so a finite stream ends the job; "
+                                 "checkpoints are only taken before the source stops. A file replay on a "
+                                 "cluster keeps Beam's default (never, with checkpoints) and is drained once "
+                                 "every file is read; other streaming runs default to "
+                                 f"{DEFAULT_IDLE_SHUTDOWN_MS}. A Kafka read without a bound keeps Beam's default.")
         parser.add_argument("--savepoint_path", default=None,
                             help="Flink: start the job from this savepoint (its state and Kafka offsets), e.g. "
                                  "one `flink stop --savepointPath` wrote.")

@@ -256,52 +256,120 @@ def _rest(master: str, path: str):
         return json.load(response)
 
 
-def test_flink_cluster_survives_a_killed_taskmanager(samples, tmp_path, flink_cluster):
-    """Kill -9 the TaskManager after the first completed checkpoint of a streaming replay, start a
-    new one: the job restarts from the checkpoint and ends with the batch table (the upsert sinks
-    absorb the replayed records; restored dedup and window state count each event once)."""
+# Events of the replay the TaskManager is killed in (issue 10 asks for >= 200k; CI runs fewer, see
+# docs/runners.md for the figures of a 200k run: KAPPAFLOW_FLINK_KILL_EVENTS=200000).
+KILL_EVENTS = int(os.environ.get("KAPPAFLOW_FLINK_KILL_EVENTS", "10000"))
+
+
+def _vertex_metric(master: str, job: str, suffix: str) -> int:
+    """A Beam counter as Flink's REST API has it now: summed over every vertex and subtask."""
+    import urllib.parse
+
+    total = 0
+    for vertex in _rest(master, f"/jobs/{job}")["vertices"]:
+        base = f"/jobs/{job}/vertices/{vertex['id']}/metrics"
+        names = [m["id"] for m in _rest(master, base) if m["id"].endswith(suffix)]
+        if names:
+            query = ",".join(urllib.parse.quote(n, safe="") for n in names)
+            total += sum(int(m["value"]) for m in _rest(master, f"{base}?get={query}"))
+    return total
+
+
+def test_flink_cluster_replay_resumes_from_a_checkpoint_after_a_killed_taskmanager(tmp_path, flink_cluster):
+    """A streaming replay on the cluster is checkpointed for its whole length: once half of its
+    records have been read and a checkpoint has been triggered after that, the TaskManager is
+    killed (-9) and a new one started. The job restores that checkpoint (Flink's REST API says
+    which), reads on from the files' positions in it rather than from the start (the restored
+    attempt's own `read` counter covers at most the second half), ends by itself (drained once
+    every file is read) and its table is the batch table."""
     import threading
     import time
 
-    case = PIPELINES[0]
-    sample = samples(case, too_late=False)
-    output = f"sqlite:///{tmp_path}/out.db"
-    master, cluster = flink_cluster["master"], ["bash", flink_cluster["script"]]
-    killed: dict = {}
+    case, master = PIPELINES[0], flink_cluster["master"]
+    cluster, env = ["bash", flink_cluster["script"]], flink_cluster["env"]
+    config = clickstream_samples.SampleConfig(events=KILL_EVENTS, too_late_share=0.0)
+    events, reference = str(tmp_path / "events.jsonl"), f"sqlite:///{tmp_path}/reference.db"
+    clickstream_samples.write_sample(events, config)
+    clickstream_samples.build_reference_db(reference, config)
+    lines = sum(1 for _ in open(events, encoding="utf-8"))
+    batch_output, output = f"sqlite:///{tmp_path}/batch.db", f"sqlite:///{tmp_path}/out.db"
+    batch = _run(case, events, (f"--reference_db={reference}",), batch_output)
+    assert batch.balanced and batch.read == lines, batch.summary()
+
+    job_name = f"kappaflow-kill-{uuid.uuid4().hex[:8]}"
+    seen: dict = {}
     replay_done = threading.Event()
 
-    def kill_after_first_checkpoint() -> None:
-        # Beam's launcher needs the main thread (signal handlers): the killer runs beside it.
-        deadline = time.monotonic() + 300
-        try:
-            while time.monotonic() < deadline and not replay_done.is_set():
-                running = [j for j in _rest(master, "/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
-                if running and _rest(master, f"/jobs/{running[0]['jid']}/checkpoints")["counts"]["completed"]:
-                    killed["job"] = running[0]["jid"]
-                    subprocess.run([*cluster, "kill-taskmanager"], env=flink_cluster["env"], check=True, timeout=60)
-                    subprocess.run([*cluster, "start-taskmanager"], env=flink_cluster["env"], check=True,
-                                   timeout=120)
-                    return
-                replay_done.wait(0.2)
-        except Exception as error:  # noqa: BLE001 - reported by the main thread
-            killed["error"] = error
+    def completed_checkpoints(job: str) -> list:
+        return [c for c in _rest(master, f"/jobs/{job}/checkpoints")["history"] if c["status"] == "COMPLETED"]
 
-    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    def kill_after_half() -> None:
+        # Beam's launcher needs the main thread (signal handlers): the killer runs beside it.
+        try:
+            job = None
+            while not replay_done.is_set():
+                try:
+                    if job is None:
+                        job = next((j["jid"] for j in _rest(master, "/jobs/overview")["jobs"]
+                                    if j["name"] == job_name and j["state"] == "RUNNING"), None)
+                    read = _vertex_metric(master, job, ".kappaflow_records_read") if job else 0
+                except OSError:  # a busy JobManager (2 shared cores): ask again
+                    read = 0
+                if read >= lines // 2:
+                    break
+                replay_done.wait(0.5)
+            if replay_done.is_set():
+                return
+            half_at_ms, seen["read_at_half"] = time.time() * 1000, read
+            # A checkpoint triggered after that moment holds at least half of the replay.
+            while not replay_done.is_set():
+                after = [c for c in completed_checkpoints(job) if c["trigger_timestamp"] > half_at_ms]
+                if after:
+                    seen["checkpoint"] = after[0]["id"]
+                    seen["read_at_kill"] = _vertex_metric(master, job, ".kappaflow_records_read")
+                    break
+                replay_done.wait(0.2)
+            if "checkpoint" not in seen:
+                return
+            seen["job"] = job
+            subprocess.run([*cluster, "kill-taskmanager"], env=env, check=True, timeout=60)
+            subprocess.run([*cluster, "start-taskmanager"], env=env, check=True, timeout=120)
+        except Exception as error:  # noqa: BLE001 - reported by the main thread
+            seen["error"] = error
+
+    killer = threading.Thread(target=kill_after_half, daemon=True)
     killer.start()
+    started = time.monotonic()
     try:
-        _run(case, sample.input, sample.args, output, "--runner=FlinkRunner", f"--flink_master={master}",
-             "--streaming", "--replay_chunk_size=20", "--checkpointing_interval=1000")
+        acc = _run(case, events, (f"--reference_db={reference}",), output, "--runner=FlinkRunner",
+                   f"--flink_master={master}", "--streaming", "--checkpointing_interval=2000",
+                   f"--job_name={job_name}")
     finally:
         replay_done.set()
         killer.join(timeout=130)
-    assert "error" not in killed, killed["error"]
-    job = killed.get("job")
-    assert job, "the replay ended before its first checkpoint: make it longer"
+    seconds = time.monotonic() - started
+    assert "error" not in seen, seen["error"]
+    assert "job" in seen, f"the replay ended before half of it was checkpointed: {seen}"
+    job = seen["job"]
+    print(f"{lines:,} lines, replay {seconds:.0f} s; read {seen['read_at_half']:,} at half, "
+          f"{seen['read_at_kill']:,} at the kill; checkpoint {seen['checkpoint']}; {acc.summary()}")
+
+    # The job was hit, and restored a checkpoint at least as late as the one after half the replay.
     exceptions = _rest(master, f"/jobs/{job}/exceptions")
     assert exceptions.get("exceptionHistory", {}).get("entries") or exceptions.get("root-exception"), (
         f"no failure recorded for job {job}: the kill did not hit it")
-    rows = case.read_output(output)
-    diff = diff_tables(sample.batch_rows, rows)
+    checkpoints = _rest(master, f"/jobs/{job}/checkpoints")
+    restored = checkpoints["latest"]["restored"]
+    assert restored and not restored["is_savepoint"] and restored["id"] >= seen["checkpoint"], checkpoints["latest"]
+    # Checkpoints went on after the restore (the source is still up: nothing drains in finish()).
+    latest = checkpoints["latest"]["completed"]
+    assert latest["id"] > restored["id"] and latest["trigger_timestamp"] > restored["restore_timestamp"], latest
+    # It did not start over: the counters of the job's final (restored) attempt count what was
+    # read after the restore, which is at most the half the checkpoint did not hold.
+    assert acc.read <= lines - seen["read_at_half"], (acc.read, lines, seen)
+    assert _rest(master, f"/jobs/{job}")["state"] == "FINISHED"  # drained at the end, not cancelled
+
+    diff = diff_tables(read_rows(batch_output, CLICKSTREAM_METRICS), read_rows(output, CLICKSTREAM_METRICS))
     assert diff.identical, diff.summary()
 
 

@@ -1,0 +1,52 @@
+"""How a Flink run is set up (kappaflow/flink.py resolve), without starting Flink: which streaming
+runs end by the end-of-replay drain and which by the idle source, as docs/runners.md says."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+from kappaflow import flink
+from kappaflow.options import KappaflowOptions  # noqa: F401 - registers --input for the views below
+
+
+def _resolve(*args: str):
+    options = PipelineOptions(["--runner=FlinkRunner", *args])
+    runner, label = flink.resolve(options)
+    return runner, label, options
+
+
+def test_a_file_replay_on_a_cluster_is_drained_once_every_file_is_read(tmp_path):
+    for name in ("a.jsonl", "b.jsonl"):
+        (tmp_path / name).write_text("{}\n")
+    runner, label, options = _resolve("--streaming", "--flink_master=127.0.0.1:8081", f"--input={tmp_path}/*.jsonl")
+    watch = runner.end_of_replay
+    assert watch is not None and (watch.master, watch.files) == ("127.0.0.1:8081", 2)
+    # The source stays up (Beam's default, never with checkpoints): the drain ends the job.
+    assert options.view_as(flink.CheckpointOptions).shutdown_sources_after_idle_ms is None
+    # The watch finds the job by a name of its own.
+    assert watch.job_name == options.view_as(GoogleCloudOptions).job_name and watch.job_name.startswith("kappaflow-")
+    assert "drained when every file is read" in label
+
+
+def test_the_job_name_given_is_kept(tmp_path):
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    runner, _, _ = _resolve("--streaming", "--flink_master=127.0.0.1:8081", f"--input={tmp_path}/a.jsonl",
+                            "--job_name=nightly-replay")
+    assert runner.end_of_replay.job_name == "nightly-replay"
+
+
+def test_embedded_flink_and_kafka_keep_the_idle_source_shutdown(tmp_path):
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    runner, label, options = _resolve("--streaming", f"--input={tmp_path}/a.jsonl")  # embedded: no REST endpoint
+    assert runner.end_of_replay is None and "drained" not in label
+    assert options.view_as(flink.CheckpointOptions).shutdown_sources_after_idle_ms == flink.DEFAULT_IDLE_SHUTDOWN_MS
+    runner, _, options = _resolve("--streaming", "--flink_master=127.0.0.1:8081", "--input=kafka://127.0.0.1:9/t",
+                                  "--kafka_max_records=10")
+    assert runner.end_of_replay is None
+    assert options.view_as(flink.CheckpointOptions).shutdown_sources_after_idle_ms == flink.DEFAULT_IDLE_SHUTDOWN_MS
+
+
+def test_batch_has_no_drain(tmp_path):
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    runner, _, _ = _resolve("--flink_master=127.0.0.1:8081", f"--input={tmp_path}/a.jsonl")
+    assert runner.end_of_replay is None
