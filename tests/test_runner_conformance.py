@@ -367,7 +367,11 @@ def test_flink_cluster_replay_resumes_from_a_checkpoint_after_a_killed_taskmanag
     # It did not start over: the counters of the job's final (restored) attempt count what was
     # read after the restore, which is at most the half the checkpoint did not hold.
     assert acc.read <= lines - seen["read_at_half"], (acc.read, lines, seen)
-    assert _rest(master, f"/jobs/{job}")["state"] == "FINISHED"  # drained at the end, not cancelled
+    # Drained at the end, not cancelled (the REST API's view of a job may lag a few seconds).
+    deadline = time.monotonic() + 30
+    while _rest(master, f"/jobs/{job}")["state"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _rest(master, f"/jobs/{job}")["state"] == "FINISHED"
 
     diff = diff_tables(read_rows(batch_output, CLICKSTREAM_METRICS), read_rows(output, CLICKSTREAM_METRICS))
     assert diff.identical, diff.summary()
