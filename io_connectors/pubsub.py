@@ -25,7 +25,7 @@ from apache_beam.metrics import Metrics
 
 from io_connectors.batched_write import WriteInBatchesFn
 from kappaflow.core import metrics
-from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord, dead_letter
+from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord, Rejection, payload_text
 from kappaflow.core.retry import RetryPolicy, brief_error
 from kappaflow.core.schema import FieldType, Schema, format_timestamp
 
@@ -115,13 +115,12 @@ class PublishMessagesFn(WriteInBatchesFn):
     """Buffers dicts, publishes them as a batch, retries the failed ones, dead-letters the rest."""
 
     def __init__(
-        self, topic: str, pipeline: str, attributes: Sequence[str], batch_size: int,
+        self, topic: str, attributes: Sequence[str], batch_size: int,
         retry: RetryPolicy, timeout_seconds: float, schema: Optional[Schema] = None,
     ) -> None:
         super().__init__(batch_size)
         self._topic = topic
         self._timestamps = timestamp_fields(schema)
-        self._pipeline = pipeline
         self._attributes = tuple(attributes)
         self._retry = retry
         self._timeout = timeout_seconds
@@ -150,8 +149,8 @@ class PublishMessagesFn(WriteInBatchesFn):
             pass  # what is still pending after the last attempt: dead letters
         for element in pending:
             self._failed.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                self._pipeline, "publish", f"{self._topic}: {errors[id(element)]}", element,
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, Rejection(
+                "publish", f"{self._topic}: {errors[id(element)]}", payload_text(element),
                 event_id=next((str(element[a]) for a in self._attributes if element.get(a) is not None), None),
             ))
 
@@ -188,7 +187,7 @@ class PublishMessages(beam.PTransform):
     """
 
     def __init__(
-        self, topic: str, pipeline: str, attributes: Sequence[str] = (), batch_size: int = 100,
+        self, topic: str, attributes: Sequence[str] = (), batch_size: int = 100,
         retry: RetryPolicy = RetryPolicy(), timeout_seconds: float = 30.0, schema: Optional[Schema] = None,
     ) -> None:
         super().__init__()
@@ -196,7 +195,7 @@ class PublishMessages(beam.PTransform):
             raise ValueError(f"{topic!r}: expected projects/PROJECT/topics/NAME")
         if batch_size < 1 or timeout_seconds <= 0:
             raise ValueError("batch_size must be >= 1 and timeout_seconds > 0")
-        self._fn = PublishMessagesFn(topic, pipeline, attributes, batch_size, retry, timeout_seconds, schema)
+        self._fn = PublishMessagesFn(topic, attributes, batch_size, retry, timeout_seconds, schema)
 
     def expand(self, elements: beam.PCollection) -> beam.PCollection:
         outputs = elements | "Publish" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="published")

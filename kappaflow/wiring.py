@@ -9,6 +9,7 @@ from typing import Callable, Optional
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from io_connectors.bigquery import BigQueryWriteConfig
+from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.kafka import (
     KafkaReadConfig, KafkaWriteConfig, is_kafka_url, parse_kafka_config, shared_security_settings)
 from io_connectors.pubsub import PubSubReadConfig
@@ -16,9 +17,10 @@ from io_connectors.sources import ReadInput
 from kappaflow import java_services
 from kappaflow.core.records import RawRecord
 from kappaflow.options import KafkaOptions, KappaflowOptions
+from transforms.dead_letters import DeadLetters
 from transforms.event_time import EventTimeOf
 
-__all__ = ["read_input", "kafka_read_config", "kafka_write_config", "bigquery_write_config"]
+__all__ = ["read_input", "dead_letters", "kafka_read_config", "kafka_write_config", "bigquery_write_config"]
 
 # Prism 2.70 (the local streaming runner) intermittently never finishes a pipeline whose repeated
 # processing-time trigger fires more than once (the SDK logs `KeyError: 'instNN'` on bundle
@@ -73,3 +75,9 @@ def bigquery_write_config(opts: KappaflowOptions) -> BigQueryWriteConfig:
         temp_location=opts.view_as(GoogleCloudOptions).temp_location, endpoint=opts.bigquery_endpoint,
         firing_seconds=opts.bigquery_firing_seconds, files_per_firing=LOCAL_FILES_PER_FIRING if local else None,
         java_worker_pool=opts.view_as(KafkaOptions).java_worker_pool, expansion_service=java_services.expansion_service)
+
+
+def dead_letters(opts: KappaflowOptions, pipeline: str, id_field: Optional[str] = None) -> DeadLetters:
+    """The run's one dead-letter path: the stages' rejections → `pipeline`'s rows in the
+    `dead_letters` table of --dead_letters_url (by default --output); `id_field`: the record id."""
+    return DeadLetters(WriteDeadLetters(opts.dead_letters_url, pipeline, id_field, bigquery_write_config(opts)))

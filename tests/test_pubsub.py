@@ -18,7 +18,7 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from fixtures_servers import free_port
 from io_connectors.pubsub import MessageToRecordFn, PubSubReadConfig, PublishMessages
-from kappaflow.core.records import RawRecord
+from kappaflow.core.records import RawRecord, dead_letter_row
 from kappaflow.core.retry import RetryPolicy
 from kappaflow.core.schema import format_timestamp, parse_timestamp
 from kappaflow.publish_replay import ReplayPace, publish_replay
@@ -58,7 +58,7 @@ def test_read_config_and_publisher_validate_names():
     with pytest.raises(ValueError):
         PubSubReadConfig("my-subscription", "timestamp")
     with pytest.raises(ValueError):
-        PublishMessages("projects/p/subscriptions/s", "test")
+        PublishMessages("projects/p/subscriptions/s")
 
 
 class _Done:
@@ -96,7 +96,7 @@ def test_publish_messages_with_attributes(pubsub_emulator, run_batch, count_of):
     alerts = [{"alert_id": f"a{i}", "device_id": f"d{i % 3}", "value": i * 1.5} for i in range(25)]
 
     def build(p):
-        dead = p | beam.Create(alerts) | PublishMessages(topic, "test", ("alert_id", "device_id"), batch_size=10)
+        dead = p | beam.Create(alerts) | PublishMessages(topic, ("alert_id", "device_id"), batch_size=10)
         assert_that(dead, equal_to([]))
 
     result = run_batch(build)
@@ -111,7 +111,8 @@ def test_publish_messages_with_attributes(pubsub_emulator, run_batch, count_of):
 def test_publish_failures_are_retried_then_dead_lettered(pubsub_emulator, run_batch, count_of):
     missing = "projects/kappaflow-test/topics/never-created"
 
-    def check(actual):
+    def check(rejections):
+        actual = [dead_letter_row(r, "test") for r in rejections]
         if sorted(d["event_id"] for d in actual) != ["a0", "a1", "a2"]:
             raise BeamAssertException(f"dead letters {actual}")
         if not all(d["stage"] == "publish" and "NotFound" in d["reason"] and missing in d["reason"]
@@ -120,7 +121,7 @@ def test_publish_failures_are_retried_then_dead_lettered(pubsub_emulator, run_ba
 
     def build(p):
         dead = p | beam.Create([{"alert_id": f"a{i}"} for i in range(3)]) | PublishMessages(
-            missing, "test", ("alert_id",), retry=RetryPolicy(attempts=3, initial_backoff_seconds=0.05))
+            missing, ("alert_id",), retry=RetryPolicy(attempts=3, initial_backoff_seconds=0.05))
         assert_that(dead, check)
 
     started = time.monotonic()

@@ -12,7 +12,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
 from kappaflow.core import metrics
-from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.records import DEAD_LETTER_TAG, Rejection
 from kappaflow.core.schema import MIN_EPOCH_SECONDS, format_timestamp
 
 __all__ = ["EventTimeBounds", "WithEventTime", "StampEventTimeFn", "EventTimeOf", "DEFAULT_MAX_FUTURE_SECONDS"]
@@ -64,11 +64,9 @@ class StampEventTimeFn(beam.DoFn):
     """Event → the event stamped with its `field` (epoch seconds); outside the bounds → dead letter.
     The gauge tells a progress line how far a replay has come."""
 
-    def __init__(self, field: str, bounds: EventTimeBounds, pipeline: str, id_field: Optional[str]) -> None:
+    def __init__(self, field: str, bounds: EventTimeBounds) -> None:
         self._field = field
         self._bounds = bounds
-        self._pipeline = pipeline
-        self._id_field = id_field
         self._invalid = Metrics.counter(metrics.NAMESPACE, metrics.INVALID)
         self._position = Metrics.gauge(metrics.NAMESPACE, metrics.EVENT_TIME_POSITION)
 
@@ -80,20 +78,17 @@ class StampEventTimeFn(beam.DoFn):
             yield TimestampedValue(event, seconds)
         else:
             self._invalid.inc()
-            event_id = event.get(self._id_field) if self._id_field else None
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                self._pipeline, "event_time", f"field {self._field}: {problem}", event,
-                event_id=event_id if isinstance(event_id, str) else None))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, Rejection(
+                "event_time", f"field {self._field}: {problem}", event))
 
 
 class WithEventTime(beam.PTransform):
     """Events → (events stamped with their event time, a TIMESTAMP field in epoch seconds;
     dead letters for times outside `bounds`)."""
 
-    def __init__(self, field: str, pipeline: str, id_field: Optional[str] = None,
-                 bounds: EventTimeBounds = EventTimeBounds()) -> None:
+    def __init__(self, field: str, bounds: EventTimeBounds = EventTimeBounds()) -> None:
         super().__init__()
-        self._fn = StampEventTimeFn(field, bounds, pipeline, id_field)
+        self._fn = StampEventTimeFn(field, bounds)
 
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return events | "StampEventTime" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="events")

@@ -37,7 +37,7 @@ from apache_beam.transforms.window import FixedWindows, GlobalWindow, WindowFn
 from apache_beam.utils.timestamp import Timestamp
 
 from kappaflow.core import metrics
-from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK, dead_letter
+from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK, Rejection
 from transforms.windowing import WindowConfig
 
 __all__ = ["RouteTooLateRecords", "RouteTooLateFn"]
@@ -63,13 +63,11 @@ class RouteTooLateFn(beam.DoFn):
     TIMERS = TimerSpec("watermark", TimeDomain.WATERMARK)
 
     def __init__(
-        self, window_fn: WindowFn, allowed_lateness: float, margin: float, pipeline: str, id_field: str
+        self, window_fn: WindowFn, allowed_lateness: float, margin: float
     ) -> None:
         self._window_fn = window_fn
         self._lateness = allowed_lateness
         self._margin = margin
-        self._pipeline = pipeline
-        self._id_field = id_field
         self._too_late = Metrics.counter(metrics.NAMESPACE, metrics.TOO_LATE)
         self._partly_late = Metrics.counter(metrics.NAMESPACE, "too_late_for_some_windows")
 
@@ -123,7 +121,7 @@ class RouteTooLateFn(beam.DoFn):
         if not open_deadlines:
             self._too_late.inc()
             windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._dead_letter(event, timestamp, windows))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._rejection(event, timestamp, windows))
         else:
             if len(open_deadlines) < len(deadlines):
                 self._partly_late.inc()
@@ -156,15 +154,14 @@ class RouteTooLateFn(beam.DoFn):
                 timers.set(Timestamp.of(min(event_time + offset, self._horizon)), dynamic_timer_tag=f"probe{rung}")
             self._write(shard, known, (passed, event_time))
 
-    def _dead_letter(self, event: dict, timestamp: Timestamp, windows: list) -> dict:
+    def _rejection(self, event: dict, timestamp: Timestamp, windows: list) -> Rejection:
         missed = max(windows, key=lambda w: w.start)
-        return dead_letter(
-            self._pipeline, "late",
+        return Rejection(
+            "late",
             f"event time {timestamp.to_rfc3339()} is too late for window "
             f"[{missed.start.to_rfc3339()}, {missed.end.to_rfc3339()}): the watermark passed "
             f"its end + allowed lateness ({self._lateness:g}s)",
-            event, event_id=event.get(self._id_field),
-            event_time=timestamp.micros / 1e6, window_start=missed.start.micros / 1e6,
+            event, event_time=timestamp.micros / 1e6, window_start=missed.start.micros / 1e6,
         )
 
     @on_timer(TIMERS)
@@ -183,8 +180,6 @@ class RouteTooLateRecords(beam.PTransform):
     def __init__(
         self,
         config: WindowConfig,
-        pipeline: str,
-        id_field: str,
         shard_key: Callable[[dict], str],
         shards: int = 16,
     ) -> None:
@@ -192,8 +187,6 @@ class RouteTooLateRecords(beam.PTransform):
         if shards < 1:
             raise ValueError("shards must be >= 1")
         self._config = config
-        self._pipeline = pipeline
-        self._id_field = id_field
         self._shard_key = shard_key
         self._shards = shards
 
@@ -205,9 +198,7 @@ class RouteTooLateRecords(beam.PTransform):
                 lambda e: (zlib.crc32(shard_key(e).encode("utf-8")) % shards, e)
             ).with_output_types(beam.typehints.Tuple[int, Any])
             | "RouteTooLate" >> beam.ParDo(
-                RouteTooLateFn(
-                    self._config.window_fn(), self._config.allowed_lateness_seconds,
-                    self._config.late_margin, self._pipeline, self._id_field,
-                )
+                RouteTooLateFn(self._config.window_fn(), self._config.allowed_lateness_seconds,
+                               self._config.late_margin)
             ).with_outputs(DEAD_LETTER_TAG, main="events")
         )
