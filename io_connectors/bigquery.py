@@ -240,7 +240,6 @@ class ToLoadLinesFn(beam.DoFn):
     def __init__(self, schema: Schema, table_id: str) -> None:
         self._schema = schema
         self._table_id = table_id
-        self._pipeline = pipeline
         self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
 
     def process(self, row: dict) -> Iterator[Any]:
