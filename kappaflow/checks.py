@@ -1,6 +1,6 @@
-"""Checks of a run's configuration before anything runs: the input is there, and the reference
-database has the tables and columns the pipeline looks up. Each failure is a ConfigurationError
-whose one-line message names the option and the fix."""
+"""Checks of a run's configuration before anything runs: every option is the pipeline's own, the
+input is there, and the reference database has the tables and columns the pipeline looks up. Each
+failure is a ConfigurationError whose one-line message names the option and the fix."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, Optional, Sequence
 
 import apache_beam as beam
 import sqlalchemy as sa
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
 
 from io_connectors.files import expand_pattern
@@ -18,7 +19,23 @@ from kappaflow.core.sql import create_engine, safe_url
 from kappaflow.errors import ConfigurationError
 from transforms.enrich_database import LookupSpec
 
-__all__ = ["check_input", "check_reference_db", "check_dead_letters_reach_a_sink"]
+__all__ = ["check_own_options", "check_input", "check_reference_db", "check_dead_letters_reach_a_sink"]
+
+
+def check_own_options(pipeline: str, options_class: type[PipelineOptions], argv: Sequence[str]) -> None:
+    """A flag that another kappaflow pipeline declares and `pipeline` does not → ConfigurationError
+    naming both. Beam parses every options class it has seen in every run, so it would take such a
+    flag (--reference_db on CDC) and the run would silently ignore it."""
+    from kappaflow.flex_template import flags_of, options_class as options_of, pipeline_names
+
+    own = flags_of(options_class)
+    for flag in (a.split("=", 1)[0] for a in argv if a.startswith("--")):
+        if flag in own:
+            continue
+        owners = [name for name in pipeline_names() if name != pipeline and flag in flags_of(options_of(name))]
+        if owners:
+            raise ConfigurationError(f"{flag} is not an option of {pipeline} but of {' and '.join(owners)}; "
+                                     f"kappaflow {pipeline} --help lists its options")
 
 
 def check_input(pattern: Optional[str]) -> None:
