@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from io_connectors.batched_write import WriteInBatchesFn
+from io_connectors.batched_write import SinkCounters, WriteInBatchesFn
 from io_connectors.bigquery_client import bigquery_client
 from io_connectors.bigquery_loads import LoadStagedFilesFn, StageForLoads
 from kappaflow.core import metrics
@@ -182,9 +182,7 @@ class WriteRowsToBigQueryFn(WriteInBatchesFn):
         self._endpoint = endpoint
         self._retry = retry
         self._keep = tuple(keep)
-        self._written = Metrics.counter(metrics.NAMESPACE, counter)
-        self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
-        self._retries = Metrics.counter(metrics.NAMESPACE, "sink_retries")
+        self._count = SinkCounters(counter)
 
     def setup(self) -> None:
         self._client = bigquery_client(self._location.project, self._endpoint)
@@ -196,31 +194,31 @@ class WriteRowsToBigQueryFn(WriteInBatchesFn):
     def write_batch(self, rows: list[dict]) -> Iterator[Any]:
         try:
             self._send_with_retry(rows)
-            self._written.inc(len(rows))
+            self._count.written.inc(len(rows))
             return
         except _Rejected as rejected:
             failed = {i: rows[i] for i in rejected.errors}
-            self._written.inc(len(rows) - len(failed))
+            self._count.written.inc(len(rows) - len(failed))
             errors = rejected.errors
         except Exception:  # noqa: BLE001 - the whole request failed: find the rows at fault
             failed, errors = {}, {}
             for i, row in enumerate(rows):
                 try:
                     self._send_with_retry([row])
-                    self._written.inc()
+                    self._count.written.inc()
                 except _Rejected as rejected:
                     failed[i], errors[i] = row, next(iter(rejected.errors.values()))
                 except Exception as err:  # noqa: BLE001
                     failed[i], errors[i] = row, brief_error(err)
         for i, row in failed.items():
-            self._rejected.inc()
+            self._count.rejected.inc()
             rejection = _sink_rejection(self._schema, self._table_id, row, errors[i])
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, rejection)
 
     def _send_with_retry(self, rows: list[dict]) -> None:
         # Transport and server errors are retried; rows BigQuery rejected would be rejected again.
         self._retry.call(f"writing to {self._table_id}", lambda: self._send(rows), give_up_on=_Rejected,
-                         on_retry=self._retries.inc)
+                         on_retry=self._count.retries.inc)
 
     def _send(self, rows: list[dict]) -> None:
         if not self._ready:
@@ -240,13 +238,13 @@ class ToLoadLinesFn(beam.DoFn):
     def __init__(self, schema: Schema, table_id: str) -> None:
         self._schema = schema
         self._table_id = table_id
-        self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
+        self._count = SinkCounters()
 
     def process(self, row: dict) -> Iterator[Any]:
         try:
             self._schema.parse(row)
         except ValidationError as err:
-            self._rejected.inc()
+            self._count.rejected.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, _sink_rejection(self._schema, self._table_id, row, err))
         else:
             line = json.dumps(to_bigquery_row(self._schema, row), sort_keys=True).encode("utf-8") + b"\n"
@@ -388,12 +386,11 @@ class FailedWriteToDeadLetterFn(beam.DoFn):
 
     def __init__(self, table_id: str, counter: str) -> None:
         self._table_id = table_id
-        self._written = Metrics.counter(metrics.NAMESPACE, counter)
-        self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
+        self._count = SinkCounters(counter)
 
     def process(self, failed: dict) -> Iterator[Rejection]:
-        self._written.dec()
-        self._rejected.inc()
+        self._count.written.dec()
+        self._count.rejected.inc()
         yield Rejection("sink", f"{self._table_id}: {str(failed['error_message'])[:300]}",
                         json.dumps(failed["failed_row"], sort_keys=True, default=str))
 

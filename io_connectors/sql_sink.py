@@ -13,9 +13,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 import apache_beam as beam
 import sqlalchemy as sa
-from apache_beam.metrics import Metrics
 
-from io_connectors.batched_write import WriteInBatchesFn
+from io_connectors.batched_write import SinkCounters, WriteInBatchesFn
 from kappaflow.core import metrics
 from kappaflow.core.records import DEAD_LETTER_TAG, Rejection, payload_text
 from kappaflow.core.retry import RetryPolicy, brief_error
@@ -152,9 +151,7 @@ class UpsertRowsFn(WriteInBatchesFn):
         self._schema = schema
         self._table_name = table
         self._retry = retry
-        self._written = Metrics.counter(metrics.NAMESPACE, counter)
-        self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
-        self._retries = Metrics.counter(metrics.NAMESPACE, "sink_retries")
+        self._count = SinkCounters(counter)
 
     def setup(self) -> None:
         self._engine = create_engine(self._url)
@@ -181,14 +178,14 @@ class UpsertRowsFn(WriteInBatchesFn):
     def write_batch(self, batch: list[dict]) -> Iterator[Any]:
         rows = self._one_row_per_key(batch)
         if self._write_with_retry(rows):
-            self._written.inc(len(rows))
+            self._count.written.inc(len(rows))
             return
         for row in rows:  # isolate the rows the database rejects
             try:
                 self._upsert([row])
-                self._written.inc()
+                self._count.written.inc()
             except sa.exc.SQLAlchemyError as err:
-                self._rejected.inc()
+                self._count.rejected.inc()
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, Rejection(
                     "sink", f"{self._table.name}: {brief_error(err)}", payload_text(row)))
 
@@ -201,7 +198,7 @@ class UpsertRowsFn(WriteInBatchesFn):
     def _write_with_retry(self, rows: list[dict]) -> bool:
         try:
             self._retry.call(f"upsert into {self._table.name}", lambda: self._upsert(rows),
-                             retry_on=sa.exc.SQLAlchemyError, on_retry=self._retries.inc)
+                             retry_on=sa.exc.SQLAlchemyError, on_retry=self._count.retries.inc)
         except sa.exc.SQLAlchemyError:
             return False
         return True

@@ -12,6 +12,8 @@ ENRICH_FAILED = "enrich_failed"
 EXCLUDED = "records_excluded"  # kept out of statistics on purpose (e.g. quality != good)
 AGGREGATED = "records_aggregated"
 ROWS_WRITTEN = "rows_written"
+ROWS_REJECTED_BY_SINK = "rows_rejected_by_sink"  # not a category: the sink's dead letters count them
+SINK_RETRIES = "sink_retries"
 DEAD_LETTERS_WRITTEN = "dead_letters_written"
 # Dead letters the dead-letter table itself refused: they are lost, so the accounting fails.
 DEAD_LETTERS_FAILED = "dead_letters_failed"
