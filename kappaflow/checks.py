@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
 
+from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.files import expand_pattern
 from kappaflow.core.records import DEAD_LETTER_TAG
 from kappaflow.core.retry import brief_error
@@ -96,24 +97,31 @@ def check_reference_db(url: str, lookups: Sequence[LookupSpec]) -> None:
 
 
 def check_dead_letters_reach_a_sink(pipeline: beam.Pipeline) -> None:
-    """Every step that declares a dead-letter output must hand it on (to WriteDeadLetters): Beam
-    drops an output nobody reads, so a forgotten tag would lose its letters without a word."""
+    """Every step that declares a dead-letter output must hand it to WriteDeadLetters (through
+    DeadLetters.collect): Beam drops an output nobody reads, and a pipeline that took the rejections
+    elsewhere would lose them as surely, so either stops the run before it starts."""
     declared: list[tuple[str, Any]] = []
-    consumed: set[int] = set()
+    written: set[int] = set()  # the PCollections read inside a WriteDeadLetters
 
     class FindDeadLetterOutputs(PipelineVisitor):
+        inside_sink = 0
+
         def enter_composite_transform(self, node: Any) -> None:
             # ParDo(...).with_outputs(DEAD_LETTER_TAG, ...) keeps its tags on this composite;
             # a tag's PCollection exists only once the pipeline code asked for it.
             if DEAD_LETTER_TAG in (getattr(node.transform, "_tags", None) or ()):
                 declared.append((node.full_label, node.outputs.get(DEAD_LETTER_TAG)))
+            self.inside_sink += isinstance(node.transform, WriteDeadLetters)
+
+        def leave_composite_transform(self, node: Any) -> None:
+            self.inside_sink -= isinstance(node.transform, WriteDeadLetters)
 
         def visit_transform(self, node: Any) -> None:
-            consumed.update(id(pcoll) for pcoll in node.inputs)
-            consumed.update(id(side.pvalue) for side in node.side_inputs)
+            if self.inside_sink:
+                written.update(id(pcoll) for pcoll in node.inputs)
 
     pipeline.visit(FindDeadLetterOutputs())
-    lost = [label for label, pcoll in declared if pcoll is None or id(pcoll) not in consumed]
+    lost = [label for label, pcoll in declared if pcoll is None or id(pcoll) not in written]
     if lost:
-        raise ConfigurationError(f"{lost[0]}: its dead letters go nowhere; hand its {DEAD_LETTER_TAG!r} output "
-                                 "to WriteDeadLetters")
+        raise ConfigurationError(f"{lost[0]}: its dead letters go nowhere; hand the step's outputs to the "
+                                 "pipeline's DeadLetters (rejected.collect(...)), which writes them")

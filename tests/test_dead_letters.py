@@ -43,6 +43,13 @@ def test_a_dead_letter_output_taken_but_not_written_stops_the_run():
         check_dead_letters_reach_a_sink(p)
 
 
+def test_dead_letters_taken_anywhere_but_the_sink_stop_the_run():
+    p = beam.Pipeline()
+    _ = _parsed(p)[DEAD_LETTER_TAG] | beam.Map(print)  # gathered by hand, and lost
+    with pytest.raises(ConfigurationError, match=r"^Parse/.*: its dead letters go nowhere"):
+        check_dead_letters_reach_a_sink(p)
+
+
 def test_dead_letters_handed_to_the_sink_pass(tmp_path):
     p = beam.Pipeline()
     parsed = _parsed(p)

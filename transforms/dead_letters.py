@@ -9,8 +9,8 @@
 A stage's dead-letter output (DEAD_LETTER_TAG) holds Rejections: stage, reason, the element. The
 pipeline hands each stage's outputs to `collect`, which keeps the rejections and gives back what
 the stage passed on; a sink's only output is its rejections. Leaving the block hands them all to
-one step (`write`), which makes the dead-letter rows. A stage whose rejections were never
-collected stops the run before it starts (kappaflow/checks.check_dead_letters_reach_a_sink).
+one step (`write`), which makes the dead-letter rows. A stage whose rejections do not reach that
+step stops the run before it starts (kappaflow/checks.check_dead_letters_reach_a_sink).
 """
 
 from __future__ import annotations
