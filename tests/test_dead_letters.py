@@ -19,6 +19,7 @@ from kappaflow.tables import read_rows
 from transforms.dead_letters import DeadLetters
 from transforms.event_time import WithEventTime
 from transforms.parse import ParseEvents
+from conftest import batch_pipeline
 
 EVENT = Schema(name="event", fields=(Field("id", FieldType.STRING, required=True),))
 TIMED = Schema(name="timed", fields=(Field("id", FieldType.STRING, required=True), Field("t", FieldType.FLOAT64)))
@@ -76,7 +77,7 @@ def test_collected_rejections_of_every_stage_are_written_by_one_step(tmp_path):
     url = f"sqlite:///{tmp_path}/dead.db"
     records = [RawRecord(b'{"id": "a", "t": 10}', "in:1"), RawRecord(b"{bad", "in:2"),
                RawRecord(b'{"id": "b", "t": 4e9}', "in:3")]
-    p = beam.Pipeline()
+    p = batch_pipeline()  # a named runner: Beam's default may try to fetch Prism, and that sticks
     with DeadLetters(WriteDeadLetters(url, "t", id_field="id")) as dead_letters:
         parsed = dead_letters.collect(p | beam.Create(records) | "Parse" >> ParseEvents(TIMED))
         timed = dead_letters.collect(parsed | "EventTime" >> WithEventTime("t"))
