@@ -97,10 +97,12 @@ def check_reference_db(url: str, lookups: Sequence[LookupSpec]) -> None:
 
 
 def check_dead_letters_reach_a_sink(pipeline: beam.Pipeline) -> None:
-    """Every step that declares a dead-letter output must hand it to WriteDeadLetters (through
-    DeadLetters.collect): Beam drops an output nobody reads, and a pipeline that took the rejections
-    elsewhere would lose them as surely, so either stops the run before it starts."""
+    """Every step that declares a dead-letter output must hand it to WriteDeadLetters, directly or
+    through Flattens (a composite joining its steps' rejections); DeadLetters.collect does. Beam
+    drops an output nobody reads, and rejections taken elsewhere by hand are as lost: either
+    stops the run."""
     declared: list[tuple[str, Any]] = []
+    flattened_into: dict[int, list[int]] = {}  # PCollection → the Flattens' outputs that take it
     written: set[int] = set()  # the PCollections read inside a WriteDeadLetters
 
     class FindDeadLetterOutputs(PipelineVisitor):
@@ -117,11 +119,25 @@ def check_dead_letters_reach_a_sink(pipeline: beam.Pipeline) -> None:
             self.inside_sink -= isinstance(node.transform, WriteDeadLetters)
 
         def visit_transform(self, node: Any) -> None:
-            if self.inside_sink:
-                written.update(id(pcoll) for pcoll in node.inputs)
+            for pcoll in node.inputs:
+                if self.inside_sink:
+                    written.add(id(pcoll))
+                if isinstance(node.transform, beam.Flatten):
+                    flattened_into.setdefault(id(pcoll), []).extend(id(out) for out in node.outputs.values())
+
+    def reaches_the_sink(pcoll: Any) -> bool:
+        pending, seen = [id(pcoll)], set()
+        while pending:
+            current = pending.pop()
+            if current in written:
+                return True
+            if current not in seen:
+                seen.add(current)
+                pending.extend(flattened_into.get(current, ()))
+        return False
 
     pipeline.visit(FindDeadLetterOutputs())
-    lost = [label for label, pcoll in declared if pcoll is None or id(pcoll) not in written]
+    lost = [label for label, pcoll in declared if pcoll is None or not reaches_the_sink(pcoll)]
     if lost:
         raise ConfigurationError(f"{lost[0]}: its dead letters go nowhere; hand the step's outputs to the "
                                  "pipeline's DeadLetters (rejected.collect(...)), which writes them")

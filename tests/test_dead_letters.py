@@ -93,6 +93,19 @@ def test_collected_rejections_of_every_stage_are_written_by_one_step(tmp_path):
         dead_letters.collect(parsed)
 
 
+def test_a_composite_s_outputs_by_tag_give_their_main_output_and_flattened_rejections_reach_the_sink():
+    from transforms.late_data import RouteTooLateRecords
+    from transforms.windowing import WindowConfig
+
+    p = beam.Pipeline()
+    with DeadLetters(WriteDeadLetters("sqlite://", "t", id_field="id")) as dead_letters:
+        events = p | beam.Create([{"id": "a", "t": 1.0}])
+        routed = events | "Route" >> RouteTooLateRecords(WindowConfig(size_seconds=60), shard_key=lambda e: e["id"])
+        in_time = dead_letters.collect(routed)  # {"events": ..., DEAD_LETTER_TAG: a Flatten of two steps'}
+    assert in_time is routed.events
+    check_dead_letters_reach_a_sink(p)
+
+
 def test_a_failed_build_writes_nothing():
     p = beam.Pipeline()
     with pytest.raises(ValueError), DeadLetters(WriteDeadLetters("sqlite://", "t")) as dead_letters:

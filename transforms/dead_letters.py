@@ -15,7 +15,7 @@ step stops the run before it starts (kappaflow/checks.check_dead_letters_reach_a
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
@@ -42,16 +42,20 @@ class DeadLetters:
             self.close()
 
     def collect(
-        self, outputs: Union[beam.pvalue.DoOutputsTuple, beam.PCollection]
+        self, outputs: Union[beam.pvalue.DoOutputsTuple, Mapping[str, beam.PCollection], beam.PCollection]
     ) -> Optional[beam.PCollection]:
-        """A stage's outputs → its main output (its rejections kept); a sink's rejections → None."""
+        """A stage's outputs (a ParDo's, or a {tag: PCollection} of a composite) → its main output,
+        its rejections kept; a sink's rejections (a PCollection) → None."""
         if self._closed:
             raise RuntimeError("dead letters collected after they were written")
-        if isinstance(outputs, beam.pvalue.DoOutputsTuple):
-            self._rejections.append(outputs[DEAD_LETTER_TAG])
-            return next(iter(outputs))  # the main output comes first
-        self._rejections.append(outputs)
-        return None
+        if isinstance(outputs, beam.PCollection):
+            self._rejections.append(outputs)
+            return None
+        self._rejections.append(outputs[DEAD_LETTER_TAG])
+        if isinstance(outputs, Mapping):
+            (main,) = (pcoll for tag, pcoll in outputs.items() if tag != DEAD_LETTER_TAG)
+            return main
+        return next(iter(outputs))  # a ParDo's main output comes first
 
     def close(self) -> None:
         self._closed = True
