@@ -4,7 +4,8 @@ Source: Beam's ReadFromPubSub (every runner has it), then each message becomes a
 payload is the message data (JSON), whose origin is the message id and whose ingest time is the
 publish time (the IoT clock-skew rule compares event time with it). With `timestamp_attribute`
 the attribute's time overrides the payload's time field (a replay publisher sets it to the
-original event time); an `event_id` attribute fills a payload that lacks one. Re-deliveries are
+original event time), unless the payload's own time is unreadable (that record is dead-lettered
+as in a batch run); an `event_id` attribute fills a payload that lacks one. Re-deliveries are
 caught downstream by our own dedup transform, on every runner; `id_label` additionally asks
 Dataflow for Pub/Sub's native dedup (the DirectRunner raises NotImplementedError for it).
 
@@ -27,7 +28,7 @@ from io_connectors.batched_write import WriteInBatchesFn
 from kappaflow.core import metrics
 from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord, dead_letter
 from kappaflow.core.retry import RetryPolicy, brief_error
-from kappaflow.core.schema import FieldType, Schema, format_timestamp
+from kappaflow.core.schema import FieldType, Schema, format_timestamp, parse_timestamp
 
 __all__ = [
     "PubSubReadConfig", "ReadPubSubRecords", "MessageToRecordFn", "PublishMessages", "PublishMessagesFn",
@@ -75,7 +76,10 @@ class MessageToRecordFn(beam.DoFn):
             if isinstance(decoded, dict):
                 if id_field and id_field in attributes and not decoded.get(id_field):
                     decoded[id_field] = attributes[id_field]
-                decoded.update(overrides)
+                # A payload whose own time is unreadable stays as it came, for the parser to
+                # dead-letter: the attribute may be a publisher's stand-in (kappaflow.publish_replay
+                # stamps every message, because Beam's Java read fails on one without it).
+                decoded.update({k: v for k, v in overrides.items() if _readable_or_absent(decoded.get(k))})
                 payload = decoded
         publish_time = message.publish_time.timestamp() if message.publish_time else None
         yield RawRecord(payload, f"pubsub:{self._config.subscription}#{message.message_id}", publish_time)
@@ -98,6 +102,16 @@ class ReadPubSubRecords(beam.PTransform):
                 timestamp_attribute=self._config.timestamp_attribute, id_label=self._config.id_label)
             | "ToRawRecords" >> beam.ParDo(MessageToRecordFn(self._config))
         )
+
+
+def _readable_or_absent(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        parse_timestamp(value)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def timestamp_fields(schema: Optional[Schema]) -> tuple[str, ...]:

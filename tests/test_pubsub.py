@@ -50,6 +50,11 @@ def test_message_becomes_a_record_with_publish_time_as_ingest_time():
     record = to_record(message(b'{"event_id": "e1", "timestamp": 5}', {"ts": "2027-01-01T00:00:00Z"}),
                        timestamp_attribute="ts")
     assert record.payload["timestamp"] == "2027-01-01T00:00:00Z"
+    # A payload whose own time is unreadable keeps it (the attribute may be a publisher's stand-in):
+    # the parser dead-letters it, as a batch run does.
+    record = to_record(message(b'{"event_id": "e1", "timestamp": "yesterday"}', {"ts": "2027-01-01T00:00:00Z"}),
+                       timestamp_attribute="ts")
+    assert record.payload["timestamp"] == "yesterday"
     # A payload that is not JSON is passed on untouched for the parser to dead-letter.
     assert to_record(message(b"not json", {"event_id": "a1"})).payload == b"not json"
 
@@ -83,9 +88,17 @@ def test_replay_is_paced_by_event_time():
     # 60x: one minute of event time per second; an out-of-order record goes at once.
     assert [(t, e) for t, e, _ in published] == [(0.0, "e0"), (1.0, "e1"), (1.0, "e2"), (2.0, "e3"), (2.0, "e4")]
     assert published[1][2] == {"event_time": format_timestamp(1060), "event_id": "e1"}
-    assert published[4][2] == {"event_id": "e4"}  # no readable time: no attribute
+    # No readable time: the time of the record before it, for Beam's Java read (it fails on a
+    # message without the attribute); the pipeline still dead-letters it for its own time.
+    assert published[4][2] == {"event_time": format_timestamp(1120), "event_id": "e4"}
     assert "published: 5 messages" in out.getvalue()
     assert ReplayPace.parse("max").due(0, 1e9) == 0.0
+    # Unreadable records at the start wait for the first readable time, and go just before it.
+    published.clear()
+    publish_replay(records[4:] + records[:2], publish, EventTimeOf("timestamp"), ReplayPace(None), "event_id",
+                   progress=io.StringIO(), clock=lambda: now[0], sleep=lambda s: None)
+    assert [(e, a.get("event_time")) for _, e, a in published] == [
+        ("e4", format_timestamp(1000)), ("e0", format_timestamp(1000)), ("e1", format_timestamp(1060))]
     with pytest.raises(ValueError):
         ReplayPace(0)
 
