@@ -59,6 +59,29 @@ def test_message_becomes_a_record_with_publish_time_as_ingest_time():
     assert to_record(message(b"not json", {"event_id": "a1"})).payload == b"not json"
 
 
+def test_a_message_from_the_java_read_takes_its_ingest_time_from_the_element_timestamp(run_batch):
+    """Beam's Java read (Prism, Flink) drops the publish time; the element timestamp is the publish
+    time, unless --timestamp_attribute made it the event time: then the ingest time is unknown."""
+    from apache_beam.transforms.window import TimestampedValue
+
+    from io_connectors.pubsub import TimestampedMessageToRecordFn
+
+    msg = PubsubMessage(b'{"event_id": "e1", "timestamp": 5}', {"ts": "1970-01-01T00:00:07Z"}, "42")
+
+    def build(p):
+        messages = p | beam.Create([TimestampedValue(msg, 1_800_000_000.5)])
+        by_publish = messages | "Publish" >> beam.ParDo(TimestampedMessageToRecordFn(
+            PubSubReadConfig(SUBSCRIPTION, "timestamp", "event_id")))
+        by_attribute = messages | "Attribute" >> beam.ParDo(TimestampedMessageToRecordFn(
+            PubSubReadConfig(SUBSCRIPTION, "timestamp", "event_id", timestamp_attribute="ts")))
+        assert_that(by_publish, equal_to([RawRecord(msg.data, f"pubsub:{SUBSCRIPTION}#42", 1_800_000_000.5)]),
+                    label="publish")
+        assert_that(by_attribute, equal_to([RawRecord({"event_id": "e1", "timestamp": "1970-01-01T00:00:07Z"},
+                                                      f"pubsub:{SUBSCRIPTION}#42", None)]), label="attribute")
+
+    run_batch(build)
+
+
 def test_read_config_and_publisher_validate_names():
     with pytest.raises(ValueError):
         PubSubReadConfig("my-subscription", "timestamp")
