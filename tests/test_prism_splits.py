@@ -29,6 +29,7 @@ from kappaflow import prism
 pytestmark = pytest.mark.slow
 
 STEPS, PER_STEP, KEYS = 4, 10, 13
+ATTEMPTS = 3
 
 
 class RecordSlowTimersFn(beam.DoFn):
@@ -74,13 +75,20 @@ def _prism_options(*args: str) -> PipelineOptions:
 
 
 def test_prism_splits_redeliver_processed_records(tmp_path):
-    """The upstream bug, with Prism's default splitting (what `resolve` turns off)."""
+    """The upstream bug, with Prism's default splitting (what `resolve` turns off).
+
+    A split needs Prism to ask for one while a slow timer runs, which depends on scheduling: one run of
+    this graph showed no re-delivery in a CI run (1 of about 20 runs), so the canary fails only when
+    none of ATTEMPTS runs re-delivers.
+    """
     from apache_beam.runners.portability.prism_runner import PrismRunner
 
-    seen = _processed(_prism_options(), PrismRunner(), tmp_path / "seen.txt")
-    assert len(seen) == STEPS * PER_STEP
-    twice = sorted(e for e, n in seen.items() if n > 1)
-    assert twice, "Prism no longer re-delivers after a split: drop prism.DISABLE_SPLITS"
+    for attempt in range(ATTEMPTS):
+        seen = _processed(_prism_options(), PrismRunner(), tmp_path / f"seen-{attempt}.txt")
+        assert len(seen) == STEPS * PER_STEP
+        if any(n > 1 for n in seen.values()):
+            return
+    pytest.fail(f"Prism re-delivered nothing after a split in {ATTEMPTS} runs: drop prism.DISABLE_SPLITS")
 
 
 def test_resolved_prism_processes_each_record_once(tmp_path):
