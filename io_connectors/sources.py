@@ -48,8 +48,8 @@ class ReadFiles(beam.PTransform):
 
 def read_bounded(path: str, ingest_time_field: Optional[str] = None) -> Iterator[RawRecord]:
     """A file's records, each stamped with a bounded source's watermark: nothing is late in batch."""
-    for record in read_records(path, ingest_time_field):
-        yield record._replace(watermark=BOUNDED_WATERMARK)
+    for payload, origin, ingest_time, _ in read_records(path, ingest_time_field):
+        yield RawRecord(payload, origin, ingest_time, BOUNDED_WATERMARK)  # not _replace: a third of the cost
 
 
 class ReadInput(beam.PTransform):

@@ -226,11 +226,10 @@ def test_fixed_window_deadlines_are_what_beam_assigns(size, offset):
     from apache_beam.transforms.window import FixedWindows, WindowFn
     from apache_beam.utils.timestamp import Timestamp
 
-    from transforms.late_data import RouteTooLateFn
+    from transforms.late_data import TooLateJudge
 
-    fn = RouteTooLateFn(FixedWindows(size, offset), 30.0, 60.0, "test", "event_id")
-    fn.setup()
+    judge = TooLateJudge(FixedWindows(size, offset), 30.0, "test", "event_id")
     for micros in (0, 1, 59_999_999, 60_000_000, 1_705_322_445_123_456, -1, -60_000_001):
         ts = Timestamp(micros=micros)
         windows = FixedWindows(size, offset).assign(WindowFn.AssignContext(ts))
-        assert fn._deadlines(ts, {}) == [w.max_timestamp().micros / 1e6 + 30.0 for w in windows], micros
+        assert judge.deadlines(ts, {}) == [w.max_timestamp().micros / 1e6 + 30.0 for w in windows], micros

@@ -1,13 +1,19 @@
-"""WindowConfig validation and the window functions / triggers it builds."""
+"""WindowConfig validation, the window functions / triggers it builds, and steps that place their
+outputs in windows themselves."""
 
 from __future__ import annotations
 
+import pickle
+
 import apache_beam as beam
 import pytest
+from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import trigger, window
-from apache_beam.utils.timestamp import Duration
+from apache_beam.transforms.core import Windowing
+from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.windowing import WindowConfig
+from transforms.windowing import ParDoInWindows, WindowConfig, WindowsOf
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -77,3 +83,44 @@ def test_window_into_trigger_and_accumulation():
     strategy = discarding.get_windowing(None)
     assert repr(strategy.triggerfn) == repr(trigger.AfterWatermark(late=trigger.AfterCount(1)))
     assert strategy.accumulation_mode == trigger.AccumulationMode.DISCARDING
+
+
+def test_windowing_is_what_window_into_declares():
+    config = WindowConfig(size_seconds=60, allowed_lateness_seconds=100, late_margin_seconds=20)
+    declared, into = config.windowing(), config.window_into().get_windowing(None)
+    assert (declared.windowfn, repr(declared.triggerfn), declared.accumulation_mode, declared.allowed_lateness,
+            declared.timestamp_combiner) == (into.windowfn, repr(into.triggerfn), into.accumulation_mode,
+                                             into.allowed_lateness, into.timestamp_combiner)
+
+
+@pytest.mark.parametrize("windowfn", [
+    window.FixedWindows(60), window.FixedWindows(3600, offset=17), window.SlidingWindows(60, 20),
+    window.Sessions(30), window.GlobalWindows()], ids=repr)
+def test_windows_of_assigns_as_the_window_fn(windowfn):
+    windows_of = WindowsOf(windowfn)
+    for micros in (0, 1, 59_999_999, 60_000_000, 1_705_322_445_123_456, -1, -60_000_001):
+        ts = Timestamp(micros=micros)
+        assert windows_of(ts, {"e": 1}) == list(windowfn.assign(window.WindowFn.AssignContext(ts, element={"e": 1})))
+    assert pickle.loads(pickle.dumps(windows_of))(Timestamp(micros=5)) == windows_of(Timestamp(micros=5))
+
+
+@pytest.mark.parametrize("runner", ["run_batch", "run_prism"])
+def test_a_step_in_windows_declares_them_and_places_its_outputs(runner, request):
+    fixed = Windowing(window.FixedWindows(60))
+
+    class KeyInWindowFn(beam.DoFn):
+        def __init__(self):
+            self._windows = WindowsOf(fixed.windowfn)
+
+        def process(self, element, timestamp=beam.DoFn.TimestampParam):
+            yield WindowedValue(("k", element), timestamp, self._windows(timestamp))
+
+    def build(p):
+        placed = (p | beam.Create([1, 59, 61, 130]) | beam.Map(lambda t: window.TimestampedValue(t, t))
+                  | "InWindows" >> ParDoInWindows(KeyInWindowFn(), fixed))
+        assert placed.windowing == fixed
+        grouped = placed | beam.GroupByKey() | beam.MapTuple(lambda k, vs, w=beam.DoFn.WindowParam: (
+            w.start.micros // 1_000_000, sorted(vs)))
+        assert_that(grouped, equal_to([(0, [1, 59]), (60, [61]), (120, [130])]))
+
+    request.getfixturevalue(runner)(build)

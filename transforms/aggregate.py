@@ -23,7 +23,7 @@ from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
 from kappaflow.core import metrics
 from kappaflow.core.schema import Schema
-from transforms.windowing import WindowConfig
+from transforms.windowing import ParDoInWindows, WindowConfig, WindowsOf
 
 __all__ = ["Metric", "AggregateCombineFn", "AggregatePerWindow", "PartiallyAggregateFn", "ShardPanesFn",
            "CountAndFormatRowsFn"]
@@ -154,26 +154,28 @@ class PartiallyAggregateFn(beam.DoFn):
 
     Each partial carries the earliest timestamp of its events, so it holds the watermark no later
     than they would have. At most `max_groups` partials are kept: memory does not grow with input.
+    An event goes into the windows `windows` gives for its timestamp (the step is its own WindowInto).
     """
 
-    def __init__(self, key_fields: Sequence[str], combine_fn: "AggregateCombineFn", max_groups: int = 20000) -> None:
+    def __init__(self, key_fields: Sequence[str], combine_fn: "AggregateCombineFn", windows: WindowsOf,
+                 max_groups: int = 20000) -> None:
         self._key_fields = tuple(key_fields)
         self._combine_fn = combine_fn
+        self._windows = windows
         self._max_groups = max_groups
 
     def start_bundle(self) -> None:
         self._partials: dict[tuple, list] = {}
 
-    def process(
-        self, event: dict, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam
-    ) -> Iterator[WindowedValue]:
+    def process(self, event: dict, timestamp=beam.DoFn.TimestampParam) -> Iterator[WindowedValue]:
         key = tuple(event[f] for f in self._key_fields)
-        slot = self._partials.get((window, key))
-        if slot is None:
-            slot = self._partials[(window, key)] = [self._combine_fn.create_accumulator(), timestamp]
-        elif timestamp < slot[1]:
-            slot[1] = timestamp
-        self._combine_fn.add_input(slot[0], event)
+        for window in self._windows(timestamp, event):
+            slot = self._partials.get((window, key))
+            if slot is None:
+                slot = self._partials[(window, key)] = [self._combine_fn.create_accumulator(), timestamp]
+            elif timestamp < slot[1]:
+                slot[1] = timestamp
+            self._combine_fn.add_input(slot[0], event)
         if len(self._partials) >= self._max_groups:
             yield from self._flush()
 
@@ -315,10 +317,11 @@ class AggregatePerWindow(beam.PTransform):
 
     def expand(self, events: beam.PCollection) -> beam.PCollection:
         combine_fn = AggregateCombineFn(self._metrics)
+        windowing = self._config.windowing()
         return (
             events
-            | "Window" >> self._config.window_into()
-            | "AggregatePartially" >> beam.ParDo(PartiallyAggregateFn(self._key_fields, combine_fn))
+            | "AggregatePartially" >> ParDoInWindows(
+                PartiallyAggregateFn(self._key_fields, combine_fn, WindowsOf(windowing.windowfn)), windowing)
             | "MergePartials" >> beam.CombinePerKey(MergePartialsFn(combine_fn))
             | "ShardPanes" >> beam.ParDo(ShardPanesFn(_ROW_SHARDS)).with_output_types(beam.typehints.Tuple[int, Any])
             | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())

@@ -20,12 +20,14 @@ from typing import Any, Callable, Iterable, Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.core import Windowing
 from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from kappaflow.core import metrics
+from transforms.windowing import ParDoInWindows, WindowsOf
 
-__all__ = ["DedupConfig", "DeduplicateEvents", "KeepFirstCopyFn"]
+__all__ = ["DedupConfig", "DeduplicateEvents", "KeepFirstCopyFn", "KeyIntoBucketsFn"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,20 +46,33 @@ class DedupConfig:
             raise ValueError("dedup allowed_lateness_seconds must be >= 0")
 
 
+class KeyIntoBucketsFn(beam.DoFn):
+    """Event → (its dedup key, (event time in micros, event)), in its horizon bucket."""
+
+    def __init__(self, key: Callable[[dict], str], buckets: WindowsOf) -> None:
+        self._key = key
+        self._buckets = buckets
+
+    def process(self, event: dict, timestamp=beam.DoFn.TimestampParam) -> Iterator[WindowedValue]:
+        yield WindowedValue((self._key(event), (timestamp.micros, event)), timestamp, self._buckets(timestamp))
+
+
 class KeepFirstCopyFn(beam.DoFn):
     """(key, [(event time, event), ...]) per pane → the key's winner in its first pane; every other
     copy is counted as a duplicate.
 
     The winner of a pane is its copy with the earliest event time, then the smallest content: in
     batch the one pane holds every copy, so the winner does not depend on arrival order or runner.
-    A live job emits at once: its first pane holds the copies that had arrived by then.
+    A live job emits at once: its first pane holds the copies that had arrived by then. The winner
+    goes back to the windows `restore` gives (those the events had before the buckets).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, restore: WindowsOf) -> None:
+        self._restore = restore
         self._duplicates = Metrics.counter(metrics.NAMESPACE, metrics.DUPLICATES)
 
     def start_bundle(self) -> None:
-        self._duplicates.inc(0)  # from every bundle: see RouteTooLateFn.start_bundle
+        self._duplicates.inc(0)  # from every bundle: see transforms/late_data.py _CountsTooLate
 
     def process(self, element: tuple[str, Iterable[tuple[int, Any]]], pane=beam.DoFn.PaneInfoParam) -> Iterator[Any]:
         _, copies = element
@@ -68,7 +83,8 @@ class KeepFirstCopyFn(beam.DoFn):
             if len(copies) > 1:
                 self._duplicates.inc(len(copies) - 1)
             micros, event = min(copies, key=_copy_order) if len(copies) > 1 else copies[0]
-            yield TimestampedValue(event, Timestamp(micros=micros))
+            timestamp = Timestamp(micros=micros)
+            yield WindowedValue(event, timestamp, self._restore(timestamp, event))
 
 
 def _copy_order(copy: tuple[int, Any]) -> tuple[int, str]:
@@ -91,21 +107,16 @@ class DeduplicateEvents(beam.PTransform):
 
     def expand(self, events: beam.PCollection) -> beam.PCollection:
         original = events.windowing
-        key = self._key
+        buckets = Windowing(
+            window.FixedWindows(self._config.horizon_seconds),
+            triggerfn=trigger.Repeatedly(trigger.AfterCount(1)),
+            accumulation_mode=trigger.AccumulationMode.DISCARDING,
+            timestamp_combiner=window.TimestampCombiner.OUTPUT_AT_EARLIEST,
+            allowed_lateness=Duration.of(self._config.allowed_lateness_seconds))
         return (
             events
-            | "KeyByDedupKey" >> beam.Map(
-                lambda e, ts=beam.DoFn.TimestampParam: (key(e), (ts.micros, e)))
-            | "HorizonBuckets" >> beam.WindowInto(
-                window.FixedWindows(self._config.horizon_seconds),
-                trigger=trigger.Repeatedly(trigger.AfterCount(1)),
-                accumulation_mode=trigger.AccumulationMode.DISCARDING,
-                timestamp_combiner=window.TimestampCombiner.OUTPUT_AT_EARLIEST,
-                allowed_lateness=Duration.of(self._config.allowed_lateness_seconds))
+            | "KeyIntoBuckets" >> ParDoInWindows(KeyIntoBucketsFn(self._key, WindowsOf(buckets.windowfn)), buckets)
             | "GroupCopies" >> beam.GroupByKey()
-            | "KeepFirstCopy" >> beam.ParDo(KeepFirstCopyFn())
             # The buckets are this step's business: later steps see the windows they were given.
-            | "RestoreWindows" >> beam.WindowInto(
-                original.windowfn, trigger=original.triggerfn, accumulation_mode=original.accumulation_mode,
-                timestamp_combiner=original.timestamp_combiner, allowed_lateness=original.allowed_lateness)
+            | "KeepFirstCopy" >> ParDoInWindows(KeepFirstCopyFn(WindowsOf(original.windowfn)), original)
         )

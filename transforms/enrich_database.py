@@ -113,10 +113,8 @@ class LookupReferenceFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._buffer: list[WindowedValue] = []
 
-    def process(
-        self, event: dict, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam
-    ) -> Iterator[Any]:
-        self._buffer.append(WindowedValue(event, timestamp, [window]))
+    def process(self, event: dict, windowed=beam.DoFn.WindowedValueParam) -> Iterator[Any]:
+        self._buffer.append(windowed)
         if len(self._buffer) >= self._batch_size:
             yield from self._flush()
 

@@ -9,11 +9,15 @@ from typing import Any, Callable, Iterator, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.core import Windowing
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from kappaflow.core import metrics
 from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
 from kappaflow.core.schema import MIN_EPOCH_SECONDS, format_timestamp
+from transforms.windowing import ParDoInWindows
 
 __all__ = ["EventTimeBounds", "WithEventTime", "StampEventTimeFn", "EventTimeOf", "DEFAULT_MAX_FUTURE_SECONDS"]
 
@@ -61,8 +65,11 @@ class _BoundedEventTime:
 
 
 class StampEventTimeFn(beam.DoFn):
-    """Event → the event stamped with its `field` (epoch seconds); outside the bounds → dead letter.
-    The gauge tells a progress line how far a replay has come."""
+    """Event → the event stamped with its `field` (epoch seconds), in the global window; outside
+    the bounds → dead letter. A gauge tells a progress line how far a replay has come: it is set
+    every GAUGE_EVERY records and at the end of a bundle, with the newest event time seen."""
+
+    GAUGE_EVERY = 1024
 
     def __init__(self, field: str, bounds: EventTimeBounds, pipeline: str, id_field: Optional[str]) -> None:
         self._field = field
@@ -72,12 +79,20 @@ class StampEventTimeFn(beam.DoFn):
         self._invalid = Metrics.counter(metrics.NAMESPACE, metrics.INVALID)
         self._position = Metrics.gauge(metrics.NAMESPACE, metrics.EVENT_TIME_POSITION)
 
+    def start_bundle(self) -> None:
+        self._newest = None
+        self._unreported = 0
+
     def process(self, event: dict[str, Any]) -> Iterator[Any]:
         seconds = event.get(self._field)
         problem = self._bounds.problem(seconds, time.time())
         if problem is None:
-            self._position.set(int(seconds))
-            yield TimestampedValue(event, seconds)
+            if self._newest is None or seconds > self._newest:
+                self._newest = seconds
+            self._unreported += 1
+            if self._unreported >= self.GAUGE_EVERY:
+                self.finish_bundle()
+            yield WindowedValue(event, Timestamp.of(seconds), [_GLOBAL_WINDOW])
         else:
             self._invalid.inc()
             event_id = event.get(self._id_field) if self._id_field else None
@@ -85,10 +100,18 @@ class StampEventTimeFn(beam.DoFn):
                 self._pipeline, "event_time", f"field {self._field}: {problem}", event,
                 event_id=event_id if isinstance(event_id, str) else None))
 
+    def finish_bundle(self) -> None:
+        if self._newest is not None:
+            self._position.set(int(self._newest))
+        self._unreported = 0
+
+
+_GLOBAL_WINDOW = GlobalWindow()
+
 
 class WithEventTime(beam.PTransform):
-    """Events → (events stamped with their event time, a TIMESTAMP field in epoch seconds;
-    dead letters for times outside `bounds`)."""
+    """Events → (events stamped with their event time, a TIMESTAMP field in epoch seconds, in the
+    global window; dead letters for times outside `bounds`)."""
 
     def __init__(self, field: str, pipeline: str, id_field: Optional[str] = None,
                  bounds: EventTimeBounds = EventTimeBounds()) -> None:
@@ -96,7 +119,8 @@ class WithEventTime(beam.PTransform):
         self._fn = StampEventTimeFn(field, bounds, pipeline, id_field)
 
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return events | "StampEventTime" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="events")
+        return events | "StampEventTime" >> ParDoInWindows(self._fn, Windowing(GlobalWindows())).with_outputs(
+            DEAD_LETTER_TAG, main="events")
 
 
 class EventTimeOf:

@@ -40,7 +40,7 @@ from kappaflow.core import metrics
 from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK, dead_letter
 from transforms.windowing import WindowConfig
 
-__all__ = ["RouteTooLateRecords", "RouteTooLateFn"]
+__all__ = ["JudgeBySourceWatermarkFn", "RouteTooLateRecords", "RouteTooLateFn", "Routed", "TooLateJudge"]
 
 
 _LINEAR_RUNGS = 24
@@ -57,35 +57,106 @@ def probe_offsets(margin: float) -> tuple[float, ...]:
     return tuple(offsets)
 
 
-class RouteTooLateFn(beam.DoFn):
+class TooLateJudge:
+    """When each window of a record closes for good (end + allowed lateness), and the dead letter of
+    a record too late for all of its windows."""
+
+    def __init__(self, window_fn: WindowFn, allowed_lateness: float, pipeline: str, id_field: str) -> None:
+        self._window_fn = window_fn
+        self._lateness = allowed_lateness
+        self._pipeline = pipeline
+        self._id_field = id_field
+        self._fixed = (window_fn.size.micros, window_fn.offset.micros) if type(window_fn) is FixedWindows else None
+
+    def deadlines(self, timestamp: Timestamp, event: Any) -> list[float]:
+        """End + allowed lateness of each window the record belongs to, in seconds."""
+        if self._fixed is not None:
+            # Fixed windows, the usual case, in integer microseconds: what FixedWindows.assign
+            # gives, without the Timestamp and IntervalWindow objects it makes per record.
+            size, offset = self._fixed
+            micros = timestamp.micros
+            start = micros - (micros - offset) % size
+            return [(start + size - 1) / 1e6 + self._lateness]
+        windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
+        return [w.max_timestamp().micros / 1e6 + self._lateness for w in windows]
+
+    def dead_letter(self, event: dict, timestamp: Timestamp) -> dict:
+        windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
+        missed = max(windows, key=lambda w: w.start)
+        return dead_letter(
+            self._pipeline, "late",
+            f"event time {timestamp.to_rfc3339()} is too late for window "
+            f"[{missed.start.to_rfc3339()}, {missed.end.to_rfc3339()}): the watermark passed "
+            f"its end + allowed lateness ({self._lateness:g}s)",
+            event, event_id=event.get(self._id_field),
+            event_time=timestamp.micros / 1e6, window_start=missed.start.micros / 1e6,
+        )
+
+
+class _CountsTooLate:
+    """The router's counters, reported from every bundle, even at 0: Prism 2.70 now and then lost a
+    bundle's update of a counter that most bundles never touch (too_late short in 5 of 8 replays
+    of one file; right in 16 of 16 with this)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._too_late = Metrics.counter(metrics.NAMESPACE, metrics.TOO_LATE)
+        self._partly_late = Metrics.counter(metrics.NAMESPACE, "too_late_for_some_windows")
+
+    def start_bundle(self) -> None:
+        self._too_late.inc(0)
+        self._partly_late.inc(0)
+
+
+class JudgeBySourceWatermarkFn(_CountsTooLate, beam.DoFn):
+    """A record whose source stamped its watermark on it (a file, read in batch or replayed) →
+    judged by that alone: in time for some window (main output) or too late (dead letter), with no
+    state and no timer. A record without one (a live source) → the LIVE output, for RouteTooLateFn."""
+
+    LIVE = "live"
+
+    def __init__(self, judge: TooLateJudge) -> None:
+        super().__init__()
+        self._judge = judge
+
+    def process(self, event: dict, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
+        if SOURCE_WATERMARK not in event:
+            yield beam.pvalue.TaggedOutput(self.LIVE, event)
+        else:
+            event = dict(event)  # Beam inputs are immutable
+            bound = event.pop(SOURCE_WATERMARK)
+            # In batch (bound -inf) nothing is late: skip the deadlines.
+            deadlines = self._judge.deadlines(timestamp, event) if bound != _NEG_INF else ()
+            open_deadlines = [deadline for deadline in deadlines if deadline > bound]
+            if open_deadlines or not deadlines:
+                if len(open_deadlines) < len(deadlines):
+                    self._partly_late.inc()
+                yield event
+            else:
+                self._too_late.inc()
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._judge.dead_letter(event, timestamp))
+
+
+class RouteTooLateFn(_CountsTooLate, beam.DoFn):
+    """(shard, live record) → the record if some window of it is still open by the shard's bound
+    of the watermark (its fired timers), else its dead letter."""
+
     # (largest fired timer = watermark lower bound, event time the probe ladder was last laid from)
     KNOWN = ReadModifyWriteStateSpec("known", TupleCoder([FloatCoder(), FloatCoder()]))
     TIMERS = TimerSpec("watermark", TimeDomain.WATERMARK)
 
-    def __init__(
-        self, window_fn: WindowFn, allowed_lateness: float, margin: float, pipeline: str, id_field: str
-    ) -> None:
-        self._window_fn = window_fn
-        self._lateness = allowed_lateness
+    def __init__(self, judge: TooLateJudge, margin: float) -> None:
+        super().__init__()
+        self._judge = judge
         self._margin = margin
-        self._pipeline = pipeline
-        self._id_field = id_field
-        self._too_late = Metrics.counter(metrics.NAMESPACE, metrics.TOO_LATE)
-        self._partly_late = Metrics.counter(metrics.NAMESPACE, "too_late_for_some_windows")
 
     def setup(self) -> None:
         self._offsets = probe_offsets(self._margin)
         self._relay_after = self._offsets[_LINEAR_RUNGS - 1]
         self._horizon = GlobalWindow().max_timestamp().micros / 1e6
-        fn = self._window_fn
-        self._fixed = (fn.size.micros, fn.offset.micros) if type(fn) is FixedWindows else None
 
     def start_bundle(self) -> None:
-        # Report the counters from every bundle, even at 0: Prism 2.70 now and then lost a bundle's
-        # update of a counter that most bundles never touch (too_late short in 5 of 8 replays of
-        # one file; right in 16 of 16 with this).
-        self._too_late.inc(0)
-        self._partly_late.inc(0)
+        super().start_bundle()
         # Setting a timer is an output to the runner: set each (shard, deadline) once per bundle.
         self._timers_set: set[tuple[int, float]] = set()
         # Within a bundle only this DoFn changes a shard's state: keep what it read or wrote, so a
@@ -110,38 +181,17 @@ class RouteTooLateFn(beam.DoFn):
         timers=beam.DoFn.TimerParam(TIMERS),
     ) -> Iterator[Any]:
         shard, event = element
-        deadlines = self._deadlines(timestamp, event)
-        if SOURCE_WATERMARK in event:
-            # The source knew its watermark when it read the record (a file, batch or replayed):
-            # that is exact, so this record needs neither the shard's state nor timers.
-            event = dict(event)  # Beam inputs are immutable
-            bound, passed = event.pop(SOURCE_WATERMARK), None
-        else:
-            passed, ladder_base = self._read(shard, known)
-            bound = passed
-        open_deadlines = [deadline for deadline in deadlines if deadline > bound]
+        deadlines = self._judge.deadlines(timestamp, event)
+        passed, ladder_base = self._read(shard, known)
+        open_deadlines = [deadline for deadline in deadlines if deadline > passed]
         if not open_deadlines:
             self._too_late.inc()
-            windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._dead_letter(event, timestamp, windows))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._judge.dead_letter(event, timestamp))
         else:
             if len(open_deadlines) < len(deadlines):
                 self._partly_late.inc()
-            if passed is not None:
-                self._arm_timers(shard, timestamp.micros / 1e6, open_deadlines, passed, ladder_base, known, timers)
+            self._arm_timers(shard, timestamp.micros / 1e6, open_deadlines, passed, ladder_base, known, timers)
             yield event
-
-    def _deadlines(self, timestamp: Timestamp, event: Any) -> list[float]:
-        """End + allowed lateness of each window the record belongs to, in seconds."""
-        if self._fixed is not None:
-            # Fixed windows, the usual case, in integer microseconds: what FixedWindows.assign
-            # gives, without the Timestamp and IntervalWindow objects it makes per record.
-            size, offset = self._fixed
-            micros = timestamp.micros
-            start = micros - (micros - offset) % size
-            return [(start + size - 1) / 1e6 + self._lateness]
-        windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
-        return [w.max_timestamp().micros / 1e6 + self._lateness for w in windows]
 
     def _arm_timers(self, shard, event_time, open_deadlines, passed, ladder_base, known, timers) -> None:
         for deadline in open_deadlines:
@@ -156,17 +206,6 @@ class RouteTooLateFn(beam.DoFn):
                 timers.set(Timestamp.of(min(event_time + offset, self._horizon)), dynamic_timer_tag=f"probe{rung}")
             self._write(shard, known, (passed, event_time))
 
-    def _dead_letter(self, event: dict, timestamp: Timestamp, windows: list) -> dict:
-        missed = max(windows, key=lambda w: w.start)
-        return dead_letter(
-            self._pipeline, "late",
-            f"event time {timestamp.to_rfc3339()} is too late for window "
-            f"[{missed.start.to_rfc3339()}, {missed.end.to_rfc3339()}): the watermark passed "
-            f"its end + allowed lateness ({self._lateness:g}s)",
-            event, event_id=event.get(self._id_field),
-            event_time=timestamp.micros / 1e6, window_start=missed.start.micros / 1e6,
-        )
-
     @on_timer(TIMERS)
     def watermark_passed(
         self, shard=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam, known=beam.DoFn.StateParam(KNOWN)
@@ -177,8 +216,22 @@ class RouteTooLateFn(beam.DoFn):
             self._write(shard, known, (fired_seconds, ladder_base))
 
 
+class Routed(dict):
+    """What RouteTooLateRecords gives: {"events": records in time, DEAD_LETTER_TAG: too-late dead
+    letters}, the events also as `.events` (the shape of a ParDo's outputs)."""
+
+    @property
+    def events(self) -> beam.PCollection:
+        return self["events"]
+
+
 class RouteTooLateRecords(beam.PTransform):
-    """Timestamped events → (events in time for at least one window, too-late dead letters)."""
+    """Timestamped events → (events in time for at least one window, too-late dead letters).
+
+    Records that carry their source's watermark are judged in one stateless step; the rest (live
+    sources) go through the sharded, timer-driven RouteTooLateFn. A file's records so skip the
+    keyed step and its shuffle (a batch run's records then cross one shuffle fewer).
+    """
 
     def __init__(
         self,
@@ -192,22 +245,24 @@ class RouteTooLateRecords(beam.PTransform):
         if shards < 1:
             raise ValueError("shards must be >= 1")
         self._config = config
-        self._pipeline = pipeline
-        self._id_field = id_field
+        self._judge = TooLateJudge(config.window_fn(), config.allowed_lateness_seconds, pipeline, id_field)
         self._shard_key = shard_key
         self._shards = shards
 
-    def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+    def expand(self, events: beam.PCollection) -> Routed:
         shard_key, shards = self._shard_key, self._shards
-        return (
-            events
+        judged = events | "JudgeBySourceWatermark" >> beam.ParDo(JudgeBySourceWatermarkFn(self._judge)).with_outputs(
+            JudgeBySourceWatermarkFn.LIVE, DEAD_LETTER_TAG, main="events")
+        live = (
+            judged[JudgeBySourceWatermarkFn.LIVE]
             | "ShardByGroupKey" >> beam.Map(
                 lambda e: (zlib.crc32(shard_key(e).encode("utf-8")) % shards, e)
             ).with_output_types(beam.typehints.Tuple[int, Any])
-            | "RouteTooLate" >> beam.ParDo(
-                RouteTooLateFn(
-                    self._config.window_fn(), self._config.allowed_lateness_seconds,
-                    self._config.late_margin, self._pipeline, self._id_field,
-                )
+            | "RouteByTimers" >> beam.ParDo(
+                RouteTooLateFn(self._judge, self._config.late_margin)
             ).with_outputs(DEAD_LETTER_TAG, main="events")
         )
+        return Routed({
+            "events": (judged.events, live.events) | "InTime" >> beam.Flatten(),
+            DEAD_LETTER_TAG: (judged[DEAD_LETTER_TAG], live[DEAD_LETTER_TAG]) | "TooLate" >> beam.Flatten(),
+        })

@@ -32,13 +32,24 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class PiiHasher:
-    """Salted HMAC-SHA256 of PII values: joinable across runs with the same salt, not reversible."""
+    """Salted HMAC-SHA256 of PII values: joinable across runs with the same salt, not reversible.
 
-    def __init__(self, salt: str) -> None:
+    The same values recur (a user's IP in every event of a session), so recent hashes are kept:
+    at most `remembered` of them, forgotten all at once when full."""
+
+    def __init__(self, salt: str, remembered: int = 65536) -> None:
         self._key = salt.encode("utf-8")
+        self._remembered = remembered
+        self._known: dict[str, str] = {}
 
     def __call__(self, value: str) -> str:
-        return hmac.digest(self._key, value.encode("utf-8"), "sha256").hex()[:32]  # one-shot: no HMAC object
+        hashed = self._known.get(value)
+        if hashed is None:
+            if len(self._known) >= self._remembered:
+                self._known.clear()
+            # one-shot: no HMAC object
+            hashed = self._known[value] = hmac.digest(self._key, value.encode("utf-8"), "sha256").hex()[:32]
+        return hashed
 
 
 class ParseEventFn(beam.DoFn):
