@@ -1,5 +1,5 @@
-"""The buffering every batched sink shares: collect elements, write them every `batch_size` and at
-the end of the bundle, and pass on the dead letters of what could not be written."""
+"""What the batched sinks share: collect elements, write them every `batch_size` and at the end of
+the bundle, and pass on the dead letters of what could not be written; and what a sink counts."""
 
 from __future__ import annotations
 
@@ -7,12 +7,24 @@ import time
 from typing import Any, Iterator
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from kappaflow.core import metrics
 from kappaflow.core.records import DEAD_LETTER_TAG
 
-__all__ = ["WriteInBatchesFn"]
+__all__ = ["WriteInBatchesFn", "SinkCounters"]
+
+
+class SinkCounters:
+    """What a sink counts: the rows it wrote (under `written`: rows_written, alerts_written, ...),
+    the rows the target refused (each a dead letter), and the retries of failed writes."""
+
+    def __init__(self, written: str = metrics.ROWS_WRITTEN) -> None:
+        self.written = Metrics.counter(metrics.NAMESPACE, written)
+        self.rejected = Metrics.counter(metrics.NAMESPACE, metrics.ROWS_REJECTED_BY_SINK)
+        self.retries = Metrics.counter(metrics.NAMESPACE, metrics.SINK_RETRIES)
 
 
 class WriteInBatchesFn(beam.DoFn):

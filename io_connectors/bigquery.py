@@ -36,11 +36,11 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from io_connectors.batched_write import WriteInBatchesFn
+from io_connectors.batched_write import SinkCounters, WriteInBatchesFn
 from io_connectors.bigquery_client import bigquery_client
 from io_connectors.bigquery_loads import LoadStagedFilesFn, StageForLoads
 from kappaflow.core import metrics
-from kappaflow.core.records import BOUNDED_WATERMARK, DEAD_LETTER_TAG, RawRecord, dead_letter
+from kappaflow.core.records import BOUNDED_WATERMARK, DEAD_LETTER_TAG, RawRecord, Rejection, payload_text
 from kappaflow.core.retry import RetryPolicy, brief_error
 from kappaflow.core.schema import Field, FieldType, Schema, ValidationError, format_timestamp
 
@@ -172,20 +172,17 @@ class WriteRowsToBigQueryFn(WriteInBatchesFn):
     """Buffers rows; sends them by streaming insert; dead-letters the rows BigQuery rejects."""
 
     def __init__(
-        self, location: BigQueryLocation, schema: Schema, table: str, pipeline: str,
+        self, location: BigQueryLocation, schema: Schema, table: str,
         endpoint: Optional[str], batch_size: int, retry: RetryPolicy, counter: str, keep: Sequence[str] = (),
     ) -> None:
         super().__init__(batch_size)
         self._location = location
         self._schema = schema
         self._table_id = location.table_id(table)
-        self._pipeline = pipeline
         self._endpoint = endpoint
         self._retry = retry
         self._keep = tuple(keep)
-        self._written = Metrics.counter(metrics.NAMESPACE, counter)
-        self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
-        self._retries = Metrics.counter(metrics.NAMESPACE, "sink_retries")
+        self._count = SinkCounters(counter)
 
     def setup(self) -> None:
         self._client = bigquery_client(self._location.project, self._endpoint)
@@ -197,31 +194,31 @@ class WriteRowsToBigQueryFn(WriteInBatchesFn):
     def write_batch(self, rows: list[dict]) -> Iterator[Any]:
         try:
             self._send_with_retry(rows)
-            self._written.inc(len(rows))
+            self._count.written.inc(len(rows))
             return
         except _Rejected as rejected:
             failed = {i: rows[i] for i in rejected.errors}
-            self._written.inc(len(rows) - len(failed))
+            self._count.written.inc(len(rows) - len(failed))
             errors = rejected.errors
         except Exception:  # noqa: BLE001 - the whole request failed: find the rows at fault
             failed, errors = {}, {}
             for i, row in enumerate(rows):
                 try:
                     self._send_with_retry([row])
-                    self._written.inc()
+                    self._count.written.inc()
                 except _Rejected as rejected:
                     failed[i], errors[i] = row, next(iter(rejected.errors.values()))
                 except Exception as err:  # noqa: BLE001
                     failed[i], errors[i] = row, brief_error(err)
         for i, row in failed.items():
-            self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                self._pipeline, "sink", f"{self._table_id}: {errors[i]}", to_bigquery_row(self._schema, row)))
+            self._count.rejected.inc()
+            rejection = _sink_rejection(self._schema, self._table_id, row, errors[i])
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, rejection)
 
     def _send_with_retry(self, rows: list[dict]) -> None:
         # Transport and server errors are retried; rows BigQuery rejected would be rejected again.
         self._retry.call(f"writing to {self._table_id}", lambda: self._send(rows), give_up_on=_Rejected,
-                         on_retry=self._retries.inc)
+                         on_retry=self._count.retries.inc)
 
     def _send(self, rows: list[dict]) -> None:
         if not self._ready:
@@ -238,22 +235,25 @@ class ToLoadLinesFn(beam.DoFn):
     """Row → (table_id, JSON line) to stage for a load job; a row that does not fit the schema is a
     dead letter naming the field (one bad row would fail the whole table's load)."""
 
-    def __init__(self, schema: Schema, table_id: str, pipeline: str) -> None:
+    def __init__(self, schema: Schema, table_id: str) -> None:
         self._schema = schema
         self._table_id = table_id
-        self._pipeline = pipeline
-        self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
+        self._count = SinkCounters()
 
     def process(self, row: dict) -> Iterator[Any]:
         try:
             self._schema.parse(row)
         except ValidationError as err:
-            self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                self._pipeline, "sink", f"{self._table_id}: {err}", to_bigquery_row(self._schema, row)))
+            self._count.rejected.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, _sink_rejection(self._schema, self._table_id, row, err))
         else:
             line = json.dumps(to_bigquery_row(self._schema, row), sort_keys=True).encode("utf-8") + b"\n"
             yield self._table_id, line
+
+
+def _sink_rejection(schema: Schema, table_id: str, row: dict, error: Any) -> Rejection:
+    """A row BigQuery refused, quoted as BigQuery would have stored it."""
+    return Rejection("sink", f"{table_id}: {error}", payload_text(to_bigquery_row(schema, row)))
 
 
 def _prepare_table(schema: Schema, keep: Sequence[str], client: Any, table_id: str) -> None:
@@ -293,7 +293,7 @@ class WriteToBigQueryTable(beam.PTransform):
     """Rows → appended to PROJECT.DATASET.table (with its `_latest` view); returns dead letters."""
 
     def __init__(
-        self, url: str, schema: Schema, pipeline: str, table: Optional[str] = None,
+        self, url: str, schema: Schema, table: Optional[str] = None,
         counter: str = metrics.ROWS_WRITTEN, batch_size: int = 500, retry: RetryPolicy = RetryPolicy(),
         keep_on_update: Sequence[str] = (), config: Optional[BigQueryWriteConfig] = None,
     ) -> None:
@@ -303,7 +303,6 @@ class WriteToBigQueryTable(beam.PTransform):
         self._location = BigQueryLocation.parse(url, with_table=False)
         self._schema = schema
         self._table = table or schema.name
-        self._pipeline = pipeline
         self._counter = counter
         self._batch_size = batch_size  # rows per streaming insert request
         self._keep = tuple(keep_on_update)  # the `_latest` view takes these from the first pane
@@ -314,10 +313,10 @@ class WriteToBigQueryTable(beam.PTransform):
         config = self._config
         if config.method == "STORAGE_WRITE_API":
             return rows | "StorageWriteApi" >> _StorageWriteApi(
-                self._location, self._schema, self._table, self._pipeline, config, self._counter, self._keep)
+                self._location, self._schema, self._table, config, self._counter, self._keep)
         if config.streaming_inserts:
-            fn = WriteRowsToBigQueryFn(self._location, self._schema, self._table, self._pipeline,
-                                       config.endpoint, self._batch_size, self._retry, self._counter,
+            fn = WriteRowsToBigQueryFn(self._location, self._schema, self._table, config.endpoint,
+                                       self._batch_size, self._retry, self._counter,
                                        self._keep)
             outputs = rows | "WriteRows" >> beam.ParDo(fn).with_outputs(DEAD_LETTER_TAG, main="written")
             return outputs[DEAD_LETTER_TAG]
@@ -325,7 +324,7 @@ class WriteToBigQueryTable(beam.PTransform):
             raise ValueError("--temp_location is required: BigQuery load jobs stage files there")
         table_id = self._location.table_id(self._table)
         lines = rows | "ToLoadLines" >> beam.ParDo(
-            ToLoadLinesFn(self._schema, table_id, self._pipeline)).with_outputs(DEAD_LETTER_TAG, main="lines")
+            ToLoadLinesFn(self._schema, table_id)).with_outputs(DEAD_LETTER_TAG, main="lines")
         (
             lines.lines
             | "Stage" >> StageForLoads(config.temp_location, config.streaming, config.firing_seconds,
@@ -385,16 +384,15 @@ class FailedWriteToDeadLetterFn(beam.DoFn):
     """A row the Storage Write API refused → a dead letter with BigQuery's error; it no longer
     counts as written."""
 
-    def __init__(self, table_id: str, pipeline: str, counter: str) -> None:
-        self._table_id, self._pipeline = table_id, pipeline
-        self._written = Metrics.counter(metrics.NAMESPACE, counter)
-        self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
+    def __init__(self, table_id: str, counter: str) -> None:
+        self._table_id = table_id
+        self._count = SinkCounters(counter)
 
-    def process(self, failed: dict) -> Iterator[dict]:
-        self._written.dec()
-        self._rejected.inc()
-        yield dead_letter(self._pipeline, "sink", f"{self._table_id}: {str(failed['error_message'])[:300]}",
-                          json.dumps(failed["failed_row"], sort_keys=True, default=str))
+    def process(self, failed: dict) -> Iterator[Rejection]:
+        self._count.written.dec()
+        self._count.rejected.inc()
+        yield Rejection("sink", f"{self._table_id}: {str(failed['error_message'])[:300]}",
+                        json.dumps(failed["failed_row"], sort_keys=True, default=str))
 
 
 class _StorageWriteApi(beam.PTransform):
@@ -402,10 +400,10 @@ class _StorageWriteApi(beam.PTransform):
     exactly-once (batch: pending streams committed at the end; streaming: buffered streams flushed
     every `--bigquery_firing_seconds`). Its failed rows → dead letters."""
 
-    def __init__(self, location: BigQueryLocation, schema: Schema, table: str, pipeline: str,
+    def __init__(self, location: BigQueryLocation, schema: Schema, table: str,
                  config: "BigQueryWriteConfig", counter: str, keep: Sequence[str]) -> None:
         super().__init__()
-        self._location, self._schema, self._table, self._pipeline = location, schema, table, pipeline
+        self._location, self._schema, self._table = location, schema, table
         self._config, self._counter, self._keep = config, counter, keep
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
@@ -424,7 +422,7 @@ class _StorageWriteApi(beam.PTransform):
                 expansion_service=config.expansion_service(config.java_worker_pool, java_options(config.endpoint)))
         )
         return result.failed_rows_with_errors | "ToDeadLetters" >> beam.ParDo(
-            FailedWriteToDeadLetterFn(table_id, self._pipeline, self._counter))
+            FailedWriteToDeadLetterFn(table_id, self._counter))
 
 
 def java_options(endpoint: Optional[str]) -> dict[str, str]:

@@ -184,15 +184,14 @@ def _read_changes(paths: Iterable[str]) -> Iterator[dict]:
 class MergeStagedChangesFn(beam.DoFn):
     """(table, staged change files) → one staging load and one MERGE; dead letters for rejects."""
 
-    def __init__(self, location: BigQueryLocation, keys: PrimaryKeys, pipeline: str, endpoint: Optional[str],
+    def __init__(self, location: BigQueryLocation, keys: PrimaryKeys, endpoint: Optional[str],
                  temp_location: str, retry: RetryPolicy) -> None:
         self._location = location
         self._keys = keys
-        self._pipeline = pipeline
         self._endpoint = endpoint
         self._temp_location = temp_location
         self._retry = retry
-        self._report = ReportOutcomes(pipeline)
+        self._report = ReportOutcomes()
         self._merges = Metrics.counter(metrics.NAMESPACE, "bigquery_merges")
 
     def setup(self) -> None:
@@ -220,12 +219,11 @@ def _staged_line(change: dict) -> tuple[str, bytes]:
 class ApplyChangesToBigQuery(beam.PTransform):
     """Changes → merged into their tables in dataset `url` (bigquery:PROJECT.DATASET); returns dead letters."""
 
-    def __init__(self, url: str, keys: PrimaryKeys, pipeline: str, config: Optional[BigQueryWriteConfig] = None,
+    def __init__(self, url: str, keys: PrimaryKeys, config: Optional[BigQueryWriteConfig] = None,
                  retry: RetryPolicy = RetryPolicy()) -> None:
         super().__init__()
         self._location = BigQueryLocation.parse(url, with_table=False)
         self._keys = keys
-        self._pipeline = pipeline
         self._config = config or BigQueryWriteConfig()
         self._retry = retry
 
@@ -239,7 +237,7 @@ class ApplyChangesToBigQuery(beam.PTransform):
             | "Stage" >> StageForLoads(config.temp_location, config.streaming, config.firing_seconds,
                                        config.files_per_firing)
             | "MergePerTable" >> beam.ParDo(MergeStagedChangesFn(
-                self._location, self._keys, self._pipeline, config.endpoint, config.temp_location, self._retry,
+                self._location, self._keys, config.endpoint, config.temp_location, self._retry,
             )).with_outputs(DEAD_LETTER_TAG, main="merged")
         )
         return merged[DEAD_LETTER_TAG]

@@ -29,6 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 
+from io_connectors.batched_write import SinkCounters
 from io_connectors.bigquery_client import bigquery_client
 from kappaflow.core import metrics
 from kappaflow.core.retry import RetryPolicy
@@ -153,8 +154,7 @@ class LoadStagedFilesFn(beam.DoFn):
         self._endpoint = endpoint
         self._retry = retry
         self._prepare_table = prepare_table
-        self._written = Metrics.counter(metrics.NAMESPACE, counter)
-        self._retries = Metrics.counter(metrics.NAMESPACE, "sink_retries")
+        self._count = SinkCounters(counter)
         self._loads = Metrics.counter(metrics.NAMESPACE, "bigquery_load_jobs")
 
     def setup(self) -> None:
@@ -172,7 +172,8 @@ class LoadStagedFilesFn(beam.DoFn):
         config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", write_disposition="WRITE_APPEND")
         self._retry.call(f"loading {len(paths)} files into {table_id}", lambda: (
             self._prepare_table(self._client, table_id),
-            load_staged_files(self._client, table_id, paths, config, "kappaflow_load")), on_retry=self._retries.inc)
+            load_staged_files(self._client, table_id, paths, config, "kappaflow_load")),
+            on_retry=self._count.retries.inc)
         self._loads.inc()
-        self._written.inc(sum(lines for _, lines in staged))
+        self._count.written.inc(sum(lines for _, lines in staged))
         delete_staged(paths)

@@ -27,7 +27,7 @@ from apache_beam.metrics import Metrics
 from io_connectors.change_tables import VERSION, ChangeTables
 from io_connectors.sql_sink import versioned_upsert_statement
 from kappaflow.core import metrics
-from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.records import DEAD_LETTER_TAG, Rejection
 from kappaflow.core.retry import RetryPolicy, brief_error
 from kappaflow.core.schema import FieldType
 from kappaflow.core.sql import create_engine
@@ -108,8 +108,7 @@ class ReportOutcomes:
     """What every change target reports of an Outcome: its counters, and a dead letter (stage
     `apply`) per rejected change."""
 
-    def __init__(self, pipeline: str) -> None:
-        self._pipeline = pipeline
+    def __init__(self) -> None:
         self._counters = {name: Metrics.counter(metrics.NAMESPACE, name) for name in (
             metrics.APPLIED, metrics.SUPERSEDED, metrics.DUPLICATES, metrics.REJECTED, metrics.ROWS_WRITTEN)}
 
@@ -119,9 +118,8 @@ class ReportOutcomes:
                               (metrics.REJECTED, outcome.rejected)):
             self._counters[name].inc(len(changes))
         for change, reason in outcome.rejected:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                self._pipeline, "apply", reason, change_payload(change), change["origin"],
-                event_time=change["event_time"]))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, Rejection(
+                "apply", reason, change_payload(change), change["origin"], event_time=change["event_time"]))
 
 
 class ApplyChangesFn(beam.DoFn):
@@ -129,14 +127,13 @@ class ApplyChangesFn(beam.DoFn):
     is retried with backoff, then applied change by change so only refused changes dead-letter."""
 
     def __init__(
-        self, url: str, keys: PrimaryKeys, pipeline: str, batch_size: int, retry: RetryPolicy
+        self, url: str, keys: PrimaryKeys, batch_size: int, retry: RetryPolicy
     ) -> None:
         self._url = url
         self._keys = keys
-        self._pipeline = pipeline
         self._batch_size = batch_size
         self._retry = retry
-        self._report = ReportOutcomes(pipeline)
+        self._report = ReportOutcomes()
 
     def setup(self) -> None:
         self._engine = create_engine(self._url)
@@ -200,12 +197,12 @@ def change_payload(change: dict) -> str:
 class ApplyChanges(beam.PTransform):
     """Changes → applied to their tables at `url` (SQLite or PostgreSQL); returns dead letters."""
 
-    def __init__(self, url: str, keys: PrimaryKeys, pipeline: str, batch_size: int = 500,
+    def __init__(self, url: str, keys: PrimaryKeys, batch_size: int = 500,
                  retry: RetryPolicy = RetryPolicy()) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        self._fn = ApplyChangesFn(url, keys, pipeline, batch_size, retry)
+        self._fn = ApplyChangesFn(url, keys, batch_size, retry)
 
     def expand(self, changes: beam.PCollection) -> beam.PCollection:
         outputs = changes | "Apply" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="applied")

@@ -26,14 +26,14 @@ def is_database_url(url: str) -> bool:
 
 
 class WriteTable(beam.PTransform):
-    """Rows → the table `schema.name` at `url`; returns the sink's own dead letters (maybe empty).
+    """Rows → the table `schema.name` at `url`; returns the sink's Rejections (maybe none).
 
     `keep_on_update`: columns written when a key is first stored and never changed by later
     upserts (e.g. an alert's `created_at`). `bigquery`: how a bigquery: URL is written.
     """
 
     def __init__(
-        self, url: str, schema: Schema, pipeline: str, counter: str = metrics.ROWS_WRITTEN,
+        self, url: str, schema: Schema, counter: str = metrics.ROWS_WRITTEN,
         table: Optional[str] = None, keep_on_update: Sequence[str] = (),
         bigquery: Optional[BigQueryWriteConfig] = None,
     ) -> None:
@@ -41,7 +41,6 @@ class WriteTable(beam.PTransform):
         check_kept_columns(schema, keep_on_update)
         self._url = url
         self._schema = schema
-        self._pipeline = pipeline
         self._counter = counter
         self._table = table or schema.name
         self._keep = tuple(keep_on_update)
@@ -49,11 +48,11 @@ class WriteTable(beam.PTransform):
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         if is_bigquery_url(self._url):
-            return rows | WriteToBigQueryTable(self._url, self._schema, self._pipeline, self._table, self._counter,
+            return rows | WriteToBigQueryTable(self._url, self._schema, self._table, self._counter,
                                                keep_on_update=self._keep, config=self._bigquery)
         if is_database_url(self._url):
             return rows | UpsertToDatabase(
-                self._url, self._schema, self._pipeline, self._table, counter=self._counter,
+                self._url, self._schema, self._table, counter=self._counter,
                 keep_on_update=self._keep,
             )
         directory, fmt = _directory_and_format(self._url)

@@ -1,5 +1,6 @@
 """Choose a source from its configuration (kappaflow/wiring.py builds it from the options): files
-(batch, or replayed in event time when streaming), a Pub/Sub subscription (streaming), a BigQuery table
+(batch, or replayed in event time when streaming), a Pub/Sub subscription (streaming: Beam's Python
+read, or its Java PubsubIO on Prism and Flink; io_connectors/pubsub.py), a BigQuery table
 (`--input=bigquery:PROJECT.DATASET.TABLE`, batch backfills), Kafka topics
 (`--input=kafka://HOST:PORT/TOPIC[,TOPIC]`, streaming; io_connectors/kafka.py)."""
 
@@ -13,7 +14,7 @@ from apache_beam.io import fileio
 from io_connectors.bigquery import ReadBigQueryRows, is_bigquery_url
 from io_connectors.files import expand_pattern, file_format, read_records
 from io_connectors.kafka import KafkaReadConfig, ReadKafkaRecords, is_kafka_url
-from io_connectors.pubsub import PubSubReadConfig, ReadPubSubRecords
+from io_connectors.pubsub import PubSubReadConfig, ReadPubSubRecords, ReadPubSubRecordsThroughJava
 from io_connectors.replay import ReplayConfig, ReplayFiles
 from kappaflow.core.records import BOUNDED_WATERMARK, RawRecord
 
@@ -91,7 +92,9 @@ class ReadInput(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         if self._pubsub is not None:
-            return pbegin | "ReadPubSub" >> ReadPubSubRecords(self._pubsub)
+            # The config says which read its runner has (kappaflow/wiring.py chose it).
+            read = ReadPubSubRecords if self._pubsub.java is None else ReadPubSubRecordsThroughJava
+            return pbegin | "ReadPubSub" >> read(self._pubsub)
         if self._kafka is not None:
             return pbegin | "ReadKafka" >> ReadKafkaRecords(self._kafka)
         if is_bigquery_url(self._url):

@@ -13,11 +13,10 @@ from typing import Any, Iterator, Optional, Sequence
 
 import apache_beam as beam
 import sqlalchemy as sa
-from apache_beam.metrics import Metrics
 
-from io_connectors.batched_write import WriteInBatchesFn
+from io_connectors.batched_write import SinkCounters, WriteInBatchesFn
 from kappaflow.core import metrics
-from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.records import DEAD_LETTER_TAG, Rejection, payload_text
 from kappaflow.core.retry import RetryPolicy, brief_error
 from kappaflow.core.schema import Schema
 from kappaflow.core.sql import create_engine, safe_url
@@ -143,7 +142,7 @@ def _with_kept_values(conn: Any, table: sa.Table, key: Sequence[str], keep: Sequ
 
 class UpsertRowsFn(WriteInBatchesFn):
     def __init__(
-        self, url: str, schema: Schema, table: Optional[str], pipeline: str,
+        self, url: str, schema: Schema, table: Optional[str],
         batch_size: int, retry: RetryPolicy, counter: str, keep_on_update: Sequence[str] = (),
     ) -> None:
         super().__init__(batch_size)
@@ -151,11 +150,8 @@ class UpsertRowsFn(WriteInBatchesFn):
         self._keep = tuple(keep_on_update)
         self._schema = schema
         self._table_name = table
-        self._pipeline = pipeline
         self._retry = retry
-        self._written = Metrics.counter(metrics.NAMESPACE, counter)
-        self._rejected = Metrics.counter(metrics.NAMESPACE, "rows_rejected_by_sink")
-        self._retries = Metrics.counter(metrics.NAMESPACE, "sink_retries")
+        self._count = SinkCounters(counter)
 
     def setup(self) -> None:
         self._engine = create_engine(self._url)
@@ -182,19 +178,16 @@ class UpsertRowsFn(WriteInBatchesFn):
     def write_batch(self, batch: list[dict]) -> Iterator[Any]:
         rows = self._one_row_per_key(batch)
         if self._write_with_retry(rows):
-            self._written.inc(len(rows))
+            self._count.written.inc(len(rows))
             return
         for row in rows:  # isolate the rows the database rejects
             try:
                 self._upsert([row])
-                self._written.inc()
+                self._count.written.inc()
             except sa.exc.SQLAlchemyError as err:
-                self._rejected.inc()
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                    self._pipeline, "sink",
-                    f"{self._table.name}: {brief_error(err)}",
-                    row,
-                ))
+                self._count.rejected.inc()
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, Rejection(
+                    "sink", f"{self._table.name}: {brief_error(err)}", payload_text(row)))
 
     def _upsert(self, rows: list[dict]) -> None:
         if not self._table_ready:
@@ -205,7 +198,7 @@ class UpsertRowsFn(WriteInBatchesFn):
     def _write_with_retry(self, rows: list[dict]) -> bool:
         try:
             self._retry.call(f"upsert into {self._table.name}", lambda: self._upsert(rows),
-                             retry_on=sa.exc.SQLAlchemyError, on_retry=self._retries.inc)
+                             retry_on=sa.exc.SQLAlchemyError, on_retry=self._count.retries.inc)
         except sa.exc.SQLAlchemyError:
             return False
         return True
@@ -216,7 +209,7 @@ class UpsertToDatabase(beam.PTransform):
     `keep_on_update`: columns set on insert only (e.g. `created_at`)."""
 
     def __init__(
-        self, url: str, schema: Schema, pipeline: str, table: Optional[str] = None,
+        self, url: str, schema: Schema, table: Optional[str] = None,
         batch_size: int = 500, retry: RetryPolicy = RetryPolicy(), counter: str = metrics.ROWS_WRITTEN,
         keep_on_update: Sequence[str] = (),
     ) -> None:
@@ -224,7 +217,7 @@ class UpsertToDatabase(beam.PTransform):
         if not schema.key:
             raise ValueError(f"schema {schema.name} has no key: an upsert sink needs one")
         check_kept_columns(schema, keep_on_update)
-        self._fn = UpsertRowsFn(url, schema, table, pipeline, batch_size, retry, counter, keep_on_update)
+        self._fn = UpsertRowsFn(url, schema, table, batch_size, retry, counter, keep_on_update)
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         outputs = rows | "Upsert" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="written")

@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from kappaflow.core import metrics
 from kappaflow.errors import ConfigurationError
-from kappaflow.options import OPTION_GROUPS, KappaflowOptions, option_rules
+from kappaflow.options import KappaflowOptions, option_rules
 
 __all__ = ["main", "run_main", "run_pipeline_command", "option_groups", "pipeline_parser"]
 
@@ -181,17 +181,6 @@ def _every_option_parser(beam_only: bool = False) -> _RaisingParser:
     return parser
 
 
-def _other_pipelines_flags(cls: type[KappaflowOptions]) -> set[str]:
-    """Flags of the option groups some pipelines declare and `cls` does not: Beam parses every
-    registered group in every run, so without this check e.g. CDC would take --reference_db and
-    ignore it."""
-    from kappaflow.flex_template import _actions
-
-    own = {s for a in _actions(cls) for s in a.option_strings}
-    groups = [group for group in OPTION_GROUPS if not issubclass(cls, group)]
-    return {s for group in groups for a in _actions(group) for s in a.option_strings} - own
-
-
 def _unknown_option_message(name: str, arg: str, known: Sequence[str]) -> str:
     if not arg.startswith("-"):
         return f"unexpected argument {arg!r}: options take the form --name=value ({PROG} {name} --help)"
@@ -211,9 +200,11 @@ def _example(parser: argparse.ArgumentParser, flag: str) -> str:
 
 def parse_command_line(name: str, cls: type[KappaflowOptions], argv: Sequence[str]) -> tuple[list[str], Any]:
     """argv → (argv for Beam, our parsed values); ConfigurationError for what cannot run."""
+    from kappaflow.checks import check_own_options
     from kappaflow.launcher import normalize_boolean_flags
 
     argv = normalize_boolean_flags(argv)
+    check_own_options(name, cls, argv)  # before Beam's parser: another pipeline's flag is no typo
     everything = _every_option_parser()
     ours = pipeline_parser(name, cls)
     known = sorted({s for p in (everything, ours) for a in p._actions for s in a.option_strings
@@ -223,11 +214,7 @@ def parse_command_line(name: str, cls: type[KappaflowOptions], argv: Sequence[st
         unknown = [a for a in unknown if a not in ("--debug", "--help-beam")]
         if unknown:
             raise ConfigurationError(_unknown_option_message(name, unknown[0], known))
-        values, rest = ours.parse_known_args(argv)
-        foreign = [a for a in rest if a.split("=", 1)[0] in _other_pipelines_flags(cls)]
-        if foreign:
-            raise ConfigurationError(f"{foreign[0].split('=', 1)[0]} is not an option of {name}; "
-                                     f"{PROG} {name} --help lists its options")
+        values, _ = ours.parse_known_args(argv)
     except ConfigurationError as err:
         flag = re.match(r"argument (--\w+)", str(err))
         raise ConfigurationError(f"{err}{_example(ours, flag.group(1)) if flag else ''}") from None

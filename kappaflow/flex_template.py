@@ -57,6 +57,11 @@ def _actions(cls: type[PipelineOptions]) -> list[argparse.Action]:
     return list(parser._actions)
 
 
+def flags_of(cls: type[PipelineOptions]) -> frozenset[str]:
+    """The flags (--name) of `cls` and its bases, except Beam's own."""
+    return frozenset(s for action in _actions(cls) for s in action.option_strings)
+
+
 def _regex(cls: type[KappaflowOptions], action: argparse.Action) -> list[str]:
     if action.dest in cls.TEMPLATE_REGEXES:
         return [cls.TEMPLATE_REGEXES[action.dest]]

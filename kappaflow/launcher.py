@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 
 from kappaflow import beam_workarounds, java_services
 from kappaflow.core import metrics
-from kappaflow.checks import check_dead_letters_reach_a_sink
+from kappaflow.checks import check_dead_letters_reach_a_sink, check_own_options
 from kappaflow.errors import ConfigurationError
 from kappaflow.options import KappaflowOptions, PubSubInputOptions
 from kappaflow.progress import ProgressMonitor, counter_totals, estimate_records, fresh_metrics
@@ -216,7 +216,9 @@ def run(
     argv: Optional[Sequence[str]] = None,
     options_class: type[KappaflowOptions] = KappaflowOptions,
 ) -> Accounting:
-    options = PipelineOptions(normalize_boolean_flags(sys.argv[1:] if argv is None else argv))
+    argv = normalize_boolean_flags(sys.argv[1:] if argv is None else argv)
+    check_own_options(pipeline_name, options_class, argv)
+    options = PipelineOptions(argv)
     own = options.view_as(options_class)
     if not own.input and not getattr(own, "input_subscription", None):
         raise SystemExit(f"{pipeline_name}: --input (files, bigquery:P.D.T) or --input_subscription is required")

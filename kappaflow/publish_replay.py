@@ -6,7 +6,10 @@ fed a replay.
 
 Records are published in file order. Each message carries the record as it was read (JSON) and
 the attributes `event_time` (the original event time, RFC 3339: run the pipeline with
-`--timestamp_attribute=event_time`) and the id field's value. With `--speedup=N` a record whose
+`--timestamp_attribute=event_time`) and the id field's value. A record whose time is unreadable
+carries the event time of the readable record before it (after it, for those at the start): Beam's
+Java Pub/Sub read (Prism, Flink), like Dataflow's, fails on a message without the attribute; the
+pipeline still dead-letters the record for its own unreadable time. With `--speedup=N` a record whose
 event time is T seconds after the first record's is published T/N seconds after the start; `max`
 publishes as fast as Pub/Sub takes them. Progress goes to stderr. `PUBSUB_EMULATOR_HOST` points
 it at an emulator.
@@ -93,19 +96,29 @@ def publish_replay(
     futures = []
     last_report = started
     latest: Optional[float] = None
+    previous: Optional[float] = None  # the last readable event time: a stand-in for unreadable ones
+    held: list[RawRecord] = []  # unreadable records before the first readable one wait for its time
     for record in records:
         ts = event_time(record)
+        if ts is None and previous is None:
+            held.append(record)
+            continue
         if ts is not None:
             first = ts if first is None else first
             wait = started + pace.due(first, ts) - clock()
             if wait > 0:
                 sleep(wait)
             latest = ts if latest is None else max(latest, ts)
-        futures.append(publish(*_message(record, ts, id_field)))
+            previous = ts
+        for waiting in held:
+            futures.append(publish(*_message(waiting, previous, id_field)))
+        held.clear()
+        futures.append(publish(*_message(record, previous, id_field)))
         now = clock()
         if now - last_report >= progress_every_seconds:
             _report(progress, len(futures), now - started, latest)
             last_report = now
+    futures.extend(publish(*_message(record, None, id_field)) for record in held)  # no readable time at all
     for future in futures:
         future.result(timeout=60)
     _report(progress, len(futures), clock() - started, latest, done=True)

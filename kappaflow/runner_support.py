@@ -15,9 +15,13 @@ from typing import Callable
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-__all__ = ["FEATURES", "RUNNERS", "UnsupportedOnRunner", "check_runner_support", "runner_name", "table"]
+__all__ = ["FEATURES", "JAVA_PUBSUB_RUNNERS", "RUNNERS", "UnsupportedOnRunner", "check_runner_support",
+           "reads_pubsub_through_java", "runner_name", "table"]
 
 RUNNERS = ("DirectRunner", "PrismRunner", "FlinkRunner", "DataflowRunner")
+# Runners without Beam's Python Pub/Sub read (apache/beam#27443): kappaflow reads Pub/Sub there
+# through Beam's Java PubsubIO (io_connectors/pubsub.py), chosen once per run in kappaflow/wiring.py.
+JAVA_PUBSUB_RUNNERS = frozenset({"PrismRunner", "FlinkRunner"})
 _ALIASES = {"direct": "DirectRunner", "prism": "PrismRunner", "flink": "FlinkRunner", "dataflow": "DataflowRunner",
             "BundleBasedDirectRunner": "DirectRunner", "SwitchingDirectRunner": "DirectRunner"}
 
@@ -36,11 +40,11 @@ class Feature:
 
 
 FEATURES = (
-    Feature("Python Pub/Sub read (--input_subscription)", lambda o: bool(getattr(o, "input_subscription", None)),
-            frozenset({"DirectRunner", "DataflowRunner"}),
-            "run it with --runner=DirectRunner (streaming) or DataflowRunner, or read the events from "
-            "Kafka (--input=kafka://HOST:PORT/TOPIC) on this runner",
-            "a native read that only Dataflow and the Python DirectRunner implement (apache/beam#27443)"),
+    Feature("Pub/Sub read (--input_subscription)", lambda o: bool(getattr(o, "input_subscription", None)),
+            frozenset(RUNNERS), "",
+            "Beam's Python read on the DirectRunner (streaming) and Dataflow; on Prism and Flink, which lack "
+            "it (apache/beam#27443), Beam's Java PubsubIO through kappaflow's expansion service and EXTERNAL "
+            "Java workers. PUBSUB_EMULATOR_HOST points either read at an emulator"),
     Feature("Pub/Sub id attribute (--pubsub_id_label)", lambda o: bool(getattr(o, "pubsub_id_label", None)),
             frozenset({"DataflowRunner"}),
             "drop --pubsub_id_label: the pipelines' own dedup (by event id) removes re-deliveries on every runner"),
@@ -65,6 +69,11 @@ FEATURES = (
 def runner_name(options: PipelineOptions) -> str:
     name = options.view_as(StandardOptions).runner or "DirectRunner"
     return _ALIASES.get(name, name)
+
+
+def reads_pubsub_through_java(options: PipelineOptions) -> bool:
+    """Does this run read Pub/Sub through Beam's Java PubsubIO (rather than its Python read)?"""
+    return runner_name(options) in JAVA_PUBSUB_RUNNERS
 
 
 def check_runner_support(options: PipelineOptions, own: object) -> None:

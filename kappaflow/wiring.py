@@ -4,21 +4,26 @@ pipeline options themselves."""
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from io_connectors.bigquery import BigQueryWriteConfig
+from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.kafka import (
     KafkaReadConfig, KafkaWriteConfig, is_kafka_url, parse_kafka_config, shared_security_settings)
-from io_connectors.pubsub import PubSubReadConfig
+from io_connectors.pubsub import JavaPubSub, PubSubReadConfig
 from io_connectors.sources import ReadInput
 from kappaflow import java_services
 from kappaflow.core.records import RawRecord
 from kappaflow.options import KafkaOptions, KappaflowOptions
+from kappaflow.runner_support import reads_pubsub_through_java
+from transforms.dead_letters import DeadLetters
 from transforms.event_time import EventTimeOf
 
-__all__ = ["read_input", "kafka_read_config", "kafka_write_config", "bigquery_write_config"]
+__all__ = ["read_input", "dead_letters", "kafka_read_config", "kafka_write_config", "bigquery_write_config",
+           "java_pubsub"]
 
 # Prism 2.70 (the local streaming runner) intermittently never finishes a pipeline whose repeated
 # processing-time trigger fires more than once (the SDK logs `KeyError: 'instNN'` on bundle
@@ -46,6 +51,18 @@ def kafka_write_config(opts: PipelineOptions, url: str) -> KafkaWriteConfig:
                             kafka.java_worker_pool, java_services.expansion_service)
 
 
+def java_pubsub(opts: PipelineOptions) -> Optional[JavaPubSub]:
+    """Beam's Java PubsubIO for runners without Beam's Python Pub/Sub read (Prism, Flink), else None.
+    `PUBSUB_EMULATOR_HOST` (host:port), which points the Python clients at an emulator, points the
+    Java workers there too (Java's `pubsubRootUrl`)."""
+    if not reads_pubsub_through_java(opts):
+        return None
+    emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
+    return JavaPubSub(root_url=f"http://{emulator}" if emulator else None,
+                      java_worker_pool=opts.view_as(KafkaOptions).java_worker_pool,
+                      expansion_service=java_services.expansion_service)
+
+
 def read_input(
     opts: KappaflowOptions, time_field: str, id_field: Optional[str] = None,
     event_time: Optional[Callable[[RawRecord], Optional[float]]] = None,
@@ -56,7 +73,7 @@ def read_input(
     pubsub = None
     if opts.input_subscription:
         pubsub = PubSubReadConfig(opts.input_subscription, time_field, id_field,
-                                  opts.timestamp_attribute, opts.pubsub_id_label)
+                                  opts.timestamp_attribute, opts.pubsub_id_label, java_pubsub(opts))
     # Out-of-bounds times (dead-lettered later) must not move a replay's watermark.
     bounded_time = opts.event_time_bounds().guard(event_time or EventTimeOf(time_field))
     return ReadInput(opts.input, bool(opts.view_as(StandardOptions).streaming),
@@ -73,3 +90,9 @@ def bigquery_write_config(opts: KappaflowOptions) -> BigQueryWriteConfig:
         temp_location=opts.view_as(GoogleCloudOptions).temp_location, endpoint=opts.bigquery_endpoint,
         firing_seconds=opts.bigquery_firing_seconds, files_per_firing=LOCAL_FILES_PER_FIRING if local else None,
         java_worker_pool=opts.view_as(KafkaOptions).java_worker_pool, expansion_service=java_services.expansion_service)
+
+
+def dead_letters(opts: KappaflowOptions, pipeline: str, id_field: Optional[str] = None) -> DeadLetters:
+    """The run's one dead-letter path: the stages' rejections → `pipeline`'s rows in the
+    `dead_letters` table of --dead_letters_url (by default --output); `id_field`: the record id."""
+    return DeadLetters(WriteDeadLetters(opts.dead_letters_url, pipeline, id_field, bigquery_write_config(opts)))

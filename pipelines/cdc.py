@@ -20,13 +20,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from io_connectors.bigquery import is_bigquery_url
 from io_connectors.bigquery_cdc import ApplyChangesToBigQuery
 from io_connectors.cdc_sink import ApplyChanges
-from io_connectors.dead_letter_sink import WriteDeadLetters
-from io_connectors.sinks import WriteTable, is_database_url
+from io_connectors.sinks import is_database_url
 from io_connectors.sources import ReadInput
-from kappaflow.core.records import DEAD_LETTER_TAG
 from kappaflow.cli import run_main
 from kappaflow.options import WHOLE_POSITIVE, KappaflowOptions
-from kappaflow.wiring import bigquery_write_config, kafka_read_config
+from kappaflow.wiring import bigquery_write_config, dead_letters, kafka_read_config
 from transforms.debezium import ParseChanges, PrimaryKeys
 from transforms.event_time import EventTimeOf, WithEventTime
 
@@ -74,23 +72,18 @@ def build(p: beam.Pipeline, opts: CdcOptions) -> None:
     streaming = bool(opts.view_as(beam.options.pipeline_options.StandardOptions).streaming)
 
     bounds = opts.event_time_bounds()
-    records = p | "ReadInput" >> ReadInput(opts.input, streaming, bounds.guard(CHANGE_TIME), replay,
-                                           kafka=kafka_read_config(opts))
-    parsed = records | "ParseChanges" >> ParseChanges(keys, PIPELINE, opts.max_record_bytes)
-    timed = parsed.changes | "EventTime" >> WithEventTime("event_time", PIPELINE, bounds=bounds)
-    # No dedup step: a change however late must still be applied, and the versioned apply counts a
-    # re-delivery (the row, or its batch, already holds that version) as a duplicate.
-    unique = timed.events
-    if is_bigquery_url(opts.output):
-        apply_failures = unique | "ApplyChanges" >> ApplyChangesToBigQuery(
-            opts.output, keys, PIPELINE, bigquery_write_config(opts))
-    else:
-        apply_failures = unique | "ApplyChanges" >> ApplyChanges(opts.output, keys, PIPELINE, opts.apply_batch_size)
-
-    (
-        (parsed[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], apply_failures)
-        | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE, bigquery_write_config(opts))
-    )
+    with dead_letters(opts, PIPELINE) as rejected:
+        records = p | "ReadInput" >> ReadInput(opts.input, streaming, bounds.guard(CHANGE_TIME), replay,
+                                               kafka=kafka_read_config(opts))
+        parsed = rejected.collect(records | "ParseChanges" >> ParseChanges(keys, opts.max_record_bytes))
+        timed = rejected.collect(parsed | "EventTime" >> WithEventTime("event_time", bounds=bounds))
+        # No dedup step: a change however late must still be applied, and the versioned apply counts
+        # a re-delivery (the row, or its batch, already holds that version) as a duplicate.
+        if is_bigquery_url(opts.output):
+            apply = ApplyChangesToBigQuery(opts.output, keys, bigquery_write_config(opts))
+        else:
+            apply = ApplyChanges(opts.output, keys, opts.apply_batch_size)
+        rejected.collect(timed | "ApplyChanges" >> apply)
 
 
 def main() -> None:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.sinks import WriteTable
 from kappaflow.cli import run_main
-from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK
+from kappaflow.core.records import SOURCE_WATERMARK
 from kappaflow.core.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
 from kappaflow.options import EnrichmentOptions, KappaflowOptions, PubSubInputOptions, WindowOptions
-from kappaflow.wiring import bigquery_write_config, read_input
+from kappaflow.wiring import bigquery_write_config, dead_letters, read_input
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.dedup import DeduplicateEvents
 from transforms.enrich_database import EnrichFromDatabase, LookupSpec
@@ -72,30 +71,22 @@ def build(p: beam.Pipeline, opts: ClickstreamOptions) -> None:
         raise ValueError("--reference_db is required: the users and products tables live there")
     windows = opts.window_config()
 
-    records = p | "ReadInput" >> read_input(opts, time_field="timestamp", id_field="event_id")
-    parsed = records | "ParseEvents" >> ParseEvents(
-        CLICKSTREAM_EVENT, PIPELINE, "event_id", opts.hash_salt, opts.max_record_bytes)
-    timed = parsed.events | "EventTime" >> WithEventTime(
-        "timestamp", PIPELINE, "event_id", opts.event_time_bounds())
-    in_time = (
-        timed.events
-        | "SelectFields" >> beam.Map(to_metric_input)
-        | "RouteTooLate" >> RouteTooLateRecords(windows, PIPELINE, "event_id", shard_key=lambda e: e["event_id"])
-    )
-    unique = in_time.events | "DedupByEventId" >> DeduplicateEvents(
-        lambda e: e["event_id"], opts.dedup_config(windows))
-    enriched = unique | "Enrich" >> EnrichFromDatabase(
-        opts.reference_db, reference_lookups(opts), PIPELINE, "event_id")
-    rows = enriched.events | "AggregatePerWindow" >> AggregatePerWindow(
-        ("event_type", "country"), METRICS, windows, table=CLICKSTREAM_METRICS)
-    sink_failures = rows | "WriteMetrics" >> WriteTable(
-        opts.output, CLICKSTREAM_METRICS, PIPELINE, bigquery=bigquery_write_config(opts))
-
-    (
-        (parsed[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], enriched[DEAD_LETTER_TAG], in_time[DEAD_LETTER_TAG],
-         sink_failures)
-        | "WriteDeadLetters" >> WriteDeadLetters(opts.dead_letters_url, PIPELINE, bigquery_write_config(opts))
-    )
+    with dead_letters(opts, PIPELINE, id_field="event_id") as rejected:
+        records = p | "ReadInput" >> read_input(opts, time_field="timestamp", id_field="event_id")
+        parsed = rejected.collect(records | "ParseEvents" >> ParseEvents(
+            CLICKSTREAM_EVENT, opts.hash_salt, opts.max_record_bytes))
+        timed = rejected.collect(parsed | "EventTime" >> WithEventTime("timestamp", opts.event_time_bounds()))
+        in_time = rejected.collect(
+            timed
+            | "SelectFields" >> beam.Map(to_metric_input)
+            | "RouteTooLate" >> RouteTooLateRecords(windows, shard_key=lambda e: e["event_id"])
+        )
+        unique = in_time | "DedupByEventId" >> DeduplicateEvents(lambda e: e["event_id"], opts.dedup_config(windows))
+        enriched = rejected.collect(unique | "Enrich" >> EnrichFromDatabase(opts.reference_db, reference_lookups(opts)))
+        rows = enriched | "AggregatePerWindow" >> AggregatePerWindow(
+            ("event_type", "country"), METRICS, windows, table=CLICKSTREAM_METRICS)
+        rejected.collect(rows | "WriteMetrics" >> WriteTable(
+            opts.output, CLICKSTREAM_METRICS, bigquery=bigquery_write_config(opts)))
 
 
 def main() -> None:

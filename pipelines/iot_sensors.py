@@ -24,17 +24,15 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from io_connectors.archive import WriteArchive
-from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.kafka import WriteKafkaMessages, is_kafka_url
 from io_connectors.pubsub import PublishMessages
 from io_connectors.sinks import WriteTable
 from kappaflow.core import metrics
-from kappaflow.core.records import DEAD_LETTER_TAG
 from kappaflow.core.schemas.iot import IOT_ARCHIVE, IOT_READING, SENSOR_ALERTS, SENSOR_STATS
 from kappaflow.cli import run_main
 from kappaflow.options import (AT_LEAST_ZERO, POSITIVE, EnrichmentOptions, KappaflowOptions, PubSubInputOptions,
                                WindowOptions)
-from kappaflow.wiring import bigquery_write_config, kafka_write_config, read_input
+from kappaflow.wiring import bigquery_write_config, dead_letters, kafka_write_config, read_input
 from transforms.aggregate import AggregatePerWindow, Metric
 from transforms.alerts import RaiseThresholdAlerts, ThresholdAlertConfig
 from transforms.clock_skew import ClockSkewConfig, CorrectClockSkew, SkewCorrectedEventTime
@@ -140,56 +138,49 @@ def build(p: beam.Pipeline, opts: IotSensorsOptions) -> None:
     skew = ClockSkewConfig(opts.max_clock_skew_seconds)
     ranges = PlausibleRanges.parse(opts.valid_ranges)
 
-    records = p | "ReadInput" >> read_input(
-        opts, "timestamp", event_time=SkewCorrectedEventTime(skew), ingest_time_field=opts.ingest_time_field)
-    parsed = records | "ParseReadings" >> ParseEvents(
-        IOT_READING, PIPELINE, "device_id", max_record_bytes=opts.max_record_bytes)
-    corrected = parsed.events | "CorrectClockSkew" >> CorrectClockSkew(skew, PIPELINE, "device_id")
-    converted = corrected.events | "NormalizeUnits" >> NormalizeUnits(
-        PIPELINE, "device_id", quantity_field="device_type")
-    plausible = converted.events | "CheckRanges" >> CheckPlausibleRanges(ranges, PIPELINE, "device_id")
-    timed = plausible.events | "EventTime" >> WithEventTime(
-        "timestamp", PIPELINE, "device_id", opts.event_time_bounds())
-    in_time = (
-        timed.events
-        | "FlattenLocation" >> beam.Map(to_reading)
-        | "RouteTooLate" >> RouteTooLateRecords(windows, PIPELINE, "device_id", shard_key=lambda r: r["device_id"])
-    )
-    unique = in_time.events | "DedupByDeviceAndTime" >> DeduplicateEvents(dedup_key, opts.dedup_config(windows))
-    enriched = unique | "EnrichFromRegistry" >> EnrichFromDatabase(
-        opts.reference_db, reference_lookups(opts), PIPELINE, "device_id")
-    if opts.archive:
-        archive_windows = WindowConfig(
-            size_seconds=opts.archive_window_seconds, allowed_lateness_seconds=windows.allowed_lateness_seconds,
-            early_firing_seconds=None, late_margin_seconds=windows.late_margin)
-        (enriched.events | "ToArchiveRows" >> beam.Map(to_archive_row)
-         | "ArchiveReadings" >> WriteArchive(opts.archive, IOT_ARCHIVE, ARCHIVE_PARTITIONS, archive_windows))
-    stats = (
-        enriched.events
-        | "ExcludeBadQuality" >> ExcludeRecords(lambda r: r["quality"] == "good")
-        | "AggregatePerWindow" >> AggregatePerWindow(("device_id",), METRICS, windows, table=SENSOR_STATS)
-    )
-    stats_failures = stats | "WriteStats" >> WriteTable(
-        opts.output, SENSOR_STATS, PIPELINE, bigquery=bigquery_write_config(opts))
-    alerts = stats | "RaiseAlerts" >> RaiseThresholdAlerts(
-        ThresholdAlertConfig(("device_id",), applies=lambda row: row["device_type"] == "temperature"))
-    alert_failures = alerts | "WriteAlerts" >> WriteTable(
-        opts.output, SENSOR_ALERTS, PIPELINE, counter=metrics.ALERTS_WRITTEN, keep_on_update=("created_at",),
-        bigquery=bigquery_write_config(opts))
-
-    failures = [parsed[DEAD_LETTER_TAG], corrected[DEAD_LETTER_TAG], converted[DEAD_LETTER_TAG],
-                plausible[DEAD_LETTER_TAG], timed[DEAD_LETTER_TAG], enriched[DEAD_LETTER_TAG],
-                in_time[DEAD_LETTER_TAG], stats_failures, alert_failures]
-    # Every pane of an alert; consumers dedup on alert_id (a Pub/Sub attribute, the Kafka key),
-    # keeping the highest pane_index.
-    if is_kafka_url(opts.alerts_topic):  # a failed send fails the bundle: the runner retries it
-        alerts | "PublishAlertsToKafka" >> WriteKafkaMessages(
-            kafka_write_config(opts, opts.alerts_topic), "alert_id", schema=SENSOR_ALERTS)
-    elif opts.alerts_topic:
-        failures.append(alerts | "PublishAlerts" >> PublishMessages(
-            opts.alerts_topic, PIPELINE, ("alert_id", "device_id", "severity"), schema=SENSOR_ALERTS))
-    tuple(failures) | "WriteDeadLetters" >> WriteDeadLetters(
-        opts.dead_letters_url, PIPELINE, bigquery_write_config(opts))
+    with dead_letters(opts, PIPELINE, id_field="device_id") as rejected:
+        records = p | "ReadInput" >> read_input(
+            opts, "timestamp", event_time=SkewCorrectedEventTime(skew), ingest_time_field=opts.ingest_time_field)
+        parsed = rejected.collect(records | "ParseReadings" >> ParseEvents(
+            IOT_READING, max_record_bytes=opts.max_record_bytes))
+        corrected = rejected.collect(parsed | "CorrectClockSkew" >> CorrectClockSkew(skew))
+        converted = rejected.collect(corrected | "NormalizeUnits" >> NormalizeUnits(quantity_field="device_type"))
+        plausible = rejected.collect(converted | "CheckRanges" >> CheckPlausibleRanges(ranges))
+        timed = rejected.collect(plausible | "EventTime" >> WithEventTime("timestamp", opts.event_time_bounds()))
+        in_time = rejected.collect(
+            timed
+            | "FlattenLocation" >> beam.Map(to_reading)
+            | "RouteTooLate" >> RouteTooLateRecords(windows, shard_key=lambda r: r["device_id"])
+        )
+        unique = in_time | "DedupByDeviceAndTime" >> DeduplicateEvents(dedup_key, opts.dedup_config(windows))
+        enriched = rejected.collect(unique | "EnrichFromRegistry" >> EnrichFromDatabase(
+            opts.reference_db, reference_lookups(opts)))
+        if opts.archive:
+            archive_windows = WindowConfig(
+                size_seconds=opts.archive_window_seconds, allowed_lateness_seconds=windows.allowed_lateness_seconds,
+                early_firing_seconds=None, late_margin_seconds=windows.late_margin)
+            (enriched | "ToArchiveRows" >> beam.Map(to_archive_row)
+             | "ArchiveReadings" >> WriteArchive(opts.archive, IOT_ARCHIVE, ARCHIVE_PARTITIONS, archive_windows))
+        stats = (
+            enriched
+            | "ExcludeBadQuality" >> ExcludeRecords(lambda r: r["quality"] == "good")
+            | "AggregatePerWindow" >> AggregatePerWindow(("device_id",), METRICS, windows, table=SENSOR_STATS)
+        )
+        rejected.collect(stats | "WriteStats" >> WriteTable(
+            opts.output, SENSOR_STATS, bigquery=bigquery_write_config(opts)))
+        alerts = stats | "RaiseAlerts" >> RaiseThresholdAlerts(
+            ThresholdAlertConfig(("device_id",), applies=lambda row: row["device_type"] == "temperature"))
+        rejected.collect(alerts | "WriteAlerts" >> WriteTable(
+            opts.output, SENSOR_ALERTS, counter=metrics.ALERTS_WRITTEN, keep_on_update=("created_at",),
+            bigquery=bigquery_write_config(opts)))
+        # Every pane of an alert; consumers dedup on alert_id (a Pub/Sub attribute, the Kafka key),
+        # keeping the highest pane_index.
+        if is_kafka_url(opts.alerts_topic):  # a failed send fails the bundle: the runner retries it
+            alerts | "PublishAlertsToKafka" >> WriteKafkaMessages(
+                kafka_write_config(opts, opts.alerts_topic), "alert_id", schema=SENSOR_ALERTS)
+        elif opts.alerts_topic:
+            rejected.collect(alerts | "PublishAlerts" >> PublishMessages(
+                opts.alerts_topic, ("alert_id", "device_id", "severity"), schema=SENSOR_ALERTS))
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from fixtures_servers import free_port
 from io_connectors.bigquery import (BigQueryLocation, BigQueryWriteConfig, WriteToBigQueryTable, insert_id,
                                     latest_view_query, table_definition, to_bigquery_row)
 from kappaflow import beam_workarounds
+from kappaflow.core.records import dead_letter_row
 from kappaflow.core.retry import RetryPolicy
 from kappaflow.core.schema import Field, FieldType, Schema
 from kappaflow.core.schemas.clickstream import CLICKSTREAM_EVENT, CLICKSTREAM_METRICS
@@ -77,7 +78,8 @@ def _query(emulator, sql: str) -> list[tuple]:
 
 
 def _rejected(table_id: str, pages: list[str]):
-    def check(actual):
+    def check(rejections):
+        actual = [dead_letter_row(r, "test") for r in rejections]
         if sorted(json.loads(d["payload"])["page"] for d in actual) != pages:
             raise BeamAssertException(f"dead letters {actual}")
         if not all(d["stage"] == "sink" and d["reason"].startswith(f"{table_id}: ") for d in actual):
@@ -103,7 +105,7 @@ def test_write_rows_views_and_rejects(bigquery_emulator, tmp_path, monkeypatch, 
     else:
         p = TestPipeline(runner=fn_runner.FnApiRunner(), options=PipelineOptions([f"--temp_location={tmp_path}"]))
     dead = p | beam.Create(rows) | WriteToBigQueryTable(
-        url, PAGES, "test", retry=RetryPolicy(attempts=2, initial_backoff_seconds=0.05), config=_config(p))
+        url, PAGES, retry=RetryPolicy(attempts=2, initial_backoff_seconds=0.05), config=_config(p))
     assert_that(dead, _rejected(table_id, ["bad"]))
     p.run().wait_until_finish()
 
@@ -219,7 +221,7 @@ def test_one_load_job_per_table_whatever_the_bundles(bigquery_emulator, tmp_path
         p = TestPipeline(runner=fn_runner.FnApiRunner(), options=PipelineOptions(
             ["--direct_num_workers=3", "--direct_running_mode=multi_threading", *args]))
         source = p | beam.Create(rows) | beam.Reshuffle()
-    source | WriteToBigQueryTable(url, PAGES, "test", config=_config(p))
+    source | WriteToBigQueryTable(url, PAGES, config=_config(p))
     result = p.run()
     result.wait_until_finish()
 
@@ -247,8 +249,7 @@ def test_alerts_latest_view_takes_the_latest_pane_and_the_first_created_at(bigqu
                  [alert(0, 91.0, T0 + 900)]):
         p = TestPipeline(runner=fn_runner.FnApiRunner(), options=PipelineOptions(
             [f"--temp_location={tmp_path}", f"--bigquery_endpoint={bigquery_emulator.host}"]))
-        _ = p | beam.Create(rows) | WriteTable(url, SENSOR_ALERTS, "iot", keep_on_update=("created_at",),
-                                               bigquery=_config(p))
+        _ = p | beam.Create(rows) | WriteTable(url, SENSOR_ALERTS, keep_on_update=("created_at",), bigquery=_config(p))
         p.run().wait_until_finish()
     latest = _query(bigquery_emulator, "SELECT alert_id, max, severity, pane_index, UNIX_SECONDS(created_at) "
                                        f"FROM `{PROJECT}.alerts.sensor_alerts_latest`")

@@ -179,7 +179,7 @@ def test_declared_debezium_types_decide_the_column_type():
 
     first = wrapped({"id": 1, "price": 3, "tags": ["a"], "since": 1700000000000}, 1)
     assert column_types(first) == {"id": "INT64", "price": "FLOAT64", "tags": "JSON", "since": "INT64"}
-    fn = ParseChangeFn(KEYS, "cdc")
+    fn = ParseChangeFn(KEYS)
     fn.setup()
     parsed, letter = fn._parse(RawRecord(json.dumps(first), "f:1"))
     assert letter is None and parsed["types"]["price"] == "FLOAT64"

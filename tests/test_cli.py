@@ -3,15 +3,23 @@ runs, dry runs without Google credentials, --max_invalid_ratio, CDC flags Beam k
 
 from __future__ import annotations
 
+import importlib
 import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from kappaflow import cli
+from kappaflow import cli, launcher
+from kappaflow.errors import ConfigurationError
 from kappaflow.flex_template import _actions, options_class, pipeline_names
 from pipelines import cdc, clickstream
 from conftest import clickstream_sample
 from fixtures_servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 
@@ -171,15 +179,56 @@ def test_cdc_primary_keys_are_known_to_beams_parser(caplog):
     assert not [r for r in caplog.records if "Unparseable" in r.getMessage()]
 
 
-@pytest.mark.parametrize("flag", ["--reference_db=sqlite:///ref.db", "--input_subscription=projects/p/subscriptions/s",
-                                  "--window_seconds=60", "--dedup_horizon_seconds=60"])
-def test_cdc_refuses_the_flags_of_other_pipelines(capsys, tmp_path, flag):
+@pytest.mark.parametrize("flag, owners", [
+    ("--reference_db=sqlite:///ref.db", "clickstream and iot_sensors"),
+    ("--input_subscription=projects/p/subscriptions/s", "clickstream and iot_sensors"),
+    ("--window_seconds=60", "clickstream and iot_sensors"),
+    ("--dedup_horizon_seconds=60", "clickstream and iot_sensors"),
+    ("--max_clock_skew_seconds=5", "iot_sensors"), ("--alerts_topic=projects/p/topics/t", "iot_sensors"),
+])
+def test_cdc_refuses_the_flags_of_other_pipelines(capsys, tmp_path, flag, owners):
     (tmp_path / "changes.jsonl").write_text("")
     status, _, err = _command(capsys, "cdc", cdc.build, cdc.CdcOptions,
                               [f"--input={tmp_path}/changes.jsonl", "--primary_keys=t:id", flag])
     assert status == 2
-    assert err.strip() == (f"kappaflow cdc: error: {flag.split('=')[0]} is not an option of cdc; "
+    assert err.strip() == (f"kappaflow cdc: error: {flag.split('=')[0]} is not an option of cdc but of {owners}; "
                            "kappaflow cdc --help lists its options")
+
+
+@pytest.mark.parametrize("name, flag, owner", [
+    ("clickstream", "--primary_keys=t:id", "cdc"), ("clickstream", "--archive=/tmp/a", "iot_sensors"),
+    ("iot_sensors", "--apply_batch_size", "cdc"),  # the value in the next word
+])
+def test_each_pipeline_refuses_the_flags_of_the_others(capsys, tmp_path, name, flag, owner):
+    module = importlib.import_module(f"pipelines.{name}")
+    (tmp_path / "in.jsonl").write_text("")
+    value = [] if "=" in flag else ["7"]
+    argv = [f"--input={tmp_path}/in.jsonl", "--reference_db=sqlite:///ref.db", flag, *value]
+    status, _, err = _command(capsys, name, module.build, options_class(name), argv)
+    assert (status, err.strip()) == (2, f"kappaflow {name}: error: {flag.split('=')[0]} is not an option of {name} "
+                                        f"but of {owner}; kappaflow {name} --help lists its options")
+
+
+def test_the_launcher_refuses_another_pipelines_flag_too(tmp_path):
+    (tmp_path / "changes.jsonl").write_text("")
+    with pytest.raises(ConfigurationError, match="^--reference_db is not an option of cdc but of clickstream"):
+        launcher.run("cdc", cdc.build, [f"--input={tmp_path}/changes.jsonl", "--primary_keys=t:id",
+                                        f"--output=sqlite:///{tmp_path}/out.db", "--reference_db=sqlite:///r.db"],
+                     options_class=cdc.CdcOptions)
+
+
+@pytest.mark.slow
+def test_python_m_refuses_another_pipelines_flag_in_one_line(tmp_path):
+    """At the command line, where Beam has seen only this pipeline's flags (`python -m pipelines.cdc`)."""
+    (tmp_path / "changes.jsonl").write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "pipelines.cdc", f"--input={tmp_path}/changes.jsonl",
+         "--primary_keys=t:id", "--max_clock_skew_seconds=5"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "kappaflow cdc: error: --max_clock_skew_seconds is not an option of cdc but of iot_sensors; "
+        "kappaflow cdc --help lists its options")
 
 
 def test_each_pipeline_declares_its_own_option_groups():

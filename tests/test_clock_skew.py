@@ -45,13 +45,13 @@ def test_correct_clock_skew(run_batch, count_of):
     ]
 
     def build(p):
-        out = p | beam.Create(events) | CorrectClockSkew(CONFIG, "test", "device_id")
+        out = p | beam.Create(events) | CorrectClockSkew(CONFIG)
         assert_that(out.events | beam.Map(lambda e: (e["device_id"], e["timestamp"], e["device_timestamp"],
                                                      e["ingest_time"], e["clock_corrected"])),
                     equal_to([("ok", T + 5, T + 5, T, False), ("skewed", T, T + 3600, T, True),
                               ("missing", T, None, T, True), ("file", T + 3600, T + 3600, None, False)]),
                     label="events")
-        assert_that(out[DEAD_LETTER_TAG] | beam.Map(lambda d: (d["event_id"], d["stage"], d["reason"])),
+        assert_that(out[DEAD_LETTER_TAG] | beam.Map(lambda r: (r.element["device_id"], r.stage, r.reason)),
                     equal_to([("nothing", "clock", "field timestamp: missing, and the source knows no ingest time")]),
                     label="dead")
 

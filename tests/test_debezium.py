@@ -115,10 +115,10 @@ def test_parse_changes_routes_every_record(run_batch, count_of):
     def build(p):
         import apache_beam as beam
 
-        out = p | beam.Create(records) | ParseChanges(KEYS, "cdc")
+        out = p | beam.Create(records) | ParseChanges(KEYS)
         assert_that(out.changes | "Ops" >> beam.Map(lambda c: (c["origin"], c["op"], c["key"])),
                     equal_to([("in:1", "c", (1,)), ("in:2", "d", (1004,))]), label="Changes")
-        assert_that(out[DEAD_LETTER_TAG] | "Reasons" >> beam.Map(lambda d: (d["origin"], d["stage"], d["reason"])),
+        assert_that(out[DEAD_LETTER_TAG] | "Reasons" >> beam.Map(lambda r: (r.origin, r.stage, r.reason)),
                     equal_to([
                         ("in:3", "parse", "bad JSON: Expecting ',' delimiter: line 1 column 35 (char 34)"),
                         ("in:4", "parse", "field op: is required but missing"),

@@ -11,7 +11,7 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from io_connectors.reference_files import ReadReferenceTable
-from kappaflow.core.records import DEAD_LETTER_TAG
+from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter_row
 from kappaflow.core.retry import RetryPolicy
 from transforms.enrich_database import EnrichFromDatabase, LookupSpec
 from transforms.enrich_side_input import EnrichFromSideInput
@@ -45,7 +45,7 @@ def test_enrich_from_database(reference_db, run_batch, count_of):
 
     def build(p):
         enriched = (p | beam.Create(known + odd, reshuffle=False)
-                    | EnrichFromDatabase(url, [USERS], "test", "event_id", batch_size=10))
+                    | EnrichFromDatabase(url, [USERS], batch_size=10))
         assert_that(enriched.events, equal_to(expected), label="events")
         assert_that(enriched[DEAD_LETTER_TAG], equal_to([]), label="dead")
 
@@ -65,7 +65,7 @@ def test_enrich_copies_columns_under_new_names(reference_db, run_batch):
 
     def build(p):
         enriched = (p | beam.Create([{"uid": "u2"}, {"uid": "nobody"}, {"other": 1}])
-                    | EnrichFromDatabase(url, [spec], "test"))
+                    | EnrichFromDatabase(url, [spec]))
         assert_that(enriched.events, equal_to([
             {"uid": "u2", "user_country": "FR"}, {"uid": "nobody", "user_country": "??"},
             {"other": 1, "user_country": "??"}]))
@@ -83,7 +83,7 @@ def test_keep_existing_keeps_the_events_own_values_where_the_reference_has_none(
               {"user_id": "u9"}]
 
     def build(p):
-        enriched = p | beam.Create(events) | EnrichFromDatabase(url, [spec], "test")
+        enriched = p | beam.Create(events) | EnrichFromDatabase(url, [spec])
         assert_that(enriched.events, equal_to([
             {"user_id": "u1", "country": "DE", "segment": "pro"},
             {"user_id": "u3", "country": "US", "segment": "own"},
@@ -95,7 +95,7 @@ def test_keep_existing_keeps_the_events_own_values_where_the_reference_has_none(
 
 def enrich_dead_letters(expected_ids: set, timestamps: dict):
     def check(actual):
-        got = {d["event_id"]: d for d in actual}
+        got = {d["event_id"]: d for d in (dead_letter_row(r, "test", "event_id") for r in actual)}
         if set(got) != expected_ids:
             raise BeamAssertException(f"dead letters for {sorted(got)}, expected {sorted(expected_ids)}")
         for event_id, d in got.items():
@@ -118,7 +118,7 @@ def test_database_down_dead_letters_every_event(url, tmp_path, run_batch, count_
 
     def build(p):
         enriched = (p | beam.Create(events)
-                    | EnrichFromDatabase(url, [USERS], "test", "event_id", batch_size=2,
+                    | EnrichFromDatabase(url, [USERS], batch_size=2,
                                          retry=RetryPolicy(attempts=2, initial_backoff_seconds=0.01)))
         assert_that(enriched.events, equal_to([]), label="events")
         assert_that(enriched[DEAD_LETTER_TAG], enrich_dead_letters(set(times), times), label="dead")
@@ -136,7 +136,7 @@ def test_retry_policy():
     with pytest.raises(ValueError):
         LookupSpec("users", "user_id", "user_id", {"country": "country"}, defaults={"segment": "x"})
     with pytest.raises(ValueError):
-        EnrichFromDatabase("sqlite://", [USERS], "test", batch_size=0)
+        EnrichFromDatabase("sqlite://", [USERS], batch_size=0)
 
 
 def test_enrich_from_side_input_csv_and_jsonl(tmp_path, run_batch, count_of):

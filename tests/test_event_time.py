@@ -30,10 +30,10 @@ def test_times_beyond_the_horizon_are_dead_letters_of_stage_event_time(run_batch
     events = [{"id": "now", "t": now - 10}, {"id": "soon", "t": now + 3000}, {"id": "next_year", "t": now + 3e7}]
 
     def build(p):
-        out = p | beam.Create(events) | WithEventTime("t", "test", "id", EventTimeBounds(3600))
+        out = p | beam.Create(events) | WithEventTime("t", EventTimeBounds(3600))
         assert_that(out.events | beam.Map(lambda e, ts=beam.DoFn.TimestampParam: (e["id"], abs(float(ts) - e["t"]) < 1e-5)),
                     equal_to([("now", True), ("soon", True)]), label="events")
-        assert_that(out[DEAD_LETTER_TAG] | beam.Map(lambda d: (d["event_id"], d["stage"], d["reason"][:9])),
+        assert_that(out[DEAD_LETTER_TAG] | beam.Map(lambda r: (r.element["id"], r.stage, r.reason[:9])),
                     equal_to([("next_year", "event_time", "field t: ")]), label="dead")
 
     assert count_of(run_batch(build), "records_invalid") == 1

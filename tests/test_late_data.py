@@ -21,8 +21,7 @@ def event(event_id: str, t: float, value: float = 1.0, page: str = "home") -> Ti
 
 
 def route_and_aggregate(events, config: WindowConfig):
-    routed = events | RouteTooLateRecords(
-        config, "test", "event_id", shard_key=lambda e: e["page"], shards=4)
+    routed = events | RouteTooLateRecords(config, shard_key=lambda e: e["page"], shards=4)
     rows = routed.events | AggregatePerWindow(("page",), METRICS, config)
     return rows, routed[DEAD_LETTER_TAG]
 
@@ -36,7 +35,7 @@ def dead_letters_are(expected: list[tuple]):
     """expected: (stage, reason substring, event_id, window_start)."""
 
     def check(actual):
-        got = sorted((d["stage"], d["reason"], d["event_id"], d["window_start"]) for d in actual)
+        got = sorted((r.stage, r.reason, r.element["event_id"], r.window_start) for r in actual)
         want = sorted(expected, key=lambda e: e[2])
         if len(got) != len(want) or not all(
                 g[0] == w[0] and w[1] in g[1] and g[2] == w[2] and g[3] == w[3]
@@ -212,7 +211,7 @@ def test_a_record_behind_its_sources_watermark_is_too_late_before_any_timer_fire
     )
 
     def build(p):
-        routed = p | stream | RouteTooLateRecords(config, "test", "event_id", shard_key=lambda e: e["page"], shards=4)
+        routed = p | stream | RouteTooLateRecords(config, shard_key=lambda e: e["page"], shards=4)
         assert_that(routed.events | beam.Map(lambda e: (e["event_id"], SOURCE_WATERMARK in e)),
                     equal_to([("e1", False), ("e2", False)]), label="events")
         assert_that(routed[DEAD_LETTER_TAG], dead_letters_are([("late", "too late", "old", 0.0)]), label="dead")
@@ -228,7 +227,7 @@ def test_fixed_window_deadlines_are_what_beam_assigns(size, offset):
 
     from transforms.late_data import TooLateJudge
 
-    judge = TooLateJudge(FixedWindows(size, offset), 30.0, "test", "event_id")
+    judge = TooLateJudge(FixedWindows(size, offset), 30.0)
     for micros in (0, 1, 59_999_999, 60_000_000, 1_705_322_445_123_456, -1, -60_000_001):
         ts = Timestamp(micros=micros)
         windows = FixedWindows(size, offset).assign(WindowFn.AssignContext(ts))

@@ -8,7 +8,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
-from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord, dead_letter, redact_ips
+from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord, dead_letter, dead_letter_row, redact_ips
 from kappaflow.core.schemas.clickstream import CLICKSTREAM_EVENT
 from transforms.parse import DEFAULT_MAX_RECORD_BYTES, ParseEventFn, ParseEvents, PiiHasher
 
@@ -80,15 +80,16 @@ def no_ip_in(actual):
 
 def test_parse_events_and_dead_letters(run_batch, count_of):
     def build(p):
-        parsed = p | beam.Create(RECORDS) | ParseEvents(CLICKSTREAM_EVENT, "clicks", "event_id", SALT)
+        parsed = p | beam.Create(RECORDS) | ParseEvents(CLICKSTREAM_EVENT, SALT)
+        dead = parsed[DEAD_LETTER_TAG] | "ToRows" >> beam.Map(dead_letter_row, "clicks", "event_id")
         assert_that(parsed.events, equal_to([
             expected_event("e1", IPS[0]),
             {**expected_event("e2", IPS[1]), "_ingest_time": 5.0},
             expected_event("e3", IPS[2]),
         ]), label="events")
-        assert_that(parsed[DEAD_LETTER_TAG], dead_letters_match(EXPECTED_DEAD), label="dead")
+        assert_that(dead, dead_letters_match(EXPECTED_DEAD), label="dead")
         assert_that(parsed.events, no_ip_in, label="no_ip_events")
-        assert_that(parsed[DEAD_LETTER_TAG], no_ip_in, label="no_ip_dead")
+        assert_that(dead, no_ip_in, label="no_ip_dead")
 
     result = run_batch(build)
     assert count_of(result, "records_read") == len(RECORDS)
@@ -96,13 +97,13 @@ def test_parse_events_and_dead_letters(run_batch, count_of):
 
 
 def run_fn(record: RawRecord, pipeline="clicks"):
-    fn = ParseEventFn(CLICKSTREAM_EVENT, pipeline, "event_id", SALT)
+    fn = ParseEventFn(CLICKSTREAM_EVENT, SALT)
     fn.setup()
     events, dead = [], []
     for out in fn.process(record):
         if isinstance(out, beam.pvalue.TaggedOutput):
             assert out.tag == DEAD_LETTER_TAG
-            dead.append(out.value)
+            dead.append(dead_letter_row(out.value, pipeline, "event_id"))
         else:
             events.append(out)
     return events, dead
@@ -154,11 +155,11 @@ def test_times_and_versions_in_bad_json_are_not_mistaken_for_ips():
 # -- hostile payloads (issue 14) ------------------------------------------------------------------
 
 def _letter(payload, max_record_bytes=DEFAULT_MAX_RECORD_BYTES):
-    fn = ParseEventFn(CLICKSTREAM_EVENT, "clickstream", "event_id", SALT, max_record_bytes)
+    fn = ParseEventFn(CLICKSTREAM_EVENT, SALT, max_record_bytes)
     fn.setup()
-    event, letter = fn._parse(RawRecord(payload, "f.jsonl:7"))
+    event, rejection = fn._parse(RawRecord(payload, "f.jsonl:7"))
     assert event is None
-    return letter
+    return dead_letter_row(rejection, "clickstream", "event_id")
 
 
 def _nested_lists(depth: int) -> list:
@@ -190,7 +191,7 @@ def test_records_over_the_size_limit_are_dead_letters_before_parsing():
     letter = _letter(b'{"event_id": "' + b"x" * 200 + b'"}', max_record_bytes=100)
     assert letter["reason"] == "record is 216 bytes, over the limit of 100 (--max_record_bytes)"
     with pytest.raises(ValueError, match="max_record_bytes"):
-        ParseEventFn(CLICKSTREAM_EVENT, "clickstream", "event_id", SALT, 0)
+        ParseEventFn(CLICKSTREAM_EVENT, SALT, 0)
 
 
 def test_dead_letters_redact_ips_everywhere_and_stay_encodable():

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from io_connectors.sql_sink import UpsertToDatabase, _upsert_statement
-from kappaflow.core.records import DEAD_LETTER_TAG
+from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter_row
 from kappaflow.core.retry import RetryPolicy
 from kappaflow.core.schema import Field, FieldType, Schema
 from kappaflow.core.schemas.clickstream import CLICKSTREAM_METRICS
@@ -60,7 +60,8 @@ def upsert(run_batch, url, rows, batch_size=500, retry=RetryPolicy(attempts=1), 
         pcoll = p | beam.Create(rows, reshuffle=False)
         if before is not None:
             pcoll = pcoll | "BeforeSink" >> beam.ParDo(before)
-        dead = pcoll | UpsertToDatabase(url, METRICS, "test", batch_size=batch_size, retry=retry)
+        dead = (pcoll | UpsertToDatabase(url, METRICS, batch_size=batch_size, retry=retry)
+                | "ToRows" >> beam.Map(dead_letter_row, "test"))
         assert_that(dead, check_dead or equal_to([]))
 
     return run_batch(build)
@@ -113,7 +114,7 @@ def test_enrich_from_postgres(postgres_url, run_batch, count_of):
 
     def build(p):
         enriched = p | beam.Create(events, reshuffle=False) | EnrichFromDatabase(
-            postgres_url, [spec], "test", "event_id", batch_size=4)
+            postgres_url, [spec], batch_size=4)
         assert_that(enriched.events, equal_to(expected), label="events")
         assert_that(enriched[DEAD_LETTER_TAG], equal_to([]), label="dead")
 

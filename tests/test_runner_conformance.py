@@ -5,7 +5,9 @@ replay), Prism (batch, streaming), embedded Flink (batch, streaming) and, for th
 local standalone Flink cluster. Live from Kafka: the same events produced to a real KRaft broker as
 their sources send them (fixtures_kafka.py), read through Beam's Java KafkaIO on Prism and embedded
 Flink, bounded by `--kafka_max_records` (the read stops after the records produced, so the job ends
-by itself and its table can be compared). The Prism binary and the Flink job-server classpath come from
+by itself and its table can be compared). Live from Pub/Sub: the clickstream sample published to
+the emulator while the job runs, read through Beam's Java PubsubIO on Prism and embedded Flink
+(unbounded: the test cancels the job once its table is the batch table). The Prism binary and the Flink job-server classpath come from
 `make runners` (a dependency of `make test`); a missing one fails these tests, it never skips them.
 
 Two samples per pipeline:
@@ -649,3 +651,97 @@ def test_flink_cluster_kafka_job_survives_a_killed_taskmanager(samples, tmp_path
     assert "error" not in resumed and resumed["lowest_committed"] >= len(first), resumed
     diff = diff_tables(sample.batch_rows, case.read_output(output))
     assert diff.identical, diff.summary()
+
+
+# --- live from Pub/Sub (the emulator), through Beam's Java PubsubIO on Prism and Flink ----------
+
+PUBSUB_RUNNERS = (
+    RunnerCase("prism-pubsub", ("--runner=PrismRunner", "--streaming"), "PrismRunner"),
+    RunnerCase("flink-pubsub", ("--runner=FlinkRunner", "--streaming"), "embedded Flink"),
+)
+
+
+def _lines_of(stream, into: list) -> "threading.Thread":
+    import threading
+
+    def read() -> None:
+        for line in stream:
+            into.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader
+
+
+@pytest.mark.parametrize("runner", PUBSUB_RUNNERS, ids=lambda r: r.id)
+def test_live_from_pubsub_same_table(runner, samples, pubsub_emulator, tmp_path):
+    """The ordered clickstream sample, published to the Pub/Sub emulator as kappaflow.publish_replay
+    sends it (`event_time` attribute, paced at 2x event time: ~50 s) while the live job runs on
+    `--input_subscription` with `--timestamp_attribute=event_time`: read through Beam's Java
+    PubsubIO, the job's table becomes the batch table. Beam's Java read has no record limit, so the
+    job is unbounded: once the table is the batch table (its windows closed when the read's
+    watermark moved to the wall clock, a minute after the last message) and stays so, Ctrl-C
+    cancels it, and the accounting it prints counts every message read exactly once."""
+    import signal
+    import sys
+    import time
+
+    from google.cloud import pubsub_v1
+
+    from io_connectors.files import read_all
+    from kappaflow.publish_replay import EVENT_TIME_ATTRIBUTE, ReplayPace, publish_replay
+    from transforms.event_time import EventTimeOf
+
+    case = PIPELINES[0]
+    sample = samples(case, too_late=False)
+    topic = pubsub_emulator.topic()
+    output = f"sqlite:///{tmp_path}/out.db"
+    command = [sys.executable, "-m", "pipelines.clickstream", *runner.args,
+               f"--input_subscription={pubsub_emulator.subscription_of(topic)}",
+               f"--timestamp_attribute={EVENT_TIME_ATTRIBUTE}", f"--output={output}", *sample.args,
+               "--progress=off", "--report_every_seconds=5"]
+    env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    errors = tmp_path / "stderr.txt"  # a file: a full stderr pipe would block the job
+    job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors.open("w"), text=True)
+    out: list[str] = []
+    reader = _lines_of(job.stdout, out)
+    table_done = _table_is(sample, case, output)
+    try:
+        # Publish once the job runs: a paced stream reaches every one of the read's split readers
+        # (a reader that never receives a message holds the watermark back; see docs/runners.md).
+        deadline = time.monotonic() + 240
+        while not any(", running: " in line for line in out):
+            assert job.poll() is None and time.monotonic() < deadline, errors.read_text()[-3000:]
+            time.sleep(0.5)
+        publisher = pubsub_v1.PublisherClient()
+        try:
+            published = publish_replay(
+                read_all([sample.input]), lambda data, attributes: publisher.publish(topic, data, **attributes),
+                EventTimeOf("timestamp"), ReplayPace(2.0), "event_id", progress=sys.stderr)
+        finally:
+            publisher.stop()
+        assert published == sample.batch.read
+        deadline = time.monotonic() + 300
+        while not table_done():
+            assert job.poll() is None, f"the job ended by itself: {errors.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, diff_tables(sample.batch_rows, case.read_output(output)).summary()
+            time.sleep(2)
+        time.sleep(10)  # later panes must not change it (re-deliveries, a second count)
+        assert table_done(), diff_tables(sample.batch_rows, case.read_output(output)).summary()
+        job.send_signal(signal.SIGINT)
+        job.wait(timeout=120)
+        reader.join(timeout=10)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    err = errors.read_text()
+    assert job.returncode == 130 and "interrupted" in err, (job.returncode, err[-2000:])
+    cancelled = [line for line in out if ", cancelled: read " in line]
+    assert len(cancelled) == 1 and runner.label in cancelled[0], out[-3:]
+    if runner.id.startswith("prism"):
+        # Embedded Flink's job server reports no counters for a running or cancelled job (0s).
+        acc = sample.batch
+        assert (f"read {acc.read:,} | invalid {acc.invalid:,} | duplicates {acc.duplicates:,} | too late 0 "
+                in cancelled[0]) and cancelled[0].rstrip().endswith("| in flight 0"), cancelled[0]
+    print(cancelled[0])

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from io_connectors.pubsub import JavaPubSub
+from kappaflow import java_services
 from kappaflow.launcher import run
-from kappaflow.runner_support import FEATURES, RUNNERS, table
+from kappaflow.runner_support import FEATURES, RUNNERS, check_runner_support, table
+from kappaflow.wiring import java_pubsub
 from pipelines import clickstream
 
 
@@ -16,11 +21,6 @@ def _run(tmp_path, *args):
 
 
 @pytest.mark.parametrize("args,message", [
-    (("--runner=FlinkRunner", "--streaming", "--input_subscription=projects/p/subscriptions/s"),
-     r"^clickstream: Python Pub/Sub read \(--input_subscription\) is not supported on FlinkRunner: "
-     r"run it with --runner=DirectRunner .* or read the events from Kafka"),
-    (("--runner=PrismRunner", "--streaming", "--input_subscription=projects/p/subscriptions/s"),
-     r"not supported on PrismRunner"),
     (("--streaming", "--input_subscription=projects/p/subscriptions/s", "--pubsub_id_label=event_id"),
      r"--pubsub_id_label\) is not supported on DirectRunner: drop --pubsub_id_label"),
     (("--streaming", "--input=kafka://127.0.0.1:9/clicks"),
@@ -42,3 +42,26 @@ def test_table_has_a_row_per_feature_and_a_column_per_runner():
         assert line.startswith(feature.name)
         assert [cell.strip() for cell in line.split("|")[1:]] == [
             "yes" if runner in feature.runners else "no" for runner in RUNNERS]
+
+
+@pytest.mark.parametrize("runner,through_java", [
+    ("DirectRunner", False), ("DataflowRunner", False), ("PrismRunner", True), ("prism", True),
+    ("FlinkRunner", True),
+])
+def test_pubsub_read_runs_on_every_runner_through_java_where_python_has_none(monkeypatch, runner, through_java):
+    """Beam's Python Pub/Sub read exists only on the DirectRunner and Dataflow (apache/beam#27443):
+    on Prism and Flink the wiring picks Beam's Java PubsubIO, pointed at PUBSUB_EMULATOR_HOST."""
+    options = PipelineOptions([f"--runner={runner}", "--streaming", "--input_subscription=projects/p/subscriptions/s"])
+    check_runner_support(options, options.view_as(clickstream.ClickstreamOptions))  # no error
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085")
+    java = java_pubsub(options)
+    if not through_java:
+        assert java is None
+        return
+    assert java == JavaPubSub("http://127.0.0.1:8085", None, java_services.expansion_service)
+    assert java.java_options() == {
+        "pubsubRootUrl": "http://127.0.0.1:8085",
+        "credentialFactoryClass": "org.apache.beam.sdk.extensions.gcp.auth.NoopCredentialFactory"}
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST")
+    # Google's service: the Java client's default root URL and the workers' own credentials.
+    assert java_pubsub(options).java_options() == {}

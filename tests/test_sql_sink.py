@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from io_connectors.sql_sink import UpsertToDatabase, ensure_table, upsert_rows
+from kappaflow.core.records import dead_letter_row
 from kappaflow.core.retry import RetryPolicy
 from kappaflow.core.schema import Field, FieldType, Schema
 
@@ -51,7 +52,7 @@ def table_rows(engine) -> list[tuple]:
 def write(run_batch, url, rows, batch_size=500):
     def build(p):
         dead = p | beam.Create(rows, reshuffle=False) | UpsertToDatabase(
-            url, METRICS, "test", batch_size=batch_size, retry=NO_RETRY)
+            url, METRICS, batch_size=batch_size, retry=NO_RETRY)
         assert_that(dead, equal_to([]))
 
     return run_batch(build)
@@ -106,8 +107,8 @@ def test_rejected_row_is_dead_lettered_and_the_rest_written(db, run_batch, count
 
     def build(p):
         dead = p | beam.Create(rows, reshuffle=False) | UpsertToDatabase(
-            url, METRICS, "test", batch_size=batch_size, retry=NO_RETRY)
-        assert_that(dead, sink_dead_letters(["bad"]))
+            url, METRICS, batch_size=batch_size, retry=NO_RETRY)
+        assert_that(dead | beam.Map(dead_letter_row, "test"), sink_dead_letters(["bad"]))
 
     result = run_batch(build)
     assert table_rows(engine) == [
@@ -124,7 +125,7 @@ def test_extra_fields_are_ignored_and_custom_table_and_counter(db, run_batch, co
 
     def build(p):
         p | beam.Create([row("home", 1, 0, updated_by="x")]) | UpsertToDatabase(
-            url, METRICS, "test", table="other_table", retry=NO_RETRY, counter="custom_written")
+            url, METRICS, table="other_table", retry=NO_RETRY, counter="custom_written")
 
     result = run_batch(build)
     assert count_of(result, "custom_written") == 1
@@ -138,7 +139,7 @@ def test_ensure_table_is_idempotent_and_needs_a_key(db):
     table = ensure_table(engine, METRICS)
     assert [c.name for c in table.primary_key.columns] == ["window_start", "page"]
     with pytest.raises(ValueError):
-        UpsertToDatabase("sqlite://", Schema("nokey", (Field("a", FieldType.STRING),)), "test")
+        UpsertToDatabase("sqlite://", Schema("nokey", (Field("a", FieldType.STRING),)))
 
 
 ALERTS = Schema(
@@ -159,7 +160,7 @@ def test_keep_on_update_columns_keep_their_first_value(db, run_batch, batch_size
     def write_alerts(rows):
         def build(p):
             p | beam.Create(rows, reshuffle=False) | UpsertToDatabase(
-                url, ALERTS, "test", batch_size=batch_size, retry=NO_RETRY, keep_on_update=("created_at",))
+                url, ALERTS, batch_size=batch_size, retry=NO_RETRY, keep_on_update=("created_at",))
         run_batch(build)
 
     write_alerts([{"alert_id": "a", "max": 91.0, "created_at": T0}, {"alert_id": "a", "max": 95.0, "created_at": T0 + 5}])
@@ -188,6 +189,6 @@ def test_keep_on_update_with_delete_then_insert(db):
 
 def test_keep_on_update_must_name_a_non_key_field():
     with pytest.raises(ValueError):
-        UpsertToDatabase("sqlite://", ALERTS, "test", keep_on_update=("alert_id",))
+        UpsertToDatabase("sqlite://", ALERTS, keep_on_update=("alert_id",))
     with pytest.raises(ValueError):
-        UpsertToDatabase("sqlite://", ALERTS, "test", keep_on_update=("nope",))
+        UpsertToDatabase("sqlite://", ALERTS, keep_on_update=("nope",))

@@ -36,11 +36,11 @@ def test_normalize_units(run_batch, count_of):
     ]
 
     def build(p):
-        out = p | beam.Create(events) | NormalizeUnits("test", "id", quantity_field="device_type")
+        out = p | beam.Create(events) | NormalizeUnits(quantity_field="device_type")
         assert_that(out.events | beam.Map(lambda e: (e["id"], round(e["value"], 9), e["unit"])),
                     equal_to([("c", 20.0, "celsius"), ("f", 100.0, "celsius"), ("k", 26.85, "celsius"),
                               ("p", 1000.0, "hPa"), ("o", 1.0, "percent")]), label="events")
-        assert_that(out[DEAD_LETTER_TAG] | beam.Map(lambda d: (d["event_id"], d["stage"], d["reason"])),
+        assert_that(out[DEAD_LETTER_TAG] | beam.Map(lambda r: (r.element["id"], r.stage, r.reason)),
                     equal_to([("u", "units", "field unit: unknown unit 'rankine'"),
                               ("m", "units", "field unit: 'hPa' is not a unit of temperature")]), label="dead")
 
@@ -70,9 +70,9 @@ def test_implausible_readings_are_dead_letters_of_stage_range(run_batch, count_o
     ]
 
     def build(p):
-        out = p | beam.Create(events) | CheckPlausibleRanges(PlausibleRanges(), "test", "id")
+        out = p | beam.Create(events) | CheckPlausibleRanges(PlausibleRanges())
         assert_that(out.events | beam.Map(lambda e: e["id"]), equal_to(["ok", "other"]), label="events")
-        assert_that(out[DEAD_LETTER_TAG] | beam.Map(lambda d: (d["event_id"], d["stage"], d["reason"])), equal_to([
+        assert_that(out[DEAD_LETTER_TAG] | beam.Map(lambda r: (r.element["id"], r.stage, r.reason)), equal_to([
             ("hot", "range", "field value: 1e+308 celsius is outside the plausible temperature range "
                              "-273.15..2000 (--valid_ranges)"),
             ("cold", "range", "field value: -300 celsius is outside the plausible temperature range "

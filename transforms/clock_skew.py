@@ -19,7 +19,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from kappaflow.core import metrics
-from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.records import DEAD_LETTER_TAG, Rejection
 from kappaflow.core.schema import parse_timestamp
 
 __all__ = ["ClockSkewConfig", "corrected_time", "CorrectClockSkew", "CorrectClockSkewFn",
@@ -54,12 +54,13 @@ class CorrectClockSkewFn(beam.DoFn):
     """Event → event with `time_field` corrected, `device_timestamp` (what the device said),
     `ingest_time` and `clock_corrected`; no time at all → dead letter."""
 
-    def __init__(self, config: ClockSkewConfig, pipeline: str, id_field: Optional[str]) -> None:
+    def __init__(self, config: ClockSkewConfig) -> None:
         self._config = config
-        self._pipeline = pipeline
-        self._id_field = id_field
         self._corrected = Metrics.counter(metrics.NAMESPACE, metrics.CLOCK_CORRECTED)
         self._invalid = Metrics.counter(metrics.NAMESPACE, metrics.INVALID)
+
+    def start_bundle(self) -> None:
+        metrics.report_from_every_bundle(self._invalid)
 
     def process(self, event: dict) -> Iterator[Any]:
         field = self._config.time_field
@@ -68,10 +69,8 @@ class CorrectClockSkewFn(beam.DoFn):
         out = {k: v for k, v in event.items() if k != INGEST_TIME}
         if time is None:
             self._invalid.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                self._pipeline, "clock", f"field {field}: missing, and the source knows no ingest time",
-                out, event_id=event.get(self._id_field) if self._id_field else None,
-            ))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, Rejection(
+                "clock", f"field {field}: missing, and the source knows no ingest time", out))
         else:
             if corrected:
                 self._corrected.inc()
@@ -83,9 +82,9 @@ class CorrectClockSkewFn(beam.DoFn):
 class CorrectClockSkew(beam.PTransform):
     """Parsed events (with their ingest time, if any) → (events with a trusted time, dead letters)."""
 
-    def __init__(self, config: ClockSkewConfig, pipeline: str, id_field: Optional[str] = None) -> None:
+    def __init__(self, config: ClockSkewConfig) -> None:
         super().__init__()
-        self._fn = CorrectClockSkewFn(config, pipeline, id_field)
+        self._fn = CorrectClockSkewFn(config)
 
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return events | "Correct" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="events")

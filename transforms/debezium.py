@@ -33,7 +33,7 @@ from typing import Any, Mapping, Optional
 
 import apache_beam as beam
 
-from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord, dead_letter
+from kappaflow.core.records import DEAD_LETTER_TAG, RawRecord, Rejection, payload_text
 from kappaflow.core.schema import short_repr
 from kappaflow.core.schemas.cdc import DEBEZIUM_CHANGE_EVENT
 from transforms.parse import DEFAULT_MAX_RECORD_BYTES, ParseEventFn
@@ -201,15 +201,15 @@ def to_change(envelope: Mapping[str, Any], keys: PrimaryKeys, origin: str = "",
 class ParseChangeFn(ParseEventFn):
     """RawRecord → change, or a dead letter naming what is wrong (counted as read / invalid)."""
 
-    def __init__(self, keys: PrimaryKeys, pipeline: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
-        super().__init__(DEBEZIUM_CHANGE_EVENT, pipeline, None, "", max_record_bytes)
+    def __init__(self, keys: PrimaryKeys, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+        super().__init__(DEBEZIUM_CHANGE_EVENT, "", max_record_bytes)
         self._keys = keys
 
     def _envelope(self, decoded: Any) -> Any:
         self._types = column_types(decoded)  # of the record being parsed: the wrapper is gone after this
         return unwrap(decoded)
 
-    def _parse(self, record: RawRecord) -> tuple[Optional[dict], Optional[dict]]:
+    def _parse(self, record: RawRecord) -> tuple[Optional[dict], Optional[Rejection]]:
         self._types: dict[str, str] = {}
         envelope, letter = super()._parse(record)
         if letter is not None:
@@ -217,8 +217,8 @@ class ParseChangeFn(ParseEventFn):
         try:
             return to_change(envelope, self._keys, record.origin, self._types), None
         except ChangeError as err:
-            return None, dead_letter(self._pipeline, "parse", str(err), record.payload, record.origin,
-                                     event_time=_event_time_or_none(envelope))
+            return None, Rejection("parse", str(err), payload_text(record.payload), record.origin,
+                                   event_time=_event_time_or_none(envelope))
 
 
 def _event_time_or_none(envelope: Mapping[str, Any]) -> Optional[float]:
@@ -228,9 +228,9 @@ def _event_time_or_none(envelope: Mapping[str, Any]) -> Optional[float]:
 class ParseChanges(beam.PTransform):
     """RawRecords of Debezium events → {"changes": ..., DEAD_LETTER_TAG: ...}."""
 
-    def __init__(self, keys: PrimaryKeys, pipeline: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+    def __init__(self, keys: PrimaryKeys, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
         super().__init__()
-        self._fn = ParseChangeFn(keys, pipeline, max_record_bytes)
+        self._fn = ParseChangeFn(keys, max_record_bytes)
 
     def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return records | "Parse" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="changes")

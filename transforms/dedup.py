@@ -72,7 +72,7 @@ class KeepFirstCopyFn(beam.DoFn):
         self._duplicates = Metrics.counter(metrics.NAMESPACE, metrics.DUPLICATES)
 
     def start_bundle(self) -> None:
-        self._duplicates.inc(0)  # from every bundle: see transforms/late_data.py _CountsTooLate
+        metrics.report_from_every_bundle(self._duplicates)
 
     def process(self, element: tuple[str, Iterable[tuple[int, Any]]], pane=beam.DoFn.PaneInfoParam) -> Iterator[Any]:
         _, copies = element

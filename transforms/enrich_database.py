@@ -18,7 +18,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
 from kappaflow.core import metrics
-from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.records import DEAD_LETTER_TAG, Rejection
 from kappaflow.core.retry import RetryPolicy, brief_error
 from kappaflow.core.sql import create_engine
 
@@ -82,16 +82,12 @@ class LookupReferenceFn(beam.DoFn):
         self,
         url: str,
         lookups: Sequence[LookupSpec],
-        pipeline: str,
-        id_field: Optional[str],
         batch_size: int,
         cache_ttl_seconds: float,
         retry: RetryPolicy,
     ) -> None:
         self._url = url
         self._lookups = tuple(lookups)
-        self._pipeline = pipeline
-        self._id_field = id_field
         self._batch_size = batch_size
         self._ttl = cache_ttl_seconds
         self._retry = retry
@@ -111,6 +107,7 @@ class LookupReferenceFn(beam.DoFn):
         self._engine.dispose()
 
     def start_bundle(self) -> None:
+        metrics.report_from_every_bundle(self._failed)
         self._buffer: list[WindowedValue] = []
 
     def process(self, event: dict, windowed=beam.DoFn.WindowedValueParam) -> Iterator[Any]:
@@ -133,12 +130,8 @@ class LookupReferenceFn(beam.DoFn):
             self._failed.inc(len(batch))
             reason = f"reference database unavailable after {self._retry.attempts} attempts: {brief_error(err)}"
             for wv in batch:
-                event = wv.value
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, wv.with_value(dead_letter(
-                    self._pipeline, "enrich", reason, event,
-                    event_id=event.get(self._id_field) if self._id_field else None,
-                    event_time=wv.timestamp.micros / 1e6,
-                )))
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, wv.with_value(Rejection(
+                    "enrich", reason, wv.value, event_time=wv.timestamp.micros / 1e6)))
             return
         for wv in batch:
             event = dict(wv.value)  # inputs are immutable in Beam
@@ -188,8 +181,6 @@ class EnrichFromDatabase(beam.PTransform):
         self,
         url: str,
         lookups: Sequence[LookupSpec],
-        pipeline: str,
-        id_field: Optional[str] = None,
         batch_size: int = 500,
         cache_ttl_seconds: float = 300.0,
         retry: RetryPolicy = RetryPolicy(),
@@ -197,7 +188,7 @@ class EnrichFromDatabase(beam.PTransform):
         super().__init__()
         if batch_size < 1 or cache_ttl_seconds < 0:
             raise ValueError("batch_size must be >= 1 and cache_ttl_seconds >= 0")
-        self._fn = LookupReferenceFn(url, lookups, pipeline, id_field, batch_size, cache_ttl_seconds, retry)
+        self._fn = LookupReferenceFn(url, lookups, batch_size, cache_ttl_seconds, retry)
 
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return events | "Lookup" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="events")

@@ -15,7 +15,7 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from kappaflow.core import metrics
-from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.records import DEAD_LETTER_TAG, Rejection
 from kappaflow.core.schema import MIN_EPOCH_SECONDS, format_timestamp
 from transforms.windowing import ParDoInWindows
 
@@ -71,15 +71,14 @@ class StampEventTimeFn(beam.DoFn):
 
     GAUGE_EVERY = 1024
 
-    def __init__(self, field: str, bounds: EventTimeBounds, pipeline: str, id_field: Optional[str]) -> None:
+    def __init__(self, field: str, bounds: EventTimeBounds) -> None:
         self._field = field
         self._bounds = bounds
-        self._pipeline = pipeline
-        self._id_field = id_field
         self._invalid = Metrics.counter(metrics.NAMESPACE, metrics.INVALID)
         self._position = Metrics.gauge(metrics.NAMESPACE, metrics.EVENT_TIME_POSITION)
 
     def start_bundle(self) -> None:
+        metrics.report_from_every_bundle(self._invalid)
         self._newest = None
         self._unreported = 0
 
@@ -95,10 +94,8 @@ class StampEventTimeFn(beam.DoFn):
             yield WindowedValue(event, Timestamp.of(seconds), [_GLOBAL_WINDOW])
         else:
             self._invalid.inc()
-            event_id = event.get(self._id_field) if self._id_field else None
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                self._pipeline, "event_time", f"field {self._field}: {problem}", event,
-                event_id=event_id if isinstance(event_id, str) else None))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, Rejection(
+                "event_time", f"field {self._field}: {problem}", event))
 
     def finish_bundle(self) -> None:
         if self._newest is not None:
@@ -113,10 +110,9 @@ class WithEventTime(beam.PTransform):
     """Events → (events stamped with their event time, a TIMESTAMP field in epoch seconds, in the
     global window; dead letters for times outside `bounds`)."""
 
-    def __init__(self, field: str, pipeline: str, id_field: Optional[str] = None,
-                 bounds: EventTimeBounds = EventTimeBounds()) -> None:
+    def __init__(self, field: str, bounds: EventTimeBounds = EventTimeBounds()) -> None:
         super().__init__()
-        self._fn = StampEventTimeFn(field, bounds, pipeline, id_field)
+        self._fn = StampEventTimeFn(field, bounds)
 
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return events | "StampEventTime" >> ParDoInWindows(self._fn, Windowing(GlobalWindows())).with_outputs(

@@ -37,7 +37,7 @@ from apache_beam.transforms.window import FixedWindows, GlobalWindow, WindowFn
 from apache_beam.utils.timestamp import Timestamp
 
 from kappaflow.core import metrics
-from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK, dead_letter
+from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK, Rejection
 from transforms.windowing import WindowConfig
 
 __all__ = ["JudgeBySourceWatermarkFn", "RouteTooLateRecords", "RouteTooLateFn", "Routed", "TooLateJudge"]
@@ -58,14 +58,12 @@ def probe_offsets(margin: float) -> tuple[float, ...]:
 
 
 class TooLateJudge:
-    """When each window of a record closes for good (end + allowed lateness), and the dead letter of
+    """When each window of a record closes for good (end + allowed lateness), and the rejection of
     a record too late for all of its windows."""
 
-    def __init__(self, window_fn: WindowFn, allowed_lateness: float, pipeline: str, id_field: str) -> None:
+    def __init__(self, window_fn: WindowFn, allowed_lateness: float) -> None:
         self._window_fn = window_fn
         self._lateness = allowed_lateness
-        self._pipeline = pipeline
-        self._id_field = id_field
         self._fixed = (window_fn.size.micros, window_fn.offset.micros) if type(window_fn) is FixedWindows else None
 
     def deadlines(self, timestamp: Timestamp, event: Any) -> list[float]:
@@ -80,23 +78,20 @@ class TooLateJudge:
         windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
         return [w.max_timestamp().micros / 1e6 + self._lateness for w in windows]
 
-    def dead_letter(self, event: dict, timestamp: Timestamp) -> dict:
+    def rejection(self, event: dict, timestamp: Timestamp) -> Rejection:
         windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
         missed = max(windows, key=lambda w: w.start)
-        return dead_letter(
-            self._pipeline, "late",
+        return Rejection(
+            "late",
             f"event time {timestamp.to_rfc3339()} is too late for window "
             f"[{missed.start.to_rfc3339()}, {missed.end.to_rfc3339()}): the watermark passed "
             f"its end + allowed lateness ({self._lateness:g}s)",
-            event, event_id=event.get(self._id_field),
-            event_time=timestamp.micros / 1e6, window_start=missed.start.micros / 1e6,
+            event, event_time=timestamp.micros / 1e6, window_start=missed.start.micros / 1e6,
         )
 
 
 class _CountsTooLate:
-    """The router's counters, reported from every bundle, even at 0: Prism 2.70 now and then lost a
-    bundle's update of a counter that most bundles never touch (too_late short in 5 of 8 replays
-    of one file; right in 16 of 16 with this)."""
+    """The router's counters, reported from every bundle (metrics.report_from_every_bundle)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -104,8 +99,7 @@ class _CountsTooLate:
         self._partly_late = Metrics.counter(metrics.NAMESPACE, "too_late_for_some_windows")
 
     def start_bundle(self) -> None:
-        self._too_late.inc(0)
-        self._partly_late.inc(0)
+        metrics.report_from_every_bundle(self._too_late, self._partly_late)
 
 
 class JudgeBySourceWatermarkFn(_CountsTooLate, beam.DoFn):
@@ -134,7 +128,7 @@ class JudgeBySourceWatermarkFn(_CountsTooLate, beam.DoFn):
                 yield event
             else:
                 self._too_late.inc()
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._judge.dead_letter(event, timestamp))
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._judge.rejection(event, timestamp))
 
 
 class RouteTooLateFn(_CountsTooLate, beam.DoFn):
@@ -186,7 +180,7 @@ class RouteTooLateFn(_CountsTooLate, beam.DoFn):
         open_deadlines = [deadline for deadline in deadlines if deadline > passed]
         if not open_deadlines:
             self._too_late.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._judge.dead_letter(event, timestamp))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._judge.rejection(event, timestamp))
         else:
             if len(open_deadlines) < len(deadlines):
                 self._partly_late.inc()
@@ -217,8 +211,8 @@ class RouteTooLateFn(_CountsTooLate, beam.DoFn):
 
 
 class Routed(dict):
-    """What RouteTooLateRecords gives: {"events": records in time, DEAD_LETTER_TAG: too-late dead
-    letters}, the events also as `.events` (the shape of a ParDo's outputs)."""
+    """What RouteTooLateRecords gives: {"events": records in time, DEAD_LETTER_TAG: too-late
+    rejections}, the events also as `.events` (the shape of a ParDo's outputs)."""
 
     @property
     def events(self) -> beam.PCollection:
@@ -236,8 +230,6 @@ class RouteTooLateRecords(beam.PTransform):
     def __init__(
         self,
         config: WindowConfig,
-        pipeline: str,
-        id_field: str,
         shard_key: Callable[[dict], str],
         shards: int = 16,
     ) -> None:
@@ -245,7 +237,7 @@ class RouteTooLateRecords(beam.PTransform):
         if shards < 1:
             raise ValueError("shards must be >= 1")
         self._config = config
-        self._judge = TooLateJudge(config.window_fn(), config.allowed_lateness_seconds, pipeline, id_field)
+        self._judge = TooLateJudge(config.window_fn(), config.allowed_lateness_seconds)
         self._shard_key = shard_key
         self._shards = shards
 

@@ -12,7 +12,7 @@ from apache_beam.metrics import Metrics
 
 from kappaflow.core import metrics
 from kappaflow.core.records import (
-    DEAD_LETTER_TAG, SOURCE_WATERMARK, RawRecord, dead_letter, payload_text, printable_text,
+    DEAD_LETTER_TAG, SOURCE_WATERMARK, RawRecord, Rejection, payload_text, printable_text,
 )
 from kappaflow.core.schema import Schema, ValidationError
 
@@ -59,13 +59,10 @@ class ParseEventFn(beam.DoFn):
     deeper than MAX_NESTING, or holding a string that is not valid Unicode → dead letter.
     """
 
-    def __init__(self, schema: Schema, pipeline: str, id_field: Optional[str], pii_salt: str,
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+    def __init__(self, schema: Schema, pii_salt: str, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
         if max_record_bytes < 1:
             raise ValueError(f"--max_record_bytes must be >= 1, got {max_record_bytes}")
         self._schema = schema
-        self._pipeline = pipeline
-        self._id_field = id_field
         self._pii_salt = pii_salt
         self._max_record_bytes = max_record_bytes
         self._pii_paths = schema.pii_paths()
@@ -74,6 +71,9 @@ class ParseEventFn(beam.DoFn):
 
     def setup(self) -> None:
         self._hash = PiiHasher(self._pii_salt)
+
+    def start_bundle(self) -> None:
+        metrics.report_from_every_bundle(self._invalid)
 
     def process(self, record: RawRecord) -> Iterable[Any]:
         self._read.inc()
@@ -84,25 +84,17 @@ class ParseEventFn(beam.DoFn):
             self._invalid.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
 
-    def _parse(self, record: RawRecord) -> tuple[Optional[dict], Optional[dict]]:
-        """(event, None) or (None, dead letter)."""
+    def _parse(self, record: RawRecord) -> tuple[Optional[dict], Optional[Rejection]]:
+        """(event, None) or (None, rejection)."""
         payload = record.payload
         try:
             decoded = self._envelope(decode_record(payload, self._max_record_bytes))
-        except ValueError as err:
-            return None, dead_letter(self._pipeline, "parse", str(err), _excerpt(payload), record.origin)
+        except ValueError as err:  # quoted as text: a CSV row's dict is no event (and has no id)
+            return None, Rejection("parse", str(err), payload_text(_excerpt(payload)), record.origin)
         try:
             event = self._schema.parse(decoded, self._hash)
         except ValidationError as err:
-            event_id = decoded.get(self._id_field) if self._id_field and isinstance(decoded, dict) else None
-            return None, dead_letter(
-                self._pipeline,
-                "parse",
-                f"field {err.field}: {err.reason}",
-                payload_text(self._redact(decoded)),
-                record.origin,
-                event_id=event_id if isinstance(event_id, str) else None,
-            )
+            return None, Rejection("parse", f"field {err.field}: {err.reason}", self._redact(decoded), record.origin)
         if record.ingest_time is not None:
             event["_ingest_time"] = record.ingest_time
         if record.watermark is not None:
@@ -187,14 +179,11 @@ def _excerpt(payload: Any) -> Any:
 
 
 class ParseEvents(beam.PTransform):
-    """RawRecords → (events, dead_letters), validated against `schema`."""
+    """RawRecords → (events, rejections), validated against `schema`."""
 
-    def __init__(
-        self, schema: Schema, pipeline: str, id_field: Optional[str] = None, pii_salt: str = "",
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-    ) -> None:
+    def __init__(self, schema: Schema, pii_salt: str = "", max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
         super().__init__()
-        self._fn = ParseEventFn(schema, pipeline, id_field, pii_salt, max_record_bytes)
+        self._fn = ParseEventFn(schema, pii_salt, max_record_bytes)
 
     def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return records | "Parse" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="events")

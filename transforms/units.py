@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from kappaflow.core import metrics
-from kappaflow.core.records import DEAD_LETTER_TAG, dead_letter
+from kappaflow.core.records import DEAD_LETTER_TAG, Rejection
 
 __all__ = ["UnitRule", "STANDARD_UNITS", "NormalizeUnits", "NormalizeUnitFn", "PlausibleRanges",
            "CheckPlausibleRanges", "CheckPlausibleRangeFn"]
@@ -56,16 +56,17 @@ STANDARD_UNITS: Mapping[str, UnitRule] = {
 class NormalizeUnitFn(beam.DoFn):
     def __init__(
         self, units: Mapping[str, UnitRule], value_field: str, unit_field: str,
-        quantity_field: Optional[str], pipeline: str, id_field: Optional[str],
+        quantity_field: Optional[str],
     ) -> None:
         self._units = dict(units)
         self._value_field = value_field
         self._unit_field = unit_field
         self._quantity_field = quantity_field
         self._quantities = {rule.quantity for rule in self._units.values()}
-        self._pipeline = pipeline
-        self._id_field = id_field
         self._invalid = Metrics.counter(metrics.NAMESPACE, metrics.INVALID)
+
+    def start_bundle(self) -> None:
+        metrics.report_from_every_bundle(self._invalid)
 
     def process(self, event: dict) -> Iterator[Any]:
         unit = event.get(self._unit_field)
@@ -82,10 +83,7 @@ class NormalizeUnitFn(beam.DoFn):
 
     def _reject(self, event: dict, reason: str) -> beam.pvalue.TaggedOutput:
         self._invalid.inc()
-        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-            self._pipeline, "units", reason, event,
-            event_id=event.get(self._id_field) if self._id_field else None,
-        ))
+        return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, Rejection("units", reason, event))
 
 
 class NormalizeUnits(beam.PTransform):
@@ -95,11 +93,11 @@ class NormalizeUnits(beam.PTransform):
     """
 
     def __init__(
-        self, pipeline: str, id_field: Optional[str] = None, units: Mapping[str, UnitRule] = STANDARD_UNITS,
+        self, units: Mapping[str, UnitRule] = STANDARD_UNITS,
         value_field: str = "value", unit_field: str = "unit", quantity_field: Optional[str] = None,
     ) -> None:
         super().__init__()
-        self._fn = NormalizeUnitFn(units, value_field, unit_field, quantity_field, pipeline, id_field)
+        self._fn = NormalizeUnitFn(units, value_field, unit_field, quantity_field)
 
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return events | "Normalize" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="events")
@@ -155,14 +153,15 @@ class CheckPlausibleRangeFn(beam.DoFn):
     outside its quantity's plausible range. The quantity comes from the canonical unit."""
 
     def __init__(self, ranges: PlausibleRanges, units: Mapping[str, UnitRule], value_field: str,
-                 unit_field: str, pipeline: str, id_field: Optional[str]) -> None:
+                 unit_field: str) -> None:
         self._ranges = ranges
         self._quantity_of = {rule.canonical: rule.quantity for rule in units.values()}
         self._value_field = value_field
         self._unit_field = unit_field
-        self._pipeline = pipeline
-        self._id_field = id_field
         self._invalid = Metrics.counter(metrics.NAMESPACE, metrics.INVALID)
+
+    def start_bundle(self) -> None:
+        metrics.report_from_every_bundle(self._invalid)
 
     def process(self, event: dict) -> Iterator[Any]:
         value, unit = event.get(self._value_field), event.get(self._unit_field)
@@ -172,21 +171,19 @@ class CheckPlausibleRangeFn(beam.DoFn):
             yield event
         else:
             self._invalid.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter(
-                self._pipeline, "range", f"field {self._value_field}: {value:g} {unit} is {problem} (--valid_ranges)",
-                event, event_id=event.get(self._id_field) if self._id_field else None,
-            ))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, Rejection(
+                "range", f"field {self._value_field}: {value:g} {unit} is {problem} (--valid_ranges)", event))
 
 
 class CheckPlausibleRanges(beam.PTransform):
     """Events in canonical units (after NormalizeUnits) → (plausible events, dead letters)."""
 
     def __init__(
-        self, ranges: PlausibleRanges, pipeline: str, id_field: Optional[str] = None,
+        self, ranges: PlausibleRanges,
         units: Mapping[str, UnitRule] = STANDARD_UNITS, value_field: str = "value", unit_field: str = "unit",
     ) -> None:
         super().__init__()
-        self._fn = CheckPlausibleRangeFn(ranges, units, value_field, unit_field, pipeline, id_field)
+        self._fn = CheckPlausibleRangeFn(ranges, units, value_field, unit_field)
 
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return events | "Check" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER_TAG, main="events")

@@ -1,6 +1,6 @@
 """Names of the counters that make up a run's accounting; the launcher reads them back."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 NAMESPACE = "kappaflow"
 
@@ -12,6 +12,8 @@ ENRICH_FAILED = "enrich_failed"
 EXCLUDED = "records_excluded"  # kept out of statistics on purpose (e.g. quality != good)
 AGGREGATED = "records_aggregated"
 ROWS_WRITTEN = "rows_written"
+ROWS_REJECTED_BY_SINK = "rows_rejected_by_sink"  # not a category: the sink's dead letters count them
+SINK_RETRIES = "sink_retries"
 DEAD_LETTERS_WRITTEN = "dead_letters_written"
 # Dead letters the dead-letter table itself refused: they are lost, so the accounting fails.
 DEAD_LETTERS_FAILED = "dead_letters_failed"
@@ -31,6 +33,15 @@ FILE_DONE = 2**62
 APPLIED = "changes_applied"
 SUPERSEDED = "changes_superseded"
 REJECTED = "changes_rejected"
+
+
+def report_from_every_bundle(*counters: Any) -> None:
+    """Call from start_bundle with the accounting counters a DoFn bumps for some records only: each
+    is reported at 0 from every bundle. Prism 2.70 now and then lost a bundle's update of a counter
+    that most bundles never touch (too_late short in 5 of 8 replays of one file; right in 16 of 16
+    once touched; an IoT replay's `excluded` short by 11 of 91)."""
+    for counter in counters:
+        counter.inc(0)
 
 
 class Outcome(NamedTuple):

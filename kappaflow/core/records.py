@@ -1,4 +1,4 @@
-"""The element types that cross module boundaries: raw input records and dead letters."""
+"""The element types that cross module boundaries: raw input records, rejections and dead letters."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any, NamedTuple, Optional
 
 from kappaflow.core.schema import Field, FieldType, Schema, format_timestamp
 
-__all__ = ["RawRecord", "DEAD_LETTER_SCHEMA", "dead_letter", "DEAD_LETTER_TAG", "redact_ips", "printable_text",
-           "SOURCE_WATERMARK", "BOUNDED_WATERMARK"]
+__all__ = ["RawRecord", "Rejection", "DEAD_LETTER_SCHEMA", "dead_letter", "dead_letter_row", "DEAD_LETTER_TAG",
+           "redact_ips", "printable_text", "SOURCE_WATERMARK", "BOUNDED_WATERMARK"]
 
-# Tag of every transform's dead-letter output.
+# Tag of every transform's dead-letter output: its elements are Rejections.
 DEAD_LETTER_TAG = "dead_letter"
 # Where the parser puts RawRecord.watermark in the event, for the late-data router (which removes it).
 SOURCE_WATERMARK = "_source_watermark"
@@ -32,6 +32,23 @@ class RawRecord(NamedTuple):
     # bounded read: -inf, BOUNDED_WATERMARK; a replay: see io_connectors/replay.py); live sources
     # do not (None). A record behind it was late before any step saw it.
     watermark: Optional[float] = None
+
+
+class Rejection(NamedTuple):
+    """A record a stage cannot pass on, and why: what every stage's dead-letter output carries.
+
+    The stage says only what it knows. One step (io_connectors/dead_letter_sink.WriteDeadLetters,
+    via `dead_letter_row`) adds the pipeline, reads the record's id, redacts, and makes the row."""
+
+    stage: str  # where: parse, clock, units, range, event_time, late, enrich, sink, apply, publish
+    reason: str  # why, naming the field
+    # The record as the stage saw it: an event dict (its id is read from the pipeline's id field),
+    # or text (a raw payload, a sink's row) that is quoted as it is.
+    element: Any
+    origin: str = ""  # where it came from (file:line, message id), when the stage knows
+    event_id: Optional[str] = None  # the id when the element does not hold it under the id field
+    event_time: Optional[float] = None  # seconds
+    window_start: Optional[float] = None  # stage late: the window it missed
 
 
 DEAD_LETTER_SCHEMA = Schema(
@@ -142,3 +159,14 @@ def dead_letter(
         "window_start": window_start,
         "rejected_at": time.time(),
     }
+
+
+def dead_letter_row(rejection: Rejection, pipeline: str, id_field: Optional[str] = None) -> dict:
+    """A stage's Rejection → its `dead_letters` row. `id_field`: the pipeline's record id, read
+    from an event dict when the rejection names no id (a non-string value is no id)."""
+    event_id, element = rejection.event_id, rejection.element
+    if event_id is None and id_field and isinstance(element, dict):
+        found = element.get(id_field)
+        event_id = found if isinstance(found, str) else None
+    return dead_letter(pipeline, rejection.stage, rejection.reason, element, rejection.origin,
+                       event_id, rejection.event_time, rejection.window_start)

@@ -1,6 +1,7 @@
 """Deterministic sample data for every pipeline."""
 
 import argparse
+import random
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 
@@ -12,6 +13,25 @@ def write_lines(path: str, lines: Iterable[str]) -> int:
             handle.write(line + "\n")
             count += 1
     return count
+
+
+class Arrivals:
+    """Sample lines in the order they arrive. A share of them (`duplicate_share`) is delivered a
+    second time, up to `redelivery_seconds` after the first copy."""
+
+    def __init__(self, rng: random.Random, duplicate_share: float, redelivery_seconds: float) -> None:
+        self._rng = rng
+        self._duplicate_share = duplicate_share
+        self._redelivery_seconds = redelivery_seconds
+        self._arrivals: list[tuple[float, int, str]] = []
+
+    def add(self, arrival: float, index: int, line: str) -> None:
+        self._arrivals.append((arrival, index, line))
+        if self._rng.random() < self._duplicate_share:
+            self._arrivals.append((arrival + self._rng.uniform(0.1, self._redelivery_seconds), index, line))
+
+    def in_order(self) -> list[str]:
+        return [line for _, _, line in sorted(self._arrivals)]
 
 
 def sample_main(doc: str, unit: str, default_count: int, default_seed: int, config: Callable[[int, int], Any],

@@ -15,7 +15,7 @@ from typing import Iterator
 import sqlalchemy as sa
 
 from kappaflow.core.sql import create_engine
-from kappaflow.samples import sample_main, write_lines
+from kappaflow.samples import Arrivals, sample_main, write_lines
 
 START = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.timezone.utc).timestamp()
 EVENT_TYPES = (("page_view", 0.60), ("click", 0.25), ("add_to_cart", 0.10), ("purchase", 0.05))
@@ -102,7 +102,7 @@ def _malformed(rng: random.Random, event: dict) -> str:
 def generate(config: SampleConfig) -> Iterator[str]:
     """JSON lines in arrival order (sorted by arrival time, so event time is out of order)."""
     rng = random.Random(config.seed)
-    arrivals: list[tuple[float, int, str]] = []
+    arrivals = Arrivals(rng, config.duplicate_share, redelivery_seconds=30)
     for index in range(config.events):
         seconds = START + index / config.events_per_second + rng.uniform(0, 1 / config.events_per_second)
         event = _event(rng, config, index, seconds)
@@ -110,12 +110,8 @@ def generate(config: SampleConfig) -> Iterator[str]:
         if rng.random() < config.too_late_share:
             delay = rng.uniform(*config.too_late_delay_seconds)
         line = _malformed(rng, event) if rng.random() < config.malformed_share else json.dumps(event)
-        arrivals.append((seconds + delay, index, line))
-        if rng.random() < config.duplicate_share:  # a re-delivery, moments later
-            arrivals.append((seconds + delay + rng.uniform(0.1, 30), index, line))
-    arrivals.sort()
-    for _, _, line in arrivals:
-        yield line
+        arrivals.add(seconds + delay, index, line)
+    yield from arrivals.in_order()
 
 
 def build_reference_db(url: str, config: SampleConfig) -> None:

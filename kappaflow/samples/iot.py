@@ -22,7 +22,7 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
-from kappaflow.samples import sample_main, write_lines
+from kappaflow.samples import Arrivals, sample_main, write_lines
 
 START = dt.datetime(2026, 3, 2, 6, 0, tzinfo=dt.timezone.utc).timestamp()
 FACILITIES = ("plant-a", "plant-b", "plant-c")
@@ -156,7 +156,7 @@ def generate(config: SampleConfig) -> Iterator[str]:
     """JSON lines in arrival order."""
     rng = random.Random(config.seed + 1)
     fleet = devices(config)
-    arrivals: list[tuple[float, int, str]] = []
+    arrivals = Arrivals(rng, config.duplicate_share, redelivery_seconds=20)  # re-deliveries of a message
     for index in range(config.readings):
         device = fleet[index % len(fleet)]
         seconds = START + index / config.readings_per_second + rng.uniform(0, 1 / config.readings_per_second)
@@ -165,12 +165,8 @@ def generate(config: SampleConfig) -> Iterator[str]:
             delay = rng.uniform(65, 105)
         record = _reading(rng, device, config, seconds, seconds + delay)
         line = _malformed(rng, record) if rng.random() < config.malformed_share else json.dumps(record)
-        arrivals.append((seconds + delay, index, line))
-        if rng.random() < config.duplicate_share:  # a re-delivery of the same message
-            arrivals.append((seconds + delay + rng.uniform(0.1, 20), index, line))
-    arrivals.sort()
-    for _, _, line in arrivals:
-        yield line
+        arrivals.add(seconds + delay, index, line)
+    yield from arrivals.in_order()
 
 
 def build_reference_db(url: str, config: SampleConfig) -> None:
