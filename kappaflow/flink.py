@@ -49,6 +49,10 @@ DEFAULT_CHECKPOINT_MS = 5000
 #   deferred chunk (read 20 of 1,532, no rows written); finishing the bundle at each checkpoint
 #   reads the whole replay and survives a killed TaskManager with the identical table.
 DEFAULT_IDLE_SHUTDOWN_MS = 10_000
+# A replayed file's next chunk starts only once the bundle that deferred it has finished, which Beam
+# does after max_bundle_time_mills (1000 by default) or at a checkpoint. Measured on the standalone
+# cluster, 30,585-line replay, one file: Flink job 59.3 s at 1000 ms, 31.8 s at 100 ms (p=1).
+DEFAULT_BUNDLE_TIME_MS = 100
 _DRIVER = "org.apache.beam.runners.flink.FlinkJobServerDriver"
 # Flink and Beam reflect into JDK internals; Java 17 forbids it unless these packages are opened.
 _OPENS = ("java.util", "java.lang", "java.lang.reflect", "java.io", "java.net", "java.nio",
@@ -67,6 +71,10 @@ class CheckpointOptions(PipelineOptions):
                             type=lambda v: v.lower() in ("1", "true", "yes"),
                             help="Flink: finish the open bundle before each checkpoint; streaming runs "
                                  "default to true (Beam's default, false, stalls the replay's splittable DoFn).")
+        parser.add_argument("--max_bundle_time_mills", type=int, default=None,
+                            help="Flink: ms before an open bundle is finished; streaming runs default to "
+                                 f"{DEFAULT_BUNDLE_TIME_MS} (Beam's default, 1000, holds a replay's next "
+                                 "chunk up to a second).")
         parser.add_argument("--shutdown_sources_after_idle_ms", type=int, default=None,
                             help="Flink: stop sources idle this long, so a finite stream ends the job; "
                                  "checkpoints are only taken before the source stops. A file replay on a "
@@ -305,6 +313,8 @@ def resolve(options: PipelineOptions) -> tuple[KappaflowFlinkRunner, str]:
         checkpoints.checkpointing_interval = DEFAULT_CHECKPOINT_MS
     if streaming and checkpoints.finish_bundle_before_checkpointing is None:
         checkpoints.finish_bundle_before_checkpointing = True
+    if streaming and checkpoints.max_bundle_time_mills is None:
+        checkpoints.max_bundle_time_mills = DEFAULT_BUNDLE_TIME_MS
     end_of_replay = None
     files = _replayed_files(options) if streaming else None
     if files and flink.flink_master != "[local]":

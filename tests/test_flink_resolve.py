@@ -26,6 +26,8 @@ def test_a_file_replay_on_a_cluster_is_drained_once_every_file_is_read(tmp_path)
     # The watch finds the job by a name of its own.
     assert watch.job_name == options.view_as(GoogleCloudOptions).job_name and watch.job_name.startswith("kappaflow-")
     assert "drained when every file is read" in label
+    # A replay's next chunk waits for the bundle before it to finish: 100 ms, not Beam's 1 s.
+    assert options.view_as(flink.CheckpointOptions).max_bundle_time_mills == flink.DEFAULT_BUNDLE_TIME_MS
 
 
 def test_the_job_name_given_is_kept(tmp_path):
