@@ -343,9 +343,11 @@ def test_flink_cluster_replay_resumes_from_a_checkpoint_after_a_killed_taskmanag
     killer.start()
     started = time.monotonic()
     try:
+        # Paced to last at least ~30 s, so that checkpoints (every second) also fall after the restore.
+        speed = max(1.0, config.events / config.events_per_second / 30)
         acc = _run(case, events, (f"--reference_db={reference}",), output, "--runner=FlinkRunner",
-                   f"--flink_master={master}", "--streaming", "--checkpointing_interval=2000",
-                   f"--job_name={job_name}")
+                   f"--flink_master={master}", "--streaming", "--checkpointing_interval=1000",
+                   f"--replay_speed={speed:g}", f"--job_name={job_name}")
     finally:
         replay_done.set()
         killer.join(timeout=130)
