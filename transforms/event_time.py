@@ -90,7 +90,7 @@ class StampEventTimeFn(beam.DoFn):
                 self._newest = seconds
             self._unreported += 1
             if self._unreported >= self.GAUGE_EVERY:
-                self.finish_bundle()
+                self._report_position()
             yield WindowedValue(event, Timestamp.of(seconds), [_GLOBAL_WINDOW])
         else:
             self._invalid.inc()
@@ -98,6 +98,9 @@ class StampEventTimeFn(beam.DoFn):
                 "event_time", f"field {self._field}: {problem}", event))
 
     def finish_bundle(self) -> None:
+        self._report_position()
+
+    def _report_position(self) -> None:
         if self._newest is not None:
             self._position.set(int(self._newest))
         self._unreported = 0

@@ -33,12 +33,12 @@ from apache_beam.coders import FloatCoder, TupleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import FixedWindows, GlobalWindow, WindowFn
+from apache_beam.transforms.window import GlobalWindow, WindowFn
 from apache_beam.utils.timestamp import Timestamp
 
 from kappaflow.core import metrics
 from kappaflow.core.records import DEAD_LETTER_TAG, SOURCE_WATERMARK, Rejection
-from transforms.windowing import WindowConfig
+from transforms.windowing import WindowConfig, WindowsOf
 
 __all__ = ["JudgeBySourceWatermarkFn", "RouteTooLateRecords", "RouteTooLateFn", "Routed", "TooLateJudge"]
 
@@ -62,24 +62,16 @@ class TooLateJudge:
     a record too late for all of its windows."""
 
     def __init__(self, window_fn: WindowFn, allowed_lateness: float) -> None:
-        self._window_fn = window_fn
+        self._windows = WindowsOf(window_fn)
         self._lateness = allowed_lateness
-        self._fixed = (window_fn.size.micros, window_fn.offset.micros) if type(window_fn) is FixedWindows else None
 
     def deadlines(self, timestamp: Timestamp, event: Any) -> list[float]:
-        """End + allowed lateness of each window the record belongs to, in seconds."""
-        if self._fixed is not None:
-            # Fixed windows, the usual case, in integer microseconds: what FixedWindows.assign
-            # gives, without the Timestamp and IntervalWindow objects it makes per record.
-            size, offset = self._fixed
-            micros = timestamp.micros
-            start = micros - (micros - offset) % size
-            return [(start + size - 1) / 1e6 + self._lateness]
-        windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
-        return [w.max_timestamp().micros / 1e6 + self._lateness for w in windows]
+        """End + allowed lateness of each window the record belongs to, in seconds (a window's last
+        instant is one microsecond before its end)."""
+        return [(w.end.micros - 1) / 1e6 + self._lateness for w in self._windows(timestamp, event)]
 
     def rejection(self, event: dict, timestamp: Timestamp) -> Rejection:
-        windows = self._window_fn.assign(WindowFn.AssignContext(timestamp, element=event))
+        windows = self._windows(timestamp, event)
         missed = max(windows, key=lambda w: w.start)
         return Rejection(
             "late",
