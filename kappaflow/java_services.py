@@ -178,18 +178,23 @@ _LOCK = threading.Lock()
 _RUNNING: Optional[JavaServices] = None
 _RUNNING_POOL: Optional[str] = None
 _RUNNING_OPTIONS: dict[str, str] = {}
+# Services replaced by a restart. The Java transforms they expanded name their worker pool in their
+# environment, so they run until the run ends: a live Kafka read expanded before a Storage Write sink
+# that needs `bigQueryEndpoint` otherwise failed with "Connection refused" to the stopped pool.
+_REPLACED: list[JavaServices] = []
 
 
 def expansion_service(worker_pool: Optional[str] = None, java_options: Optional[Mapping[str, str]] = None) -> str:
     """The address of a running expansion service, started now if none runs (one per process).
-    Services started for another worker pool, or without some of `java_options`, are restarted
-    (with the options of both: one pipeline may apply several Java transforms)."""
+    Services started for another worker pool, or without some of `java_options`, are replaced by
+    new ones (with the options of both: one pipeline may apply several Java transforms); the old
+    ones keep serving what they expanded until the run ends."""
     global _RUNNING, _RUNNING_POOL, _RUNNING_OPTIONS
     with _LOCK:
         wanted = {**_RUNNING_OPTIONS, **(java_options or {})} if _RUNNING_POOL == worker_pool else dict(
             java_options or {})
         if _RUNNING is not None and (_RUNNING_POOL != worker_pool or wanted != _RUNNING_OPTIONS):
-            _RUNNING.stop()
+            _REPLACED.append(_RUNNING)
             _RUNNING = None
         if _RUNNING is None:
             _RUNNING = JavaServices(worker_pool, java_options=wanted).start()
@@ -202,14 +207,16 @@ _KEPT = 0
 
 
 def running() -> bool:
-    return _RUNNING is not None
+    return _RUNNING is not None or bool(_REPLACED)
 
 
 def stop() -> None:
     """Stop the expansion service and worker pool, if they were started (the end of a run), unless
-    a `kept()` block is open."""
+    a `kept()` block is open; replaced ones stop in any case (the run that used them has ended)."""
     global _RUNNING
     with _LOCK:
+        while _REPLACED:
+            _REPLACED.pop().stop()
         if _RUNNING is not None and not _KEPT:
             _RUNNING.stop()
             _RUNNING = None
