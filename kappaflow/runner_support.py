@@ -39,6 +39,15 @@ class Feature:
     note: str = ""
 
 
+def _writes_storage_api(options: object) -> bool:
+    return getattr(options, "bigquery_method", None) == "STORAGE_WRITE_API" and any(
+        str(getattr(options, name, None) or "").startswith("bigquery:") for name in ("output", "dead_letter_output"))
+
+
+def _streaming(options: object) -> bool:
+    return bool(options.view_as(StandardOptions).streaming)
+
+
 FEATURES = (
     Feature("Pub/Sub read (--input_subscription)", lambda o: bool(getattr(o, "input_subscription", None)),
             frozenset(RUNNERS), "",
@@ -55,14 +64,26 @@ FEATURES = (
             "run it with --runner=PrismRunner (this machine) or --runner=FlinkRunner (embedded or a cluster)",
             "Beam's Java KafkaIO through kappaflow's expansion service, Java workers in the EXTERNAL "
             "environment (no Docker); the Python DirectRunner cannot run a Java transform"),
-    Feature("Java transforms: BigQuery Storage Write API (--bigquery_method=STORAGE_WRITE_API)",
-            lambda o: getattr(o, "bigquery_method", None) == "STORAGE_WRITE_API" and any(
-                str(getattr(o, name, None) or "").startswith("bigquery:") for name in ("output", "dead_letter_output")),
+    Feature("Java transforms: BigQuery Storage Write API (--bigquery_method=STORAGE_WRITE_API)", _writes_storage_api,
             frozenset({"PrismRunner", "FlinkRunner"}),
             "run it with --runner=PrismRunner or --runner=FlinkRunner, or use --bigquery_method=FILE_LOADS "
             "(batch) or STREAMING_INSERTS",
             "Beam's Java BigQueryIO through kappaflow's expansion service and EXTERNAL Java workers; on "
             "Dataflow those workers would need Beam's Java container, which kappaflow does not wire"),
+    Feature("BigQuery Storage Write API in streaming (exactly-once)",
+            lambda o: _writes_storage_api(o) and _streaming(o),
+            frozenset({"FlinkRunner"}),
+            "Prism 2.70 cannot build its exactly-once streams (no beam:coder:sharded_key:v1): run it with "
+            "--runner=FlinkRunner, or use --bigquery_method=STREAMING_INSERTS",
+            "BUFFERED write streams flushed every --bigquery_firing_seconds, on Flink with a live source"),
+    Feature("BigQuery Storage Write API in a streaming replay of files",
+            lambda o: _writes_storage_api(o) and _streaming(o) and not getattr(o, "input_subscription", None)
+            and not str(getattr(o, "input", None) or "").startswith("kafka://"),
+            frozenset(),
+            "a replay ends, and Beam 2.70's Flink runner never finishes a streaming Storage Write whose input "
+            "has ended (it waits for the buffered rows' processing-time timer, which it no longer fires; the "
+            "last rows are never written); replay with --bigquery_method=STREAMING_INSERTS, or stream from "
+            "Kafka or Pub/Sub"),
 )
 
 

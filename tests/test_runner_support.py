@@ -28,6 +28,14 @@ def _run(tmp_path, *args):
     (("--input=x.jsonl", "--output=bigquery:p.d", "--bigquery_method=STORAGE_WRITE_API"),
      r"^clickstream: Java transforms: BigQuery Storage Write API .* not supported on DirectRunner: run it with "
      r"--runner=PrismRunner or --runner=FlinkRunner, or use --bigquery_method=FILE_LOADS"),
+    (("--input=kafka://127.0.0.1:9/clicks", "--streaming", "--output=bigquery:p.d", "--runner=PrismRunner",
+      "--bigquery_method=STORAGE_WRITE_API"),
+     r"in streaming \(exactly-once\) is not supported on PrismRunner: Prism 2.70 cannot build its exactly-once "
+     r"streams \(no beam:coder:sharded_key:v1\): run it with --runner=FlinkRunner"),
+    (("--input=x.jsonl", "--streaming", "--output=bigquery:p.d", "--runner=FlinkRunner",
+      "--bigquery_method=STORAGE_WRITE_API"),
+     r"in a streaming replay of files is not supported on FlinkRunner: a replay ends, and Beam 2.70's Flink "
+     r"runner never finishes"),
 ])
 def test_unsupported_combination_stops_in_one_line_naming_the_alternative(tmp_path, args, message):
     with pytest.raises(SystemExit, match=message) as stopped:
