@@ -29,6 +29,7 @@ from kappaflow.core.schemas.clickstream import CLICKSTREAM_METRICS
 from kappaflow.launcher import run
 from kappaflow.samples.clickstream import SampleConfig, build_reference_db, write_sample
 from kappaflow.tables import diff_tables, read_rows
+from kappaflow.wiring import bigquery_write_config
 from pipelines import clickstream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,6 +82,28 @@ def _command(url: str, front, reference: str, tmp_path, *args: str) -> tuple[lis
     return [sys.executable, "-m", "pipelines.clickstream", f"--output={url}", f"--reference_db={reference}",
             f"--temp_location={tmp_path}", f"--bigquery_endpoint=localhost:{front.port}",
             "--bigquery_method=STORAGE_WRITE_API", *args], env
+
+
+@pytest.mark.parametrize("args,method", [
+    (("--runner=FlinkRunner", "--streaming", "--input=kafka://b:9092/clicks"), "STORAGE_WRITE_API"),
+    (("--runner=FlinkRunner", "--streaming", "--input_subscription=projects/p/subscriptions/s"), "STORAGE_WRITE_API"),
+    # A replay's end never finishes a Storage Write on Flink; Prism cannot build it; the Python
+    # DirectRunner runs no Java transform; a local endpoint has no TLS gRPC for Beam's Java client.
+    (("--runner=FlinkRunner", "--streaming", "--input=events.jsonl"), "AUTO"),
+    (("--runner=PrismRunner", "--streaming", "--input=kafka://b:9092/clicks"), "AUTO"),
+    (("--streaming", "--input_subscription=projects/p/subscriptions/s"), "AUTO"),
+    (("--runner=FlinkRunner", "--streaming", "--input=kafka://b:9092/clicks", "--bigquery_endpoint=localhost:9050"),
+     "AUTO"),
+    (("--runner=FlinkRunner", "--input=events.jsonl"), "AUTO"),  # batch: one load job per table
+    (("--runner=FlinkRunner", "--streaming", "--input=kafka://b:9092/clicks", "--bigquery_method=STREAMING_INSERTS"),
+     "STREAMING_INSERTS"),
+])
+def test_streaming_default_is_the_exactly_once_storage_write_api_where_it_runs(monkeypatch, args, method):
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
+    options = PipelineOptions(["--output=bigquery:p.d", *args]).view_as(clickstream.ClickstreamOptions)
+    config = bigquery_write_config(options)
+    assert config.method == method
+    assert config.streaming_inserts == (method == "STREAMING_INSERTS" or (method == "AUTO" and "--streaming" in args))
 
 
 @pytest.mark.slow
