@@ -52,7 +52,7 @@ flink-cluster-stop:
 	bash scripts/flink-cluster.sh stop
 
 test: venv servers browser runners
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 bench: venv setup-prism
 	$(PY) benchmarks/clickstream_bench.py

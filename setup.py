@@ -6,7 +6,7 @@ setup(
     name="kappaflow",
     version="0.1.0",
     description="Beam pipelines for clickstream, IoT and CDC events: one graph for batch, replay and streaming.",
-    python_requires=">=3.10,<3.13",
+    python_requires=">=3.11,<3.13",
     packages=find_packages(include=["kappaflow*", "pipelines*", "transforms*", "io_connectors*"]),
     install_requires=[
         # One exact Beam version: the Flink job server jar and the Prism binary must match it.

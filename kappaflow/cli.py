@@ -34,29 +34,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from kappaflow.core import metrics
 from kappaflow.errors import ConfigurationError
-from kappaflow.options import KappaflowOptions, option_rules
+from kappaflow.options import HELP_GROUPS, KappaflowOptions, Option, declared_options, default_of, option_rules
 
 __all__ = ["main", "run_main", "run_pipeline_command", "option_groups", "pipeline_parser"]
 
 PROG = "kappaflow"
 
-# Where each option of any pipeline appears in --help; a new option must be placed here
-# (tests/test_cli.py checks that none is left out).
-GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("input", ("input", "input_subscription", "timestamp_attribute", "pubsub_id_label", "ingest_time_field",
-               "primary_keys", "max_record_bytes", "max_future_seconds", "valid_ranges")),
-    ("output", ("output", "dead_letter_output", "bigquery_endpoint", "bigquery_method", "bigquery_firing_seconds",
-                "apply_batch_size", "archive", "archive_window_seconds", "alerts_topic", "pii_salt")),
-    ("windows and lateness", ("window_seconds", "allowed_lateness_seconds", "early_firing_seconds",
-                              "max_clock_skew_seconds")),
-    ("dedup", ("dedup_horizon_seconds",)),
-    ("enrichment", ("reference_db", "default_max_temp_c")),
-    ("replay", ("max_out_of_orderness_seconds", "replay_chunk_size", "replay_speed")),
-    ("runner", ("runner", "streaming", "dry_run", "report", "max_invalid_ratio", "progress", "progress_seconds",
-                "report_every_seconds", "debug")),
-)
-_UNITS = {"max_record_bytes": "bytes", "replay_chunk_size": "records", "apply_batch_size": "changes", "default_max_temp_c": "°C",
-          "max_invalid_ratio": "of the records read"}
 # Beam's options that belong in a pipeline's own --help (Beam parses them; --help-beam lists the rest).
 _BEAM_SHOWN: dict[str, dict[str, Any]] = {
     "runner": dict(default="DirectRunner", help="Where the job runs: DirectRunner (local), PrismRunner, "
@@ -68,10 +51,6 @@ _BEAM_SHOWN: dict[str, dict[str, Any]] = {
                          "would submit, without Google credentials); run nothing."),
 }
 _DATAFLOW = ("DataflowRunner", "dataflow")
-_METAVARS = {"input": "FILES", "output": "URL", "dead_letter_output": "URL", "reference_db": "URL",
-             "report": "PATH", "archive": "DIR", "input_subscription": "SUBSCRIPTION", "alerts_topic": "TOPIC",
-             "primary_keys": "TABLE:COLUMN,...", "bigquery_endpoint": "HOST:PORT", "pii_salt": "SECRET",
-             "timestamp_attribute": "ATTRIBUTE", "pubsub_id_label": "ATTRIBUTE", "ingest_time_field": "FIELD"}
 
 
 class _RaisingParser(_BeamArgumentParser):
@@ -86,49 +65,46 @@ def _pipeline_module(name: str):
 
 
 def _module_of(cls: type) -> Any:
-    """The module that defines a pipeline's options. Under `python -m pipelines.cdc` that is
-    `__main__`: importing `pipelines.cdc` again would register its flags with Beam a second time."""
+    """The module that defines a pipeline's options: under `python -m pipelines.cdc`, `__main__`
+    (whose docstring the help shows), not a second import of `pipelines.cdc`."""
     return sys.modules[cls.__module__]
 
 
-def _default(cls: type[KappaflowOptions], action: argparse.Action) -> Any:
-    return getattr(cls, f"DEFAULT_{action.dest.upper()}", action.default)
-
-
-def _unit(dest: str) -> str:
-    return "s" if dest.endswith("_seconds") else _UNITS.get(dest, "")
-
-
-def _help_text(cls: type[KappaflowOptions], action: argparse.Action) -> str:
-    text = (action.help or "").replace("%", "%%")
-    if "default:" in text.lower() or action.nargs == 0:
+def _help_text(cls: type[KappaflowOptions], option: Option) -> str:
+    text = option.help.replace("%", "%%")
+    if "default:" in text.lower():
         return text
-    default, unit = _default(cls, action), _unit(action.dest)
+    default = default_of(cls, option)
+    unit = "s" if option.name.endswith("_seconds") else option.unit
     if default is None:
         return text  # off unless given
     shown = f"{default:g}" if isinstance(default, float) else str(default)
     return f"{text} [default: {shown}{' ' + unit if unit else ''}]"
 
 
-def _metavar(action: argparse.Action) -> Optional[str]:
-    if action.choices:
+def _metavar(option: Option) -> Optional[str]:
+    if option.choices:
         return None  # argparse shows the choices
-    if action.dest.endswith("_seconds"):
+    if option.name.endswith("_seconds"):
         return "SECONDS"
-    if action.type in (int, float):
+    if option.type in (int, float):
         return "N"
-    return _METAVARS.get(action.dest, "VALUE")
+    return option.metavar or "VALUE"
 
 
 def option_groups() -> dict[str, str]:
-    """option dest → its --help group."""
-    return {dest: title for title, dests in GROUPS for dest in dests}
+    """option dest → its --help group, for every option of every pipeline and the Beam ones shown."""
+    from kappaflow.flex_template import options_class, pipeline_names
+
+    ours = {option.name: option.group for name in pipeline_names() for option in declared_options(options_class(name))}
+    return {**ours, **{dest: "runner" for dest in (*_BEAM_SHOWN, "debug")}}
 
 
 def pipeline_parser(name: str, cls: Optional[type[KappaflowOptions]] = None) -> argparse.ArgumentParser:
     """The parser behind `kappaflow NAME --help` and the value checks: the pipeline's own options
-    (one declaration: their `_add_argparse_args`) plus the few Beam options a user sets per run."""
-    from kappaflow.flex_template import _actions, options_class
+    (one declaration: their OPTIONS tables, kappaflow/options.py) plus the few Beam options a user
+    sets per run."""
+    from kappaflow.flex_template import options_class
 
     cls = cls or options_class(name)
     module = _module_of(cls)
@@ -140,21 +116,11 @@ def pipeline_parser(name: str, cls: Optional[type[KappaflowOptions]] = None) -> 
                             description="\n\n".join(paragraphs),
                             epilog=f"Beam's own options: {PROG} {name} --help-beam. Exit status: 0 done, "
                                    "1 the run failed, 2 the command line is wrong.")
-    groups = {title: parser.add_argument_group(f"{title} options") for title, _ in GROUPS}
-    placed = option_groups()
-    other = None
-    for action in _actions(cls):
-        title = placed.get(action.dest)
-        if title is None:
-            other = other or parser.add_argument_group("other options")
-        group = groups[title] if title else other
-        kwargs: dict[str, Any] = dict(dest=action.dest, help=_help_text(cls, action))
-        if action.nargs == 0:
-            kwargs["action"] = "store_true"
-        else:
-            kwargs.update(default=_default(cls, action), type=action.type, choices=action.choices,
-                          metavar=_metavar(action))
-        group.add_argument(*action.option_strings, **kwargs)
+    groups = {title: parser.add_argument_group(f"{title} options") for title in HELP_GROUPS}
+    for option in declared_options(cls):
+        groups[option.group].add_argument(option.flag, dest=option.name, help=_help_text(cls, option),
+                                          default=default_of(cls, option), type=option.type,
+                                          choices=option.choices, metavar=_metavar(option))
     for title, group in groups.items():
         if not group._group_actions:  # e.g. CDC has no windows: say so rather than hide the group
             group.description = f"none: {name} has no {title} options"

@@ -1,4 +1,5 @@
-"""Dataflow flex-template metadata generated from each pipeline's own option parser.
+"""Dataflow flex-template metadata generated from each pipeline's option declarations
+(kappaflow/options.py: the `Option` tables of the groups its options class adds up).
 
     python -m kappaflow.flex_template --write   # regenerate templates/<pipeline>/metadata.json
     python -m kappaflow.flex_template --check   # exit 1 when a file has drifted from the code
@@ -16,7 +17,7 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from kappaflow.options import KappaflowOptions, option_rules
+from kappaflow.options import KappaflowOptions, declared_options, default_of
 
 __all__ = ["pipeline_names", "options_class", "template_metadata", "metadata_path"]
 
@@ -47,34 +48,9 @@ def options_class(name: str) -> type[KappaflowOptions]:
     return found[0]
 
 
-def _actions(cls: type[PipelineOptions]) -> list[argparse.Action]:
-    """The options `cls` and its bases add, except Beam's own (not template parameters)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    for klass in reversed(cls.mro()):
-        if (issubclass(klass, PipelineOptions) and not klass.__module__.startswith("apache_beam")
-                and "_add_argparse_args" in vars(klass)):
-            klass._add_argparse_args(parser)
-    return list(parser._actions)
-
-
 def flags_of(cls: type[PipelineOptions]) -> frozenset[str]:
     """The flags (--name) of `cls` and its bases, except Beam's own."""
-    return frozenset(s for action in _actions(cls) for s in action.option_strings)
-
-
-def _regex(cls: type[KappaflowOptions], action: argparse.Action) -> list[str]:
-    if action.dest in cls.TEMPLATE_REGEXES:
-        return [cls.TEMPLATE_REGEXES[action.dest]]
-    rule = option_rules(cls).get(action.dest)
-    if rule is not None:
-        return [rule.regex]
-    if action.nargs == 0:
-        return [_BOOLEAN]
-    if action.type is float:
-        return [r"^-?[0-9]+(\.[0-9]+)?$"]
-    if action.type is int:
-        return [r"^-?[0-9]+$"]
-    return []
+    return frozenset(option.flag for option in declared_options(cls))
 
 
 def template_metadata(name: str) -> dict[str, Any]:
@@ -82,20 +58,20 @@ def template_metadata(name: str) -> dict[str, Any]:
     module = importlib.import_module(f"{PIPELINES_PACKAGE}.{name}")
     summary = (module.__doc__ or name).strip().splitlines()[0]
     parameters = []
-    for action in _actions(cls):
-        help_text = action.help or action.dest.replace("_", " ")
-        default = getattr(cls, f"DEFAULT_{action.dest.upper()}", action.default)
+    for option in declared_options(cls):
+        help_text = option.help
+        default = default_of(cls, option)
         if default not in (None, False) and "default:" not in help_text.lower():
             help_text += f" Default: {default:g}." if isinstance(default, float) else f" Default: {default}."
         parameter: dict[str, Any] = {
-            "name": action.dest,
-            "label": action.dest.replace("_", " ").capitalize(),
+            "name": option.name,
+            "label": option.name.replace("_", " ").capitalize(),
             "helpText": help_text,
-            "isOptional": not action.required,
+            "isOptional": True,  # Beam parses every pipeline's flags, so the launcher checks required ones
         }
-        regexes = _regex(cls, action)
-        if regexes:
-            parameter["regexes"] = regexes
+        regex = option.template_regex()
+        if regex:
+            parameter["regexes"] = [regex]
         parameters.append(parameter)
     for dest, (label, help_text, regex) in _BEAM_PARAMETERS.items():
         parameters.append({"name": dest, "label": label, "helpText": help_text, "isOptional": True,

@@ -34,6 +34,7 @@ from typing import Iterator, Mapping, Optional
 
 import grpc
 
+from kappaflow.processes import stop_process
 from kappaflow.runner_cache import BEAM_VERSION, cache_dir, require
 
 __all__ = ["JavaServices", "classpath", "expansion_service", "kept", "running", "stop"]
@@ -103,13 +104,7 @@ class _JavaProcess:
                         raise RuntimeError(f"{self.what} did not listen on {self.address} within {timeout:.0f}s")
 
     def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        stop_process(self._proc, timeout=15)
         self._log.close()
         if self._proc.returncode in (0, -15, 143):  # a clean stop: the log is of no further use
             os.unlink(self._log.name)

@@ -12,10 +12,7 @@ Every rejected event goes to the `dead_letters` table with its reason.
 
 from __future__ import annotations
 
-import dataclasses
-
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from io_connectors.bigquery import is_bigquery_url
 from io_connectors.bigquery_cdc import ApplyChangesToBigQuery
@@ -23,7 +20,7 @@ from io_connectors.cdc_sink import ApplyChanges
 from io_connectors.sinks import is_database_url
 from io_connectors.sources import ReadInput
 from kappaflow.cli import run_main
-from kappaflow.options import WHOLE_POSITIVE, KappaflowOptions
+from kappaflow.options import CdcFlags, KappaflowOptions
 from kappaflow.wiring import bigquery_write_config, dead_letters, kafka_read_config
 from transforms.debezium import ParseChanges, PrimaryKeys
 from transforms.event_time import EventTimeOf, WithEventTime
@@ -33,29 +30,7 @@ PIPELINE = "cdc"
 CHANGE_TIME = EventTimeOf("payload.source.ts_ms", "source.ts_ms", "payload.ts_ms", "ts_ms")
 
 
-_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
-_TABLE_KEY = rf"{_IDENTIFIER}:{_IDENTIFIER}(\+{_IDENTIFIER})*"
-
-
-class CdcFlags(PipelineOptions):
-    """The CDC flags: a direct PipelineOptions subclass, so Beam's own parser knows them too (Beam
-    registers only direct subclasses; otherwise it warns "Unparseable argument" on every run)."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--primary_keys", default=None,
-                            help="Primary key per source table: customers:customer_id,orders:store_id+order_id "
-                                 "(+ joins a composite key). Events of other tables are dead letters.")
-        parser.add_argument("--apply_batch_size", type=int, default=500,
-                            help="Changes per transaction when applying to --output.")
-
-
 class CdcOptions(KappaflowOptions, CdcFlags):
-    TEMPLATE_REGEXES = {
-        **KappaflowOptions.TEMPLATE_REGEXES,
-        "primary_keys": rf"^{_TABLE_KEY}(,{_TABLE_KEY})*$",
-    }
-    RULES = {"apply_batch_size": dataclasses.replace(WHOLE_POSITIVE, text="must be >= 1 change")}
     # A change is refused as invalid, or applied, or already there (a re-delivery), or beaten by a
     # newer change of its row, or refused by the target table.
     OUTCOMES = ("invalid", "applied", "duplicates", "superseded", "rejected")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from io_connectors.archive import WriteArchive
 from io_connectors.kafka import WriteKafkaMessages, is_kafka_url
@@ -30,7 +29,7 @@ from io_connectors.sinks import WriteTable
 from kappaflow.core import metrics
 from kappaflow.core.schemas.iot import IOT_ARCHIVE, IOT_READING, SENSOR_ALERTS, SENSOR_STATS
 from kappaflow.cli import run_main
-from kappaflow.options import (AT_LEAST_ZERO, POSITIVE, EnrichmentOptions, KappaflowOptions, PubSubInputOptions,
+from kappaflow.options import (EnrichmentOptions, IotSensorsFlags, KappaflowOptions, PubSubInputOptions,
                                WindowOptions)
 from kappaflow.wiring import bigquery_write_config, dead_letters, kafka_write_config, read_input
 from transforms.aggregate import AggregatePerWindow, Metric
@@ -62,36 +61,8 @@ METRICS = (
 )
 
 
-class IotSensorsFlags(PipelineOptions):
-    """The IoT flags (a direct PipelineOptions subclass, so Beam's own parser knows them too)."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--max_clock_skew_seconds", type=float, default=300.0,
-                            help="Use the ingest time when the device time is missing or further off.")
-        parser.add_argument("--ingest_time_field", default=None,
-                            help="Top-level field of file records holding the ingest time (file sources).")
-        parser.add_argument("--default_max_temp_c", type=float, default=90.0,
-                            help="Alert threshold of devices missing from the registry (or without one).")
-        parser.add_argument("--valid_ranges", default=None,
-                            help="Plausible value range per quantity in canonical units, overriding the "
-                                 "defaults temperature=-273.15..2000 (°C), pressure=0..1000000 (hPa), "
-                                 "humidity=0..100 (percent); readings outside are dead letters (stage range).")
-        parser.add_argument("--archive", default=None,
-                            help="Directory of the raw archive (Parquet, by event_date and device_type).")
-        parser.add_argument("--archive_window_seconds", type=float, default=3600.0,
-                            help="Event time covered by one archive file.")
-        parser.add_argument("--alerts_topic", default=None,
-                            help="Topic for alerts: Pub/Sub, projects/P/topics/T; or Kafka, "
-                                 "kafka://HOST:PORT/TOPIC (Prism, Flink).")
-
-
 class IotSensorsOptions(KappaflowOptions, EnrichmentOptions, WindowOptions, PubSubInputOptions,
                         IotSensorsFlags):
-    _RANGE = r"[a-z_]+=-?[0-9.]+\.\.-?[0-9.]+"
-    TEMPLATE_REGEXES = {**KappaflowOptions.TEMPLATE_REGEXES, "archive": r"^(gs://|/|file://).+$",
-                        "valid_ranges": rf"^{_RANGE}(,{_RANGE})*$"}
-    RULES = {"max_clock_skew_seconds": AT_LEAST_ZERO, "archive_window_seconds": POSITIVE}
     # Sensors report often and late data matters for minutes, not for a quarter of an hour.
     DEFAULT_WINDOW_SECONDS = 10.0
     DEFAULT_ALLOWED_LATENESS_SECONDS = 60.0

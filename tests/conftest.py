@@ -94,3 +94,16 @@ def clickstream_sample(directory, **config) -> tuple[str, str]:
     build_reference_db(reference, sample)
     return events, reference
 
+
+
+def registered_actions(cls: type[PipelineOptions]) -> list:
+    """The argparse actions Beam's parser gets from `cls` and its bases (their `_add_argparse_args`),
+    except Beam's own: what a run parses, to hold the help, the checks and the templates against."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    for klass in reversed(cls.mro()):
+        if (issubclass(klass, PipelineOptions) and not klass.__module__.startswith("apache_beam")
+                and "_add_argparse_args" in vars(klass)):
+            klass._add_argparse_args(parser)
+    return list(parser._actions)

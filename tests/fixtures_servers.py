@@ -10,6 +10,8 @@ import tempfile
 import time
 from typing import Optional
 
+from kappaflow.processes import stop_process
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -39,10 +41,6 @@ class ServerProcess:
         wait_for_port(port, timeout, what)
 
     def stop(self) -> None:
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
+        stop_process(self._proc, timeout=10)
         self._log.close()
         os.unlink(self._log.name)

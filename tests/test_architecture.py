@@ -3,6 +3,7 @@ pipelines, no cycles, run by `make test` (and so by CI)."""
 
 from __future__ import annotations
 
+import ast
 import configparser
 import os
 import pkgutil
@@ -47,3 +48,38 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     result = lint_imports(tmp_path)
     assert result.returncode == 1
     assert "kappaflow.core is not allowed to import io_connectors" in result.stdout
+
+
+# What "reads the pipeline options or looks at the runner" looks like in code (issue 12, item 5).
+_OPTION_READS = {"view_as", "options", "_options", "runner", "get_all_options"}
+
+
+def option_reads(root: Path, packages: tuple[str, ...]) -> list[str]:
+    """file:line of each import of Beam's options module and each attribute access that reads
+    pipeline options or the runner, under `packages` of `root`."""
+    found = []
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                imported = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                            else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+                if (any(m.startswith("apache_beam.options") for m in imported)
+                        or isinstance(node, ast.Attribute) and node.attr in _OPTION_READS):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_no_transform_or_connector_reads_pipeline_options_or_the_runner():
+    """Runner-specific choices are made once, in the runtime (kappaflow/wiring.py), and reach the
+    connectors as plain config values."""
+    assert option_reads(ROOT, ("transforms", "io_connectors")) == []
+
+
+def test_reading_the_runner_inside_a_transform_is_found(tmp_path):
+    (tmp_path / "transforms").mkdir()
+    (tmp_path / "transforms" / "fires.py").write_text(
+        "from apache_beam.options.pipeline_options import StandardOptions\n\n"
+        "def expand(pcoll):\n"
+        "    return pcoll.pipeline.options.view_as(StandardOptions).runner\n")
+    assert option_reads(tmp_path, ("transforms",)) == ["transforms/fires.py:1", "transforms/fires.py:4",
+                                                      "transforms/fires.py:4", "transforms/fires.py:4"]

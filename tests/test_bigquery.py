@@ -56,6 +56,19 @@ def test_table_definition_comes_from_the_schema_declaration():
     assert (events.field_type, events.mode, events.description) == ("INT64", "REQUIRED", "Unique events.")
 
 
+@pytest.mark.parametrize("runner, files_per_firing", [
+    (None, 100), ("DirectRunner", 100), ("PrismRunner", 100), ("prism", 100),
+    ("FlinkRunner", None), ("DataflowRunner", None),
+])
+def test_the_runtime_chooses_per_runner_when_loads_fire(runner, files_per_firing):
+    """On the local runners (Prism 2.70 hangs on repeated processing-time triggers) loads and MERGEs
+    fire every 100 staged files, elsewhere every --bigquery_firing_seconds: chosen once, in the
+    wiring, and handed to the sinks as a config value."""
+    argv = ["--streaming", "--bigquery_firing_seconds=30"] + ([f"--runner={runner}"] if runner else [])
+    config = bigquery_write_config(PipelineOptions(argv).view_as(KappaflowOptions))
+    assert (config.files_per_firing, config.firing_seconds, config.streaming) == (files_per_firing, 30, True)
+
+
 def test_latest_view_insert_id_and_rows():
     sql = latest_view_query(PAGES, "p1.d1.page_metrics")
     assert "PARTITION BY window_start, page ORDER BY pane_index DESC" in sql and "`p1.d1.page_metrics`" in sql

@@ -14,9 +14,9 @@ import pytest
 
 from kappaflow import cli, launcher
 from kappaflow.errors import ConfigurationError
-from kappaflow.flex_template import _actions, options_class, pipeline_names
+from kappaflow.flex_template import options_class, pipeline_names
 from pipelines import cdc, clickstream
-from conftest import clickstream_sample
+from conftest import clickstream_sample, registered_actions
 from fixtures_servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def _clickstream(capsys, sample, *argv, reference=None):
 def test_help_lists_every_option_of_the_pipeline_in_a_group(name, capsys):
     cls = options_class(name)
     groups = cli.option_groups()
-    ours = [a.dest for a in _actions(cls)]
+    ours = [a.dest for a in registered_actions(cls)]
     assert [d for d in ours if d not in groups] == []  # a new option must be placed in a group
     assert cli.run_pipeline_command(name, None, cls, ["--help"]) == 0
     text = capsys.readouterr().out
@@ -237,7 +237,7 @@ def test_each_pipeline_declares_its_own_option_groups():
     assert not any(issubclass(cdc.CdcOptions, g) for g in (EnrichmentOptions, WindowOptions, PubSubInputOptions))
     assert all(issubclass(clickstream.ClickstreamOptions, g)
                for g in (EnrichmentOptions, WindowOptions, PubSubInputOptions))
-    assert "alerts_topic" not in {a.dest for a in _actions(clickstream.ClickstreamOptions)}  # an IoT flag
+    assert "alerts_topic" not in {a.dest for a in registered_actions(clickstream.ClickstreamOptions)}  # an IoT flag
 
 
 def _installed_kappaflow() -> str:

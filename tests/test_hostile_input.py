@@ -174,19 +174,9 @@ def all_output_text(db: str, skip_tables: tuple[str, ...] = ()) -> str:
                          for table in tables if table not in skip_tables)
 
 
-# Known gap (issue 14): on Prism, now and then a replay of this suite's clickstream or IoT input
-# ends UNBALANCED by one duplicate: a re-delivered copy never reaches the dedup's KeepFirstCopyFn
-# (the table, `aggregated` and `dead letters written` are unchanged). About one replay in six before
-# files' records stopped going through the stateful router; 3 failures in 24 replays since.
-_PRISM_COPY_LOSS = pytest.mark.xfail(
-    reason="issue 14: on Prism a re-delivered copy now and then never reaches the dedup's count", strict=False)
-
-
 @pytest.mark.parametrize("mode", ["batch", "streaming"])
 @pytest.mark.parametrize("pipeline", ["clickstream", "iot_sensors", "cdc"])
-def test_hostile_records_never_stop_a_run_and_every_rejection_is_a_dead_letter(inputs, runs, pipeline, mode, request):
-    if mode == "streaming" and pipeline in ("clickstream", "iot_sensors"):
-        request.applymarker(_PRISM_COPY_LOSS)
+def test_hostile_records_never_stop_a_run_and_every_rejection_is_a_dead_letter(inputs, runs, pipeline, mode):
     fuzz, run = inputs[pipeline], runs[(pipeline, mode)]
     assert run.returncode == 0, run.stderr[-3000:]
     with open(run.report, encoding="utf-8") as handle:

@@ -3,15 +3,18 @@ each numeric option has one rule that the command line and the template regex sh
 
 from __future__ import annotations
 
+import argparse
 import re
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from kappaflow.flex_template import _actions, options_class, pipeline_names
-from kappaflow.options import option_rules
+from kappaflow.flex_template import options_class, pipeline_names
+from kappaflow.options import (OPTION_GROUPS, POSITIVE, KafkaOptions, KappaflowOptions, Option, declared_options,
+                               option_rules)
 from pipelines.clickstream import ClickstreamOptions
 from pipelines.iot_sensors import IotSensorsOptions
+from conftest import registered_actions
 
 
 def test_pipeline_defaults_do_not_leak():
@@ -34,10 +37,10 @@ def test_iot_flags_are_known_to_beams_own_parser():
 
 @pytest.mark.parametrize("name", pipeline_names())
 def test_the_command_line_check_and_the_template_regex_of_an_option_agree(name):
-    """One rule per option (kappaflow/options.py RULES): what the regex lets through, the check
+    """One rule per option (its `rule` in kappaflow/options.py): what the regex lets through, the check
     accepts, and the other way round."""
     cls = options_class(name)
-    types = {a.dest: a.type for a in _actions(cls)}
+    types = {a.dest: a.type for a in registered_actions(cls)}
     for dest, rule in option_rules(cls).items():
         samples = ["0", "1", "500", "007", "-5"] if types[dest] is int else \
             ["0", "0.0", "0.5", "1", "60", "60.5", "007", "-1", "1e3"]
@@ -57,3 +60,35 @@ def test_dedup_horizon_zero_is_refused_by_every_check():
     assert not re.fullmatch(rule.regex, "0") and not rule.accepts(0.0)
     with pytest.raises(ValueError):
         DedupConfig(0.0, 60.0)
+
+
+@pytest.mark.parametrize("group", [KappaflowOptions, *OPTION_GROUPS, KafkaOptions], ids=lambda g: g.__name__)
+def test_a_group_registers_with_beam_exactly_the_options_of_its_table(group):
+    """Beam's parser, --help, the checks and the templates read one table: a flag added to the
+    parser by hand would be parsed by Beam and unknown to the others."""
+    parser = argparse.ArgumentParser(add_help=False)
+    group._add_argparse_args(parser)
+    registered = [(a.dest, a.type, a.default, a.choices, a.help) for a in parser._actions]
+    assert registered == [(o.name, None if o.type is str else o.type, o.current_default(), o.choices, o.help)
+                          for o in group.OPTIONS]
+
+
+def test_a_default_from_the_environment_is_read_when_the_options_are_parsed(monkeypatch):
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", "127.0.0.1:9050")
+    assert PipelineOptions([]).view_as(KappaflowOptions).bigquery_endpoint == "127.0.0.1:9050"
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST")
+    assert PipelineOptions([]).view_as(KappaflowOptions).bigquery_endpoint is None
+
+
+def test_an_option_is_refused_outside_a_help_group_or_with_a_rule_on_text():
+    with pytest.raises(ValueError, match="group 'misc'"):
+        Option("x", float, 1.0, POSITIVE, group="misc", help="")
+    with pytest.raises(ValueError, match="a rule bounds a number"):
+        Option("x", str, None, POSITIVE, group="input", help="")
+
+
+def test_choices_are_the_template_regex_of_an_option_that_has_them():
+    method = next(o for o in declared_options(KappaflowOptions) if o.name == "bigquery_method")
+    regex = method.template_regex()
+    assert [c for c in ("AUTO", "FILE_LOADS", "STREAMING_INSERTS", "STORAGE_WRITE_API", "auto", "LOADS")
+            if re.fullmatch(regex, c)] == list(method.choices)

@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from kappaflow import flex_template
 from kappaflow.launcher import normalize_boolean_flags
+from conftest import registered_actions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,7 +94,7 @@ def test_every_metadata_parameter_is_accepted_by_the_pipeline(name):
 @pytest.mark.parametrize("name", flex_template.pipeline_names())
 def test_every_pipeline_option_is_in_the_metadata(name):
     declared = {p["name"] for p in _metadata(name)["parameters"]}
-    actions = flex_template._actions(flex_template.options_class(name))
+    actions = registered_actions(flex_template.options_class(name))
     assert {a.dest for a in actions} <= declared
 
 

@@ -12,7 +12,7 @@ import math
 import time
 import zlib
 from fractions import Fraction
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics

@@ -59,9 +59,6 @@ class CorrectClockSkewFn(beam.DoFn):
         self._corrected = Metrics.counter(metrics.NAMESPACE, metrics.CLOCK_CORRECTED)
         self._invalid = Metrics.counter(metrics.NAMESPACE, metrics.INVALID)
 
-    def start_bundle(self) -> None:
-        metrics.report_from_every_bundle(self._invalid)
-
     def process(self, event: dict) -> Iterator[Any]:
         field = self._config.time_field
         device_time, ingest_time = event.get(field), event.get(INGEST_TIME)

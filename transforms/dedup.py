@@ -71,9 +71,6 @@ class KeepFirstCopyFn(beam.DoFn):
         self._restore = restore
         self._duplicates = Metrics.counter(metrics.NAMESPACE, metrics.DUPLICATES)
 
-    def start_bundle(self) -> None:
-        metrics.report_from_every_bundle(self._duplicates)
-
     def process(self, element: tuple[str, Iterable[tuple[int, Any]]], pane=beam.DoFn.PaneInfoParam) -> Iterator[Any]:
         _, copies = element
         copies = list(copies)

@@ -107,7 +107,6 @@ class LookupReferenceFn(beam.DoFn):
         self._engine.dispose()
 
     def start_bundle(self) -> None:
-        metrics.report_from_every_bundle(self._failed)
         self._buffer: list[WindowedValue] = []
 
     def process(self, event: dict, windowed=beam.DoFn.WindowedValueParam) -> Iterator[Any]:

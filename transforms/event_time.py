@@ -78,7 +78,6 @@ class StampEventTimeFn(beam.DoFn):
         self._position = Metrics.gauge(metrics.NAMESPACE, metrics.EVENT_TIME_POSITION)
 
     def start_bundle(self) -> None:
-        metrics.report_from_every_bundle(self._invalid)
         self._newest = None
         self._unreported = 0
 

@@ -18,9 +18,6 @@ class CountExcludedFn(beam.DoFn):
         self._keep = keep
         self._excluded = Metrics.counter(metrics.NAMESPACE, metrics.EXCLUDED)
 
-    def start_bundle(self) -> None:
-        metrics.report_from_every_bundle(self._excluded)
-
     def process(self, event: dict) -> Iterator[dict]:
         if self._keep(event):
             yield event

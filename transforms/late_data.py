@@ -83,15 +83,12 @@ class TooLateJudge:
 
 
 class _CountsTooLate:
-    """The router's counters, reported from every bundle (metrics.report_from_every_bundle)."""
+    """The router's counters."""
 
     def __init__(self) -> None:
         super().__init__()
         self._too_late = Metrics.counter(metrics.NAMESPACE, metrics.TOO_LATE)
         self._partly_late = Metrics.counter(metrics.NAMESPACE, "too_late_for_some_windows")
-
-    def start_bundle(self) -> None:
-        metrics.report_from_every_bundle(self._too_late, self._partly_late)
 
 
 class JudgeBySourceWatermarkFn(_CountsTooLate, beam.DoFn):

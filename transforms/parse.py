@@ -72,9 +72,6 @@ class ParseEventFn(beam.DoFn):
     def setup(self) -> None:
         self._hash = PiiHasher(self._pii_salt)
 
-    def start_bundle(self) -> None:
-        metrics.report_from_every_bundle(self._invalid)
-
     def process(self, record: RawRecord) -> Iterable[Any]:
         self._read.inc()
         event, letter = self._parse(record)

@@ -65,9 +65,6 @@ class NormalizeUnitFn(beam.DoFn):
         self._quantities = {rule.quantity for rule in self._units.values()}
         self._invalid = Metrics.counter(metrics.NAMESPACE, metrics.INVALID)
 
-    def start_bundle(self) -> None:
-        metrics.report_from_every_bundle(self._invalid)
-
     def process(self, event: dict) -> Iterator[Any]:
         unit = event.get(self._unit_field)
         rule = self._units.get(unit.strip().lower()) if isinstance(unit, str) else None
@@ -159,9 +156,6 @@ class CheckPlausibleRangeFn(beam.DoFn):
         self._value_field = value_field
         self._unit_field = unit_field
         self._invalid = Metrics.counter(metrics.NAMESPACE, metrics.INVALID)
-
-    def start_bundle(self) -> None:
-        metrics.report_from_every_bundle(self._invalid)
 
     def process(self, event: dict) -> Iterator[Any]:
         value, unit = event.get(self._value_field), event.get(self._unit_field)

@@ -1,6 +1,6 @@
 """Names of the counters that make up a run's accounting; the launcher reads them back."""
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 NAMESPACE = "kappaflow"
 
@@ -33,15 +33,6 @@ FILE_DONE = 2**62
 APPLIED = "changes_applied"
 SUPERSEDED = "changes_superseded"
 REJECTED = "changes_rejected"
-
-
-def report_from_every_bundle(*counters: Any) -> None:
-    """Call from start_bundle with the accounting counters a DoFn bumps for some records only: each
-    is reported at 0 from every bundle. Prism 2.70 now and then lost a bundle's update of a counter
-    that most bundles never touch (too_late short in 5 of 8 replays of one file; right in 16 of 16
-    once touched; an IoT replay's `excluded` short by 11 of 91)."""
-    for counter in counters:
-        counter.inc(0)
 
 
 class Outcome(NamedTuple):

@@ -1,6 +1,7 @@
 """Deterministic sample data for every pipeline."""
 
 import argparse
+import dataclasses
 import random
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -34,21 +35,36 @@ class Arrivals:
         return [line for _, _, line in sorted(self._arrivals)]
 
 
-def sample_main(doc: str, unit: str, default_count: int, default_seed: int, config: Callable[[int, int], Any],
-                write_sample: Callable[[str, Any], int], build_reference_db: Callable[[str, Any], None],
-                reference: str, argv: Optional[Sequence[str]] = None) -> None:
-    """The command line of a JSONL sample generator: --UNIT records (`config(count, seed)`) to
-    --out, and with --reference_db the reference tables (`reference` names them) they join."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(f"--{unit}", type=int, default=default_count)
-    parser.add_argument("--seed", type=int, default=default_seed)
-    parser.add_argument("--out", required=True, help="JSONL file to write")
-    parser.add_argument("--reference_db", help="SQLAlchemy URL of the reference database to (re)build")
-    args = parser.parse_args(argv)
-    count = getattr(args, unit)
-    made = config(count, args.seed)
-    lines = write_sample(args.out, made)
-    print(f"wrote {lines:,} lines ({count:,} {unit}) to {args.out}")
-    if args.reference_db:
-        build_reference_db(args.reference_db, made)
-        print(f"built {reference} in {args.reference_db}")
+@dataclasses.dataclass(frozen=True)
+class SampleCommand:
+    """The command line of a JSONL sample generator, `python -m kappaflow.samples.NAME`: --COUNT
+    records (`config`'s field `count`, with --seed and both defaults taken from `config`) made by
+    `generate` to --out, and with --reference_db the reference tables they join (`reference` names
+    them), built by `build_reference_db`."""
+
+    doc: str
+    config: Callable[..., Any]  # a frozen dataclass with fields `count` and `seed`
+    count: str
+    generate: Callable[[Any], Iterable[str]]
+    build_reference_db: Callable[[str, Any], None]
+    reference: str
+
+    def write(self, path: str, config: Any) -> int:
+        """Write the sample `config` describes to `path`; return its number of lines."""
+        return write_lines(path, self.generate(config))
+
+    def main(self, argv: Optional[Sequence[str]] = None) -> None:
+        defaults = self.config()
+        parser = argparse.ArgumentParser(description=self.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument(f"--{self.count}", type=int, default=getattr(defaults, self.count))
+        parser.add_argument("--seed", type=int, default=defaults.seed)
+        parser.add_argument("--out", required=True, help="JSONL file to write")
+        parser.add_argument("--reference_db", help="SQLAlchemy URL of the reference database to (re)build")
+        args = parser.parse_args(argv)
+        count = getattr(args, self.count)
+        made = self.config(**{self.count: count, "seed": args.seed})
+        lines = self.write(args.out, made)
+        print(f"wrote {lines:,} lines ({count:,} {self.count}) to {args.out}")
+        if args.reference_db:
+            self.build_reference_db(args.reference_db, made)
+            print(f"built {self.reference} in {args.reference_db}")

@@ -15,7 +15,7 @@ from typing import Iterator
 import sqlalchemy as sa
 
 from kappaflow.core.sql import create_engine
-from kappaflow.samples import Arrivals, sample_main, write_lines
+from kappaflow.samples import Arrivals, SampleCommand
 
 START = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.timezone.utc).timestamp()
 EVENT_TYPES = (("page_view", 0.60), ("click", 0.25), ("add_to_cart", 0.10), ("purchase", 0.05))
@@ -28,7 +28,7 @@ CATEGORIES = ("books", "games", "garden", "kitchen", "music", "toys")
 class SampleConfig:
     events: int = 100_000
     seed: int = 42
-    events_per_second: float = 15.0
+    events_per_second: float = 15.0  # of event time
     users: int = 5_000
     known_user_share: float = 0.95  # the rest is missing from `users`: country 'unknown'
     products: int = 500
@@ -135,14 +135,9 @@ def build_reference_db(url: str, config: SampleConfig) -> None:
     engine.dispose()
 
 
-def write_sample(path: str, config: SampleConfig) -> int:
-    return write_lines(path, generate(config))
-
-
-def main() -> None:
-    sample_main(__doc__, "events", 100_000, 42, lambda n, seed: SampleConfig(events=n, seed=seed), write_sample,
-                build_reference_db, "reference tables users, products")
+SAMPLE = SampleCommand(__doc__, SampleConfig, "events", generate, build_reference_db, "reference tables users, products")
+write_sample = SAMPLE.write
 
 
 if __name__ == "__main__":
-    main()
+    SAMPLE.main()

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
-from kappaflow.samples import Arrivals, sample_main, write_lines
+from kappaflow.samples import Arrivals, SampleCommand
 
 START = dt.datetime(2026, 3, 2, 6, 0, tzinfo=dt.timezone.utc).timestamp()
 FACILITIES = ("plant-a", "plant-b", "plant-c")
@@ -35,7 +35,7 @@ DEFAULT_MAX_TEMP_C = 90.0
 class SampleConfig:
     readings: int = 20_000
     seed: int = 7
-    devices: int = 40
+    devices: int = 40  # the readings go round them in turn
     readings_per_second: float = 20.0
     registered_share: float = 0.8  # the others are missing from `devices`
     gateway_share: float = 0.4  # devices whose records carry an ingest time
@@ -192,14 +192,9 @@ def build_reference_db(url: str, config: SampleConfig) -> None:
     engine.dispose()
 
 
-def write_sample(path: str, config: SampleConfig) -> int:
-    return write_lines(path, generate(config))
-
-
-def main() -> None:
-    sample_main(__doc__, "readings", 20_000, 7, lambda n, seed: SampleConfig(readings=n, seed=seed), write_sample,
-                build_reference_db, "the devices registry")
+SAMPLE = SampleCommand(__doc__, SampleConfig, "readings", generate, build_reference_db, "the devices registry")
+write_sample = SAMPLE.write
 
 
 if __name__ == "__main__":
-    main()
+    SAMPLE.main()

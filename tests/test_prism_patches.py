@@ -1,0 +1,47 @@
+"""The fixes scripts/setup-prism.sh applies to Prism's source before it builds the project's Prism.
+Each fix's Go test runs on that patched source, where it passes, and on the same source with the
+stock file laid over it, where it must fail: a canary that says when a Beam upgrade has fixed the
+defect upstream and the patch can go."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kappaflow import prism
+from kappaflow.runner_cache import BEAM_VERSION, cache_dir
+
+pytestmark = pytest.mark.slow
+
+JOBSERVICES = "go/pkg/beam/runners/prism/internal/jobservices"
+
+
+def _go_test(name: str, tmp_path: Path, stock_files: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    source = Path(prism.binary()).parent / "src"  # the patched module, kept by setup-prism.sh
+    env = {**os.environ, "GOPATH": os.path.join(cache_dir(), "go"), "GOFLAGS": "-modcacherw",
+           "GONOSUMDB": "github.com/apache/beam"}
+    command = ["go", "test", "-count=1", "-run", name, f"./{JOBSERVICES}"]
+    if stock_files:
+        module = json.loads(subprocess.run(["go", "mod", "download", "-json", "github.com/apache/beam/sdks/v2@"
+                                            f"v{BEAM_VERSION}"], env=env, capture_output=True, text=True,
+                                           check=True).stdout)["Dir"]
+        overlay = tmp_path / "overlay.json"
+        overlay.write_text(json.dumps({"Replace": {str(source / JOBSERVICES / f): str(Path(module) / JOBSERVICES / f)
+                                                   for f in stock_files}}))
+        command.insert(3, f"-overlay={overlay}")
+    return subprocess.run(command, cwd=source, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_prism_keeps_every_bundles_counters_reported_before_their_metadata(tmp_path):
+    """0001-metrics-keep-every-unresolved-payload.patch: two bundles report a counter under a short
+    ID Prism cannot resolve yet; stock Prism keeps only the second one's value."""
+    name = "TestUnresolvedShortIDKeepsEveryBundle"
+    patched = _go_test(name, tmp_path)
+    assert patched.returncode == 0, patched.stdout + patched.stderr
+    stock = _go_test(name, tmp_path, stock_files=("metrics.go",))
+    assert stock.returncode != 0 and "want one counter of 7" in stock.stdout, (
+        "stock Prism no longer loses these counter updates: drop the patch\n" + stock.stdout + stock.stderr)
