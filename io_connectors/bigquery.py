@@ -6,19 +6,20 @@ clustering on the cluster fields. Rows are appended; a `<table>_latest` view kee
 per key (highest `pane_index`, then newest `updated_at`), so reruns and later panes converge for
 consumers exactly as the SQL upsert does.
 
-Write methods, chosen from the run's options:
+Write methods (the runtime resolves `--bigquery_method=AUTO` to one of them, kappaflow/wiring.py):
 - batch (and `--bigquery_method=FILE_LOADS`): rows are checked against the schema (a row that does
   not fit is a dead letter naming the field), staged as newline-delimited JSON under
   `--temp_location`, and each table gets ONE load job per run, or per firing every
   `--bigquery_firing_seconds` in streaming (io_connectors/bigquery_loads.py): load jobs have a
   daily quota per table;
-- streaming: streaming inserts with insertId = row key + pane index (BigQuery drops a retried
+- streaming where the Storage Write API cannot run (see below): streaming inserts with insertId = row key + pane index (BigQuery drops a retried
   insert it has seen; correctness does not rely on it: the view dedups by key). A failed request
   is retried with backoff, then its rows are sent one by one; a row BigQuery still rejects goes to
   the dead letters with BigQuery's error;
 - `--bigquery_method=STORAGE_WRITE_API`: Beam's Storage Write API sink, exactly-once, a Java
-  transform (kappaflow's expansion service and Java workers: Prism or Flink). The table and its
-  view are created here first, as for the other methods.
+  transform (kappaflow's expansion service and Java workers: Prism or Flink), and the streaming
+  default on Flink from a live source. The table and its view are created here first, as for the
+  other methods.
 
 `--bigquery_endpoint` or `BIGQUERY_EMULATOR_HOST` (host:port) points at a local BigQuery API
 server, with anonymous credentials.
