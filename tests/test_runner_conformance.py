@@ -707,7 +707,10 @@ def test_live_from_pubsub_same_table(runner, samples, pubsub_emulator, tmp_path)
     env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     errors = tmp_path / "stderr.txt"  # a file: a full stderr pipe would block the job
-    job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors.open("w"), text=True)
+    # Its own process group: a job killed after a failure takes its Flink job server and Java
+    # services with it (a killed launcher alone left them running, orphaned).
+    job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors.open("w"), text=True,
+                           start_new_session=True)
     out: list[str] = []
     reader = _lines_of(job.stdout, out)
     table_done = _table_is(sample, case, output)
@@ -738,7 +741,7 @@ def test_live_from_pubsub_same_table(runner, samples, pubsub_emulator, tmp_path)
         reader.join(timeout=10)
     finally:
         if job.poll() is None:
-            job.kill()
+            os.killpg(job.pid, signal.SIGKILL)
     err = errors.read_text()
     assert job.returncode == 130 and "interrupted" in err, (job.returncode, err[-2000:])
     cancelled = [line for line in out if ", cancelled: read " in line]
