@@ -139,7 +139,6 @@ class RouteTooLateFn(_CountsTooLate, beam.DoFn):
         self._horizon = GlobalWindow().max_timestamp().micros / 1e6
 
     def start_bundle(self) -> None:
-        super().start_bundle()
         # Setting a timer is an output to the runner: set each (shard, deadline) once per bundle.
         self._timers_set: set[tuple[int, float]] = set()
         # Within a bundle only this DoFn changes a shard's state: keep what it read or wrote, so a
