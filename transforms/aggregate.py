@@ -20,7 +20,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.coders import PickleCoder
 from apache_beam.transforms import window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
+from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue, create
 
 from kappaflow.core import metrics
 from kappaflow.core.schema import Schema
@@ -182,14 +182,15 @@ class PartiallyAggregateFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._partials: dict[tuple, list] = {}
 
-    def process(self, event: dict, timestamp=beam.DoFn.TimestampParam) -> Iterator[WindowedValue]:
+    def process(self, event: dict, windowed=beam.DoFn.WindowedValueParam) -> Iterator[WindowedValue]:
         key = tuple(event[f] for f in self._key_fields)
-        for window in self._windows(timestamp, event):
+        micros = windowed.timestamp_micros
+        for window in self._windows.at_micros(micros, event):
             slot = self._partials.get((window, key))
             if slot is None:
-                slot = self._partials[(window, key)] = [self._combine_fn.create_accumulator(), timestamp]
-            elif timestamp < slot[1]:
-                slot[1] = timestamp
+                slot = self._partials[(window, key)] = [self._combine_fn.create_accumulator(), micros]
+            elif micros < slot[1]:
+                slot[1] = micros
             self._combine_fn.add_input(slot[0], event)
         if len(self._partials) >= self._max_groups:
             yield from self._flush()
@@ -199,8 +200,8 @@ class PartiallyAggregateFn(beam.DoFn):
 
     def _flush(self) -> Iterator[WindowedValue]:
         partials, self._partials = self._partials, {}
-        for (window, key), (accumulator, timestamp) in partials.items():
-            yield WindowedValue((key, accumulator), timestamp, (window,))
+        for (window, key), (accumulator, micros) in partials.items():
+            yield create((key, accumulator), micros, (window,))
 
 
 class MergePartialsFn(beam.CombineFn):

@@ -21,8 +21,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.core import Windowing
-from apache_beam.utils.timestamp import Duration, Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.utils.timestamp import Duration
+from apache_beam.utils.windowed_value import WindowedValue, create
 
 from kappaflow.core import metrics
 from transforms.windowing import ParDoInWindows, WindowsOf
@@ -53,8 +53,9 @@ class KeyIntoBucketsFn(beam.DoFn):
         self._key = key
         self._buckets = buckets
 
-    def process(self, event: dict, timestamp=beam.DoFn.TimestampParam) -> Iterator[WindowedValue]:
-        yield WindowedValue((self._key(event), (timestamp.micros, event)), timestamp, self._buckets(timestamp))
+    def process(self, event: dict, windowed=beam.DoFn.WindowedValueParam) -> Iterator[WindowedValue]:
+        micros = windowed.timestamp_micros
+        yield create((self._key(event), (micros, event)), micros, self._buckets.at_micros(micros))
 
 
 class KeepFirstCopyFn(beam.DoFn):
@@ -71,17 +72,17 @@ class KeepFirstCopyFn(beam.DoFn):
         self._restore = restore
         self._duplicates = Metrics.counter(metrics.NAMESPACE, metrics.DUPLICATES)
 
-    def process(self, element: tuple[str, Iterable[tuple[int, Any]]], pane=beam.DoFn.PaneInfoParam) -> Iterator[Any]:
+    def process(self, element: tuple[str, Iterable[tuple[int, Any]]],
+                windowed=beam.DoFn.WindowedValueParam) -> Iterator[Any]:
         _, copies = element
         copies = list(copies)
-        if pane.index > 0:
+        if windowed.pane_info.index > 0:
             self._duplicates.inc(len(copies))
         elif copies:
             if len(copies) > 1:
                 self._duplicates.inc(len(copies) - 1)
             micros, event = min(copies, key=_copy_order) if len(copies) > 1 else copies[0]
-            timestamp = Timestamp(micros=micros)
-            yield WindowedValue(event, timestamp, self._restore(timestamp, event))
+            yield create(event, micros, self._restore.at_micros(micros, event))
 
 
 def _copy_order(copy: tuple[int, Any]) -> tuple[int, str]:

@@ -11,8 +11,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import Windowing
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
-from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.utils.windowed_value import create
 
 from kappaflow.core import metrics
 from kappaflow.core.records import DEAD_LETTER_TAG, Rejection
@@ -90,7 +89,7 @@ class StampEventTimeFn(beam.DoFn):
             self._unreported += 1
             if self._unreported >= self.GAUGE_EVERY:
                 self._report_position()
-            yield WindowedValue(event, Timestamp.of(seconds), [_GLOBAL_WINDOW])
+            yield create(event, int(seconds * 1000000), [_GLOBAL_WINDOW])  # micros as Timestamp.of has them
         else:
             self._invalid.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, Rejection(

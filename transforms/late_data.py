@@ -102,14 +102,14 @@ class JudgeBySourceWatermarkFn(_CountsTooLate, beam.DoFn):
         super().__init__()
         self._judge = judge
 
-    def process(self, event: dict, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
+    def process(self, event: dict, windowed=beam.DoFn.WindowedValueParam) -> Iterator[Any]:
         if SOURCE_WATERMARK not in event:
             yield beam.pvalue.TaggedOutput(self.LIVE, event)
         else:
             event = dict(event)  # Beam inputs are immutable
             bound = event.pop(SOURCE_WATERMARK)
-            # In batch (bound -inf) nothing is late: skip the deadlines.
-            deadlines = self._judge.deadlines(timestamp, event) if bound != _NEG_INF else ()
+            # In batch (bound -inf) nothing is late: skip the deadlines (and the Timestamp).
+            deadlines = self._judge.deadlines(windowed.timestamp, event) if bound != _NEG_INF else ()
             open_deadlines = [deadline for deadline in deadlines if deadline > bound]
             if open_deadlines or not deadlines:
                 if len(open_deadlines) < len(deadlines):
@@ -117,7 +117,7 @@ class JudgeBySourceWatermarkFn(_CountsTooLate, beam.DoFn):
                 yield event
             else:
                 self._too_late.inc()
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._judge.rejection(event, timestamp))
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, self._judge.rejection(event, windowed.timestamp))
 
 
 class RouteTooLateFn(_CountsTooLate, beam.DoFn):

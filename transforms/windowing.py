@@ -106,9 +106,12 @@ class WindowsOf:
         self._cache: dict[int, window.IntervalWindow] = {}
 
     def __call__(self, timestamp: Timestamp, element: Any = None) -> list:
+        return self.at_micros(timestamp.micros, element)
+
+    def at_micros(self, micros: int, element: Any = None) -> list:
+        """The windows of a timestamp given in microseconds (a WindowedValue's timestamp_micros)."""
         if self._fixed is not None:
             size, offset = self._fixed
-            micros = timestamp.micros
             start = micros - (micros - offset) % size
             found = self._cache.get(start)
             if found is None:
@@ -119,7 +122,7 @@ class WindowsOf:
             return [found]
         if self._global:
             return [_GLOBAL_WINDOW]
-        return list(self._windowfn.assign(window.WindowFn.AssignContext(timestamp, element=element)))
+        return list(self._windowfn.assign(window.WindowFn.AssignContext(Timestamp(micros=micros), element=element)))
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_cache": {}}
@@ -136,6 +139,11 @@ class ParDoInWindows(beam.ParDo):
     three window assignments of the clickstream graph took about a fifth of a batch run's time
     (per-transform times of a profiled 30k-event run). The windowing declared here is what the
     runner sees on the output, as a WindowInto would declare it.
+
+    A DoFn that needs its input's timestamp takes `windowed=beam.DoFn.WindowedValueParam` and
+    reads `windowed.timestamp_micros`: Beam's TimestampParam builds a Timestamp object per record
+    and per step (3.0-3.8 against 1.9-2.0 us a record in a 300k-element FnApiRunner probe, 0.5-0.6
+    for a DoFn with no parameter).
     """
 
     def __init__(self, fn: beam.DoFn, windowing: Windowing) -> None:
