@@ -229,3 +229,16 @@ def test_ip_redaction_is_linear_on_hostile_text():
     redact_ips("\\u00e9" * 100_000 + "::1")
     redact_ips("\\u00e9::" * 100_000)
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("salt", ["", "kappaflow", "ü" * 40, "k" * 64, "k" * 65, "long salt " * 30])
+def test_pii_hash_is_hmac_sha256_of_the_salt_cut_to_128_bits(salt):
+    import hmac
+    import random
+
+    hasher = PiiHasher(salt, remembered=4)  # small: the cache is also emptied on the way
+    rng = random.Random(salt)
+    for value in ["", "10.1.2.3", "é", *("".join(rng.choices("0123456789.:abcdef", k=rng.randint(1, 200)))
+                                         for _ in range(20))]:
+        expected = hmac.digest(salt.encode("utf-8"), value.encode("utf-8"), "sha256").hex()[:32]
+        assert hasher(value) == expected == hasher(value)
