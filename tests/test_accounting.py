@@ -29,10 +29,10 @@ def test_a_record_dropped_before_the_aggregation_makes_the_run_unbalanced(tmp_pa
 
     real = PartiallyAggregateFn.process
 
-    def lose_one(self, event, timestamp=beam.DoFn.TimestampParam):
+    def lose_one(self, event, windowed=beam.DoFn.WindowedValueParam):
         if event["event_id"] == "e000000100":  # a stage that silently loses a record
             return iter(())
-        return real(self, event, timestamp)
+        return real(self, event, windowed)
 
     monkeypatch.setattr(PartiallyAggregateFn, "process", lose_one)
     lossy = run(clickstream.PIPELINE, clickstream.build,
