@@ -44,8 +44,14 @@ def expand_pattern(pattern: str) -> list[str]:
     return paths
 
 
+# Reads refill a 1 MiB buffer: each refill releases the GIL, and in a worker whose gRPC threads want
+# it too, getting it back can take a switch interval (5 ms). With the default 8 KiB buffer that was
+# most of a replay's read time.
+_READ_BUFFER = 1 << 20
+
+
 def _open_binary(path: str) -> io.BufferedIOBase:
-    raw = FileSystems.open(path, compression_type="uncompressed")
+    raw = io.BufferedReader(FileSystems.open(path, compression_type="uncompressed"), _READ_BUFFER)
     return gzip.GzipFile(fileobj=raw) if path.lower().endswith(".gz") else raw
 
 
