@@ -33,7 +33,19 @@ def reference_db(tmp_path):
     engine.dispose()
 
 
-def test_enrich_from_database(reference_db, run_batch, count_of):
+@pytest.mark.parametrize("whole_table_rows, ttl, queries", [
+    # The table (3 rows) is read whole once; every key, found or missing, comes from the cache.
+    (100_000, 300.0, 1),
+    # Larger than a whole read may hold: that one read, then per key: u1..u3, cache for the next
+    # five batches, the three unknown keys in the last (None is never queried).
+    (2, 300.0, 3),
+    # No cache: each of the 7 batches of 10 asks for its keys.
+    (100_000, 0.0, 7),
+])
+def test_enrich_from_database(reference_db, run_batch, count_of, monkeypatch, whole_table_rows, ttl, queries):
+    import transforms.enrich_database
+
+    monkeypatch.setattr(transforms.enrich_database, "WHOLE_TABLE_ROWS", whole_table_rows)
     url, engine = reference_db
     known = [{"event_id": f"e{i}", "user_id": f"u{i % 3 + 1}"} for i in range(60)]
     odd = [{"event_id": "m1", "user_id": "u9"}, {"event_id": "m2", "user_id": None},
@@ -45,15 +57,13 @@ def test_enrich_from_database(reference_db, run_batch, count_of):
 
     def build(p):
         enriched = (p | beam.Create(known + odd, reshuffle=False)
-                    | EnrichFromDatabase(url, [USERS], batch_size=10))
+                    | EnrichFromDatabase(url, [USERS], batch_size=10, cache_ttl_seconds=ttl))
         assert_that(enriched.events, equal_to(expected), label="events")
         assert_that(enriched[DEAD_LETTER_TAG], equal_to([]), label="dead")
 
     result = run_batch(build)
     assert count_of(result, "lookup_key_missing") == len(odd)
-    # 7 batches of 10: the first queries u1..u3, the next five hit the cache, the last one
-    # queries the three unknown keys (None is never queried).
-    assert count_of(result, "lookup_queries") == 2
+    assert count_of(result, "lookup_queries") == queries
     assert count_of(result, "enrich_failed") == 0
     with engine.connect() as conn:  # bound parameters: the "injections" were only compared
         assert conn.exec_driver_sql("SELECT count(*) FROM users").scalar() == 3

@@ -1,7 +1,10 @@
 """Enrich events from reference tables in a relational database (any SQLAlchemy URL).
 
-Lookups are batched per bundle (`WHERE key IN (...)` with bound parameters), cached in the worker
-with a TTL, and default when the key is missing. When the database is unreachable the lookup is
+A reference table of at most `WHOLE_TABLE_ROWS` rows is read whole on the first lookup and again
+when the cache's TTL expires: reference tables are usually small, and a worker then asks the
+database once per TTL instead of once per bundle for the keys it has not seen yet. A larger table
+is looked up per bundle (`WHERE key IN (...)` with bound parameters); either way results are
+cached in the worker with the TTL, and a missing key takes the defaults. When the database is unreachable the lookup is
 retried with exponential backoff; after the last attempt the batch goes to the dead letters, so a
 database outage never becomes a crash loop.
 """
@@ -59,17 +62,29 @@ class LookupSpec:
             event[field] = self.defaults.get(field) if value is None else value
 
 
+WHOLE_TABLE_ROWS = 100_000  # tables up to this many rows are read whole
+_CACHED_KEYS = 100_000  # per lookup, when looked up per key
+
+
 class _TtlCache:
     def __init__(self, ttl_seconds: float, max_entries: int) -> None:
         self._ttl = ttl_seconds
         self._max = max_entries
         self._entries: dict[Any, tuple[float, Any]] = {}
+        self._whole_until = float("-inf")  # until then it holds the whole table: absent means missing
 
     def get(self, key: Any, now: float) -> tuple[bool, Any]:
         hit = self._entries.get(key)
-        if hit is None or hit[0] < now:
-            return False, None
-        return True, hit[1]
+        if hit is not None and hit[0] >= now:
+            return True, hit[1]
+        if now <= self._whole_until:
+            return True, None
+        return False, None
+
+    def fill(self, rows: dict[Any, Any], now: float) -> None:
+        """The whole table: every key, fresh for the TTL."""
+        self._entries = {key: (now + self._ttl, row) for key, row in rows.items()}
+        self._whole_until = now + self._ttl
 
     def put(self, key: Any, value: Any, now: float) -> None:
         if len(self._entries) >= self._max:
@@ -97,7 +112,9 @@ class LookupReferenceFn(beam.DoFn):
 
     def setup(self) -> None:
         self._engine = create_engine(self._url)
-        self._caches = [_TtlCache(self._ttl, 100_000) for _ in self._lookups]
+        self._caches = [_TtlCache(self._ttl, _CACHED_KEYS) for _ in self._lookups]
+        # Per lookup: may it be read whole? A TTL of 0 asks for fresh rows on every lookup.
+        self._whole = [self._ttl > 0 for _ in self._lookups]
         self._tables = [
             sa.table(spec.table, sa.column(spec.key_column), *(sa.column(c) for c in spec.columns))
             for spec in self._lookups
@@ -157,19 +174,29 @@ class LookupReferenceFn(beam.DoFn):
                 result[key] = row
             else:
                 wanted.add(key)
-        if wanted:
-            table = self._tables[index]
-            key_col = table.c[spec.key_column]
-            query = sa.select(key_col, *(table.c[c] for c in spec.columns)).where(
-                key_col.in_(sa.bindparam("keys", expanding=True))
-            )
+        if not wanted:
+            return result
+        table = self._tables[index]
+        key_col = table.c[spec.key_column]
+        query = sa.select(key_col, *(table.c[c] for c in spec.columns))
+        if self._whole[index]:
             with self._engine.connect() as conn:
-                found = {r[0]: dict(r._mapping) for r in conn.execute(query, {"keys": list(wanted)})}
+                rows = conn.execute(query.limit(WHOLE_TABLE_ROWS + 1)).fetchall()
             self._queries.inc()
-            for key in wanted:
-                row = found.get(key)
-                cache.put(key, row, now)
-                result[key] = row
+            if len(rows) <= WHOLE_TABLE_ROWS:
+                found = {r[0]: dict(r._mapping) for r in rows}
+                cache.fill(found, now)
+                result.update((key, found.get(key)) for key in wanted)
+                return result
+            self._whole[index] = False  # too large to hold: per-key lookups from now on
+        with self._engine.connect() as conn:
+            found = {r[0]: dict(r._mapping) for r in conn.execute(
+                query.where(key_col.in_(sa.bindparam("keys", expanding=True))), {"keys": list(wanted)})}
+        self._queries.inc()
+        for key in wanted:
+            row = found.get(key)
+            cache.put(key, row, now)
+            result[key] = row
         return result
 
 
