@@ -41,15 +41,15 @@ def relative_links(page: Path) -> list[str]:
     return [t for t in _LINK.findall(text) if not re.match(r"^[a-z][a-z0-9+.-]*:", t)]  # not http:, mailto:
 
 
-def broken_links(page: Path) -> list[str]:
+def broken_links(page: Path, root: Path = ROOT) -> list[str]:
     broken = []
     for target in relative_links(page):
         path, _, anchor = target.partition("#")
         linked = (page.parent / path).resolve() if path else page
         if not linked.exists():
-            broken.append(f"{target}: no file {linked.relative_to(ROOT) if linked.is_relative_to(ROOT) else linked}")
+            broken.append(f"{target}: no file {linked.relative_to(root) if linked.is_relative_to(root) else linked}")
         elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
-            broken.append(f"{target}: no heading #{anchor} in {linked.relative_to(ROOT)}")
+            broken.append(f"{target}: no heading #{anchor} in {linked.relative_to(root)}")
     return broken
 
 
@@ -65,13 +65,8 @@ def test_a_broken_link_or_anchor_is_found(tmp_path):
     page.write_text("# Page\n\n[ok](other.md#a-section) [self](#page) [web](https://example.com/x)\n"
                     "[gone](missing.md) [no anchor](other.md#nowhere) `[code](not-a-link.md)`\n"
                     "```\n[fenced](not-a-link-either.md)\n```\n")
-    global ROOT
-    saved, ROOT = ROOT, tmp_path
-    try:
-        assert broken_links(page) == ["missing.md: no file missing.md",
-                                      "other.md#nowhere: no heading #nowhere in other.md"]
-    finally:
-        ROOT = saved
+    assert broken_links(page, root=tmp_path.resolve()) == [
+        "missing.md: no file missing.md", "other.md#nowhere: no heading #nowhere in other.md"]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
