@@ -2,7 +2,7 @@
 (batch, or replayed in event time when streaming), a Pub/Sub subscription (streaming: Beam's Python
 read, or its Java PubsubIO on Prism and Flink; io_connectors/pubsub.py), a BigQuery table
 (`--input=bigquery:PROJECT.DATASET.TABLE`, batch backfills), Kafka topics
-(`--input=kafka://HOST:PORT/TOPIC[,TOPIC]`, streaming; io_connectors/kafka.py)."""
+(`--input=kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]`, streaming; io_connectors/kafka.py)."""
 
 from __future__ import annotations
 

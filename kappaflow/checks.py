@@ -14,6 +14,7 @@ from apache_beam.pipeline import PipelineVisitor
 
 from io_connectors.dead_letter_sink import WriteDeadLetters
 from io_connectors.files import expand_pattern
+from io_connectors.kafka import KafkaReadConfig, is_kafka_url
 from kappaflow.core.records import DEAD_LETTER_TAG
 from kappaflow.core.retry import brief_error
 from kappaflow.core.sql import create_engine, safe_url
@@ -40,8 +41,16 @@ def check_own_options(pipeline: str, options_class: type[PipelineOptions], argv:
 
 
 def check_input(pattern: Optional[str]) -> None:
-    """Local files must exist now; remote globs (gs://...) are matched by the job, BigQuery by its preflight."""
+    """Local files must exist now; remote globs (gs://...) are matched by the job, BigQuery by its preflight.
+    A kafka:// URL is no glob: its commas separate servers and topics, not patterns, so it is only
+    checked for its form here (the preflight dials the brokers)."""
     if not pattern or pattern.startswith("bigquery:"):
+        return
+    if is_kafka_url(pattern):
+        try:
+            KafkaReadConfig(pattern)
+        except ValueError as err:
+            raise ConfigurationError(str(err)) from None
         return
     local = [p.strip() for p in pattern.split(",") if p.strip() and "://" not in p]
     if not local:

@@ -376,8 +376,8 @@ class KafkaOptions(PipelineOptions):
 
     OPTIONS = (
         Option("kafka_consumer_group", str, None, group="input",
-               help="Kafka (--input=kafka://HOST:PORT/TOPIC[,TOPIC]): consumer group id; the consumer commits the "
-                    "offsets it polled, and a new job in the group resumes after them."),
+               help="Kafka (--input=kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]): consumer group id; the consumer "
+                    "commits the offsets it polled, and a new job in the group resumes after them."),
         Option("kafka_config", str, None, group="input",
                help="Kafka: consumer settings KEY=VALUE,... (security.protocol, sasl.*, ssl.*, auto.offset.reset "
                     "(default earliest), ...); the security.*, sasl.* and ssl.* ones also go to the producer of a "

@@ -170,6 +170,47 @@ def test_dataflow_dry_run_from_the_command_line_needs_no_credentials(capsys, cap
     assert sum("built-in salt" in r.getMessage() for r in caplog.records) == 1
 
 
+@pytest.mark.parametrize("name, extra", [("clickstream", ["--reference_db=sqlite:///ref.db"]),
+                                         ("cdc", ["--primary_keys=t1:id,t2:id"])])
+def test_kafka_input_with_several_servers_and_topics_builds_the_job(capsys, monkeypatch, tmp_path, name, extra):
+    """The commas of a kafka:// URL separate servers and topics; they are no file globs (check_input
+    once read `b2:9092/t1` as a missing file). Java's expansion is stubbed: everything up to it runs
+    as for a user, and the stub sees what KafkaIO would get."""
+    import apache_beam as beam
+    from apache_beam.io import kafka
+
+    from kappaflow import java_services
+
+    seen = {}
+
+    class ReadFromKafka(beam.PTransform):
+        create_time_policy = kafka.ReadFromKafka.create_time_policy
+
+        def __init__(self, **kwargs):
+            super().__init__()
+            seen.update(kwargs)
+
+        def expand(self, pbegin):
+            return pbegin | beam.Create([])
+
+    monkeypatch.setattr(kafka, "ReadFromKafka", ReadFromKafka)
+    monkeypatch.setattr(java_services, "expansion_service", lambda pool=None: "localhost:1")
+    status = cli.main([name, "--input=kafka://b1:9092,b2:9092/t1,t2", "--streaming", "--runner=FlinkRunner",
+                       "--dry_run=True", f"--output=sqlite:///{tmp_path}/out.db", *extra])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "the options are valid" in out
+    assert seen["consumer_config"]["bootstrap.servers"] == "b1:9092,b2:9092"
+    assert seen["topics"] == ["t1", "t2"]
+
+
+def test_a_malformed_kafka_url_is_one_line_and_exit_2(capsys, tmp_path):
+    status = cli.main(["clickstream", "--input=kafka://b1/t1", "--streaming", "--reference_db=sqlite:///ref.db"])
+    assert status == 2
+    assert capsys.readouterr().err.strip() == ("kappaflow clickstream: error: --input=kafka://b1/t1: expected "
+                                               "kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]")
+
+
 def test_cdc_primary_keys_are_known_to_beams_parser(caplog):
     from apache_beam.options.pipeline_options import PipelineOptions
 

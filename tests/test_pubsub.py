@@ -201,7 +201,7 @@ def _clickstream_messages(count: int, now: float) -> list[tuple[bytes, dict]]:
 
 @pytest.mark.slow
 def test_clickstream_streaming_from_pubsub_drops_redeliveries(pubsub_emulator, tmp_path):
-    """Publish events (current timestamps: see the README on the DirectRunner's watermark), one
+    """Publish events (current timestamps: see "DirectRunner watermark" in docs/sources-and-sinks.md#pubsub), one
     in three of them twice, and bad messages; run the pipeline until every unique event is
     counted, check that no re-delivery is, then cancel it."""
     topic = pubsub_emulator.topic()

@@ -117,7 +117,8 @@ class RunnerCase:
     label: str  # what the accounting must say ran
     # Does this runner show the router a record behind its watermark? Prism holds a stage's
     # watermark at the records still in flight to it, so three shuffles after the source no record
-    # is ever behind it: nothing is too late and the table is the batch table (see README).
+    # is ever behind it: nothing is too late and the table is the batch table (see
+    # docs/runners.md#how-lateness-differs-per-runner).
     finds_too_late: bool = True
 
     @property
@@ -682,7 +683,7 @@ def test_live_from_pubsub_same_table(runner, samples, pubsub_emulator, tmp_path)
     `--input_subscription` with `--timestamp_attribute=event_time`: read through Beam's Java
     PubsubIO, the job's table becomes the batch table. (At 6x, ~17 s, a Flink run once never closed
     its last windows: a burst that short can leave one of the read's readers without a message, and
-    that reader holds the watermark; README, Pub/Sub.) Beam's Java read has no record limit, so the
+    that reader holds the watermark; docs/sources-and-sinks.md, "Live on Prism and Flink".) Beam's Java read has no record limit, so the
     job is unbounded: once the table is the batch table (its windows closed when the read's
     watermark moved to the wall clock, a minute after the last message) and stays so, Ctrl-C
     cancels it, and the accounting it prints counts every message read exactly once."""
