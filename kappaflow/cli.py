@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from kappaflow.core import metrics
 from kappaflow.errors import ConfigurationError
-from kappaflow.options import HELP_GROUPS, KappaflowOptions, Option, declared_options, default_of, option_rules
+from kappaflow.options import HELP_GROUPS, KafkaOptions, KappaflowOptions, Option, declared_options, default_of, option_rules
 
 __all__ = ["main", "run_main", "run_pipeline_command", "option_groups", "pipeline_parser"]
 
@@ -96,7 +96,8 @@ def option_groups() -> dict[str, str]:
     """option dest → its --help group, for every option of every pipeline and the Beam ones shown."""
     from kappaflow.flex_template import options_class, pipeline_names
 
-    ours = {option.name: option.group for name in pipeline_names() for option in declared_options(options_class(name))}
+    ours = {option.name: option.group for name in pipeline_names()
+            for option in (*declared_options(options_class(name)), *declared_options(KafkaOptions))}
     return {**ours, **{dest: "runner" for dest in (*_BEAM_SHOWN, "debug")}}
 
 
@@ -117,7 +118,7 @@ def pipeline_parser(name: str, cls: Optional[type[KappaflowOptions]] = None) -> 
                             epilog=f"Beam's own options: {PROG} {name} --help-beam. Exit status: 0 done, "
                                    "1 the run failed, 2 the command line is wrong.")
     groups = {title: parser.add_argument_group(f"{title} options") for title in HELP_GROUPS}
-    for option in declared_options(cls):
+    for option in (*declared_options(cls), *declared_options(KafkaOptions)):  # every pipeline reads Kafka
         groups[option.group].add_argument(option.flag, dest=option.name, help=_help_text(cls, option),
                                           default=default_of(cls, option), type=option.type,
                                           choices=option.choices, metavar=_metavar(option))

@@ -179,7 +179,8 @@ class KappaflowOptions(PipelineOptions):
     OPTIONS = (
         Option("input", str, None, group="input", regex=r"^(gs://|/|file://|bigquery:).+$", metavar="FILES",
                help="Input files: glob(s), comma-separated; .jsonl/.csv/.avro/.parquet (+.gz); or a BigQuery table, "
-                    "bigquery:PROJECT.DATASET.TABLE (batch)."),
+                    "bigquery:PROJECT.DATASET.TABLE (batch); or Kafka topics, kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC] "
+                    "(live, on Prism or Flink)."),
         Option("max_record_bytes", int, DEFAULT_MAX_RECORD_BYTES, WHOLE_POSITIVE.saying("must be >= 1 byte"),
                group="input", unit="bytes",
                help="Records larger than this are dead letters before parsing (default 1 MiB, Kafka's default message "
