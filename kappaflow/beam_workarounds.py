@@ -1,4 +1,4 @@
-"""Workarounds for three defects of Beam's local runners, applied by the launcher for those runners.
+"""Workarounds for four defects of Beam's local runners, applied by the launcher for those runners.
 
 1. Lost metrics in the BundleBasedDirectRunner (the streaming DirectRunner). Each executor thread keeps one StateSampler, whose `scoped_state` caches the ScopedState per step
 together with the MetricsContainer of the FIRST bundle it saw. Later bundles pass a new container
@@ -19,6 +19,14 @@ GroupByKey with a key per event ran at a tenth of the speed of the rest of the p
 every value of a key is there at once, and Beam's Java batch runners emit each window's values as
 its one ON_TIME pane; for non-merging windows, so do we (tests/test_beam_workarounds.py).
 
+4. Every bundle an SDK worker runs starts a thread that samples which step is running (for Beam's
+per-step execution-time metrics and lull warnings) and joins it at the bundle's end
+(apache_beam/runners/worker/statesampler_fast.pyx). Streaming runners run many short bundles: in a
+100k-event replay on Prism, starting and joining that thread (each waits for the other thread to
+get the GIL from the worker's gRPC threads) took 13 % of the bundle thread's time. kappaflow reads
+none of those metrics, so the workers in the launcher's process (LOOPBACK, the FnApiRunner) keep
+the sampler's step tracking but start no thread.
+
 Each is written for one Beam version and applied only there: on another Beam it is skipped with a
 warning, and tests/test_beam_workarounds.py reproduces each defect (a canary that fails once Beam
 fixes it) so the workaround can be re-checked, re-pinned or deleted.
@@ -27,6 +35,7 @@ fixes it) so the workaround can be re-checked, re-pinned or deleted.
 from __future__ import annotations
 
 import logging
+import threading
 
 import apache_beam
 from apache_beam.runners.worker import statesampler
@@ -37,12 +46,14 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 _LOG = logging.getLogger(__name__)
 _PATCHED = False
+_SAMPLER_PATCHED = False
 _warned: set[str] = set()
 
 # The Beam version each workaround was written for (and its canary test run against).
 KEEP_STREAMING_METRICS_FOR = "2.70.0"
 NO_EMBEDDED_STATE_CACHE_FOR = "2.70.0"
 ONE_PANE_PER_WINDOW_FOR = "2.70.0"  # a newer Beam may have a batch driver of its own
+NO_SAMPLING_THREAD_FOR = "2.70.0"
 
 
 def written_for(version: str, workaround: str) -> bool:
@@ -129,3 +140,22 @@ def keep_streaming_metrics() -> None:
 
     statesampler.StateSampler.scoped_state = scoped_state
     _PATCHED = True
+
+
+def no_sampling_thread() -> None:
+    """StateSampler.start/stop as Beam's, less the sampling thread (see 4. above)."""
+    global _SAMPLER_PATCHED
+    if _SAMPLER_PATCHED or not written_for(NO_SAMPLING_THREAD_FOR, "no_sampling_thread"):
+        return
+
+    def start(self) -> None:
+        self.tracked_thread = threading.current_thread()
+        statesampler.set_current_tracker(self)
+        self.started = True
+
+    def stop(self) -> None:
+        statesampler.set_current_tracker(None)
+        self.finished = True
+
+    statesampler.StateSampler.start, statesampler.StateSampler.stop = start, stop
+    _SAMPLER_PATCHED = True

@@ -103,6 +103,7 @@ class Accounting:
 def resolve_runner(options: PipelineOptions) -> tuple[object, str]:
     standard = options.view_as(StandardOptions)
     name = standard.runner or "DirectRunner"
+    beam_workarounds.no_sampling_thread()  # each runner below may run its SDK workers in this process
     if name in ("DirectRunner", "direct"):
         if standard.streaming and options.view_as(PubSubInputOptions).input_subscription:
             # Beam's Python Pub/Sub source runs only on the Python DirectRunner (and Dataflow).

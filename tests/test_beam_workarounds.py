@@ -121,3 +121,35 @@ def test_a_workaround_written_for_another_beam_is_skipped_with_a_warning(monkeyp
         assert not beam_workarounds.written_for("2.0.0", "some_workaround")
         assert beam_workarounds.written_for(beam.__version__, "some_workaround")
     assert len(caplog.records) == 1 and "written for Beam 2.0.0 and is skipped" in caplog.records[0].getMessage()
+
+
+_SAMPLER_THREADS = textwrap.dedent("""
+    import sys, threading
+    from apache_beam.runners.worker import statesampler
+    from apache_beam.utils.counters import CounterFactory
+
+    if sys.argv[1] == "patched":
+        from kappaflow import beam_workarounds
+        beam_workarounds.no_sampling_thread()
+    sampler = statesampler.StateSampler("stage", CounterFactory())
+    before = threading.active_count()
+    sampler.start()
+    started = threading.active_count() - before
+    state = sampler.scoped_state("step", "process")
+    with state:
+        tracked = statesampler.get_current_tracker() is sampler and sampler.current_state() is state
+    sampler.stop()
+    print(started, tracked, statesampler.get_current_tracker() is None, threading.active_count() - before)
+""")
+
+
+def test_canary_every_bundle_starts_and_joins_a_sampling_thread():
+    # Fails once Beam samples without a thread per bundle: then workaround 4 can go. Patched, the
+    # sampler still tracks the running step, and starts no thread.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runs = {mode: subprocess.run([sys.executable, "-W", "ignore", "-c", _SAMPLER_THREADS, mode], capture_output=True,
+                                 text=True, timeout=120, env={**os.environ, "PYTHONPATH": root})
+            for mode in ("plain", "patched")}
+    assert all(done.returncode == 0 for done in runs.values()), {m: d.stderr[-2000:] for m, d in runs.items()}
+    assert runs["plain"].stdout.split() == ["1", "True", "True", "0"]
+    assert runs["patched"].stdout.split() == ["0", "True", "True", "0"]
