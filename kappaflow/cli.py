@@ -257,6 +257,7 @@ def run_pipeline_command(name: str, build: Callable, cls: type[KappaflowOptions]
     """The whole command for one pipeline; returns the exit status."""
     from kappaflow import launcher
     from kappaflow.checks import check_input
+    from kappaflow.runner_support import check_runner_support
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -275,6 +276,8 @@ def run_pipeline_command(name: str, build: Callable, cls: type[KappaflowOptions]
         options = PipelineOptions(beam_argv)
         own = options.view_as(cls)
         check_input(own.input)
+        # Before the servers: an unsupported runner is a wrong command line, whatever answers.
+        check_runner_support(options, own)
         if values.dry_run.lower() == "true":
             return _dry_run(name, build, options, own)
         _check_servers_and_reference(name, cls, own)

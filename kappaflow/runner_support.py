@@ -15,6 +15,8 @@ from typing import Callable
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from kappaflow.errors import ConfigurationError
+
 __all__ = ["FEATURES", "JAVA_PUBSUB_RUNNERS", "RUNNERS", "UnsupportedOnRunner", "check_runner_support",
            "reads_pubsub_through_java", "runner_name", "table"]
 
@@ -26,8 +28,9 @@ _ALIASES = {"direct": "DirectRunner", "prism": "PrismRunner", "flink": "FlinkRun
             "BundleBasedDirectRunner": "DirectRunner", "SwitchingDirectRunner": "DirectRunner"}
 
 
-class UnsupportedOnRunner(ValueError):
-    """The options ask for something the runner cannot run; the message names the alternative."""
+class UnsupportedOnRunner(ConfigurationError, ValueError):
+    """The options ask for something the runner cannot run; the message names the alternative.
+    A configuration error: the command prints it as one line and exits 2, before asking any server."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +59,8 @@ FEATURES = (
             "Java workers. PUBSUB_EMULATOR_HOST points either read at an emulator"),
     Feature("Pub/Sub id attribute (--pubsub_id_label)", lambda o: bool(getattr(o, "pubsub_id_label", None)),
             frozenset({"DataflowRunner"}),
-            "drop --pubsub_id_label: the pipelines' own dedup (by event id) removes re-deliveries on every runner"),
+            "drop --pubsub_id_label: the pipelines' own dedup (by event id) removes re-deliveries on every runner "
+            "(Pub/Sub's dedup by id attribute runs on Dataflow only)"),
     Feature("Java transforms: Kafka (--input, --alerts_topic=kafka://...)",
             lambda o: any(str(getattr(o, name, None) or "").startswith("kafka://")
                           for name in ("input", "alerts_topic")),

@@ -1,11 +1,12 @@
 """Cross-runner conformance: the same graph and input on every runner end with the same tables.
 
 Adding a pipeline is one `PipelineCase` in PIPELINES. Runners: the DirectRunner (batch, streaming
-replay), Prism (batch, streaming), embedded Flink (batch, streaming) and, for the first pipeline, a
-local standalone Flink cluster. Live from Kafka: the same events produced to a real KRaft broker as
-their sources send them (fixtures_kafka.py), read through Beam's Java KafkaIO on Prism and embedded
-Flink, bounded by `--kafka_max_records` (the read stops after the records produced, so the job ends
-by itself and its table can be compared). Live from Pub/Sub: the clickstream sample published to
+replay), Prism (batch, streaming) and embedded Flink (batch, streaming); a clickstream replay on a
+local standalone Flink cluster is checked by the killed-TaskManager test. Live from Kafka: the same
+events produced to a real KRaft broker as their sources send them (fixtures_kafka.py), read through
+Beam's Java KafkaIO on Prism, embedded Flink and the standalone cluster, bounded by
+`--kafka_max_records` (the read stops after the records produced, so the job ends by itself and its
+table can be compared). Live from Pub/Sub: the clickstream sample published to
 the emulator while the job runs, read through Beam's Java PubsubIO on Prism and embedded Flink
 (unbounded: the test cancels the job once its table is the batch table). The Prism binary and the Flink job-server classpath come from
 `make runners` (a dependency of `make test`); a missing one fails these tests, it never skips them.
@@ -120,6 +121,7 @@ class RunnerCase:
     # is ever behind it: nothing is too late and the table is the batch table (see
     # docs/runners.md#how-lateness-differs-per-runner).
     finds_too_late: bool = True
+    on_cluster: bool = False  # submitted to the session's standalone cluster (the flink_cluster fixture)
 
     @property
     def streaming(self) -> bool:
@@ -135,7 +137,6 @@ RUNNERS = (
     RunnerCase("flink-batch", ("--runner=FlinkRunner",), "embedded Flink"),
     RunnerCase("flink-streaming", ("--runner=FlinkRunner", *STREAM), "checkpoints every"),
 )
-CLUSTER = RunnerCase("flink-cluster-streaming", ("--runner=FlinkRunner", *STREAM), "Flink cluster")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,11 +193,10 @@ def _runner_params():
     for case in PIPELINES:
         for runner in RUNNERS:
             yield pytest.param(case, runner, id=f"{case.name}-{runner.id}")
-    yield pytest.param(PIPELINES[0], CLUSTER, id=f"{PIPELINES[0].name}-{CLUSTER.id}")
 
 
 def _args(runner: RunnerCase, request) -> tuple[str, ...]:
-    if runner is CLUSTER:
+    if runner.on_cluster:
         return (*runner.args, f"--flink_master={request.getfixturevalue('flink_cluster')['master']}")
     return runner.args
 
@@ -385,6 +385,7 @@ def test_flink_cluster_replay_resumes_from_a_checkpoint_after_a_killed_taskmanag
 KAFKA_RUNNERS = (
     RunnerCase("prism-kafka", ("--runner=PrismRunner", "--streaming"), "PrismRunner"),
     RunnerCase("flink-kafka", ("--runner=FlinkRunner", "--streaming"), "checkpoints every"),
+    RunnerCase("flink-cluster-kafka", ("--runner=FlinkRunner", "--streaming"), "Flink cluster", on_cluster=True),
 )
 
 
@@ -405,11 +406,12 @@ def on_kafka(kafka_broker):
 # runs to the end of the module (shared_java_services).
 @pytest.mark.parametrize("case,runner", [pytest.param(c, r, id=f"{c.name}-{r.id}")
                                          for c in PIPELINES for r in KAFKA_RUNNERS])
-def test_live_from_kafka_same_table_and_accounting(case, runner, samples, on_kafka, shared_java_services, tmp_path):
+def test_live_from_kafka_same_table_and_accounting(case, runner, samples, on_kafka, shared_java_services, tmp_path,
+                                                   request):
     sample = samples(case, too_late=False)
     url, produced = on_kafka(case, sample)
     output = f"sqlite:///{tmp_path}/out.db"
-    acc = _run(case, url, sample.args, output, *runner.args, f"--kafka_max_records={produced}",
+    acc = _run(case, url, sample.args, output, *_args(runner, request), f"--kafka_max_records={produced}",
                f"--kafka_consumer_group=kappaflow-test-{uuid.uuid4().hex[:8]}")  # a fresh group: read it all
     _assert_batch_table_and_accounting(case, runner, sample, acc, output)
 

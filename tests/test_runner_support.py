@@ -7,7 +7,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from io_connectors.pubsub import JavaPubSub
-from kappaflow import java_services
+from kappaflow import cli, java_services
 from kappaflow.launcher import run
 from kappaflow.runner_support import FEATURES, RUNNERS, check_runner_support, table
 from kappaflow.wiring import java_pubsub
@@ -73,3 +73,20 @@ def test_pubsub_read_runs_on_every_runner_through_java_where_python_has_none(mon
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST")
     # Google's service: the Java client's default root URL and the workers' own credentials.
     assert java_pubsub(options).java_options() == {}
+
+
+@pytest.mark.parametrize("runner", ["PrismRunner", "FlinkRunner"])
+def test_the_command_refuses_pubsub_id_label_off_dataflow_in_one_line_and_exit_2(capsys, monkeypatch, tmp_path,
+                                                                                 runner):
+    """Only Dataflow dedups by the id attribute; on Prism and Flink (Beam's Java read) the command
+    stops before asking any server (nothing answers at the emulator address) and names the
+    supported alternatives."""
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:9")
+    status = cli.main(["clickstream", f"--runner={runner}", "--streaming",
+                       "--input_subscription=projects/p/subscriptions/s", "--pubsub_id_label=event_id",
+                       f"--output=sqlite:///{tmp_path}/o.db", f"--reference_db=sqlite:///{tmp_path}/r.db"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.strip().count("\n") == 0, err
+    assert err.startswith(f"kappaflow clickstream: error: Pub/Sub id attribute (--pubsub_id_label) is not "
+                          f"supported on {runner}: drop --pubsub_id_label: the pipelines' own dedup (by event id)"), err
+    assert "Dataflow only" in err, err
