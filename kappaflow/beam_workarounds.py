@@ -1,4 +1,4 @@
-"""Workarounds for four defects of Beam's local runners, applied by the launcher for those runners.
+"""Workarounds for five defects of Beam's local runners, applied by the launcher for those runners.
 
 1. Lost metrics in the BundleBasedDirectRunner (the streaming DirectRunner). Each executor thread keeps one StateSampler, whose `scoped_state` caches the ScopedState per step
 together with the MetricsContainer of the FIRST bundle it saw. Later bundles pass a new container
@@ -27,6 +27,18 @@ get the GIL from the worker's gRPC threads) took 13 % of the bundle thread's tim
 none of those metrics, so the workers in the launcher's process (LOOPBACK, the FnApiRunner) keep
 the sampler's step tracking but start no thread.
 
+5. Batch peak memory in the FnApiRunner's shuffle. Its embedded worker's data channel keeps every
+output of a stage until the runner has read the last one (apache_beam/runners/worker/
+data_plane.py, InMemoryDataChannel.input_elements), while the runner decodes them into a
+GroupByKey's table; that table is then encoded whole into an output stream before it is dropped
+(apache_beam/runners/portability/fn_api_runner/execution.py, GroupingBuffer.partition), and the
+stream copied into bytes. The dedup's grouping holds every record of a batch, so each of these
+added a few hundred MB at 1M events. Besides, each value decoded into the table brought its own
+copy of its window (a tuple, an IntervalWindow and two Timestamps, ~170 bytes), where the dedup
+has one window per hour of event time. The channel lets go of each output once the runner has it,
+a windowed grouping's values share their windows, and its table is emptied as it is encoded, into
+chunks of 16 MiB.
+
 Each is written for one Beam version and applied only there: on another Beam it is skipped with a
 warning, and tests/test_beam_workarounds.py reproduces each defect (a canary that fails once Beam
 fixes it) so the workaround can be re-checked, re-pinned or deleted.
@@ -38,6 +50,7 @@ import logging
 import threading
 
 import apache_beam
+from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.runners.worker import statesampler
 from apache_beam.transforms import trigger
 from apache_beam.transforms.window import NonMergingWindowFn, TimestampCombiner
@@ -54,6 +67,7 @@ KEEP_STREAMING_METRICS_FOR = "2.70.0"
 NO_EMBEDDED_STATE_CACHE_FOR = "2.70.0"
 ONE_PANE_PER_WINDOW_FOR = "2.70.0"  # a newer Beam may have a batch driver of its own
 NO_SAMPLING_THREAD_FOR = "2.70.0"
+LEAN_BATCH_SHUFFLE_FOR = "2.70.0"
 
 
 def written_for(version: str, workaround: str) -> bool:
@@ -159,3 +173,85 @@ def no_sampling_thread() -> None:
 
     statesampler.StateSampler.start, statesampler.StateSampler.stop = start, stop
     _SAMPLER_PATCHED = True
+
+
+
+
+_GROUPED_CHUNK_BYTES = 16 << 20
+
+
+def lean_batch_shuffle() -> None:
+    """The FnApiRunner's batch shuffle, leaner (see 5. above): the data channel lets go of what the
+    runner read; a windowed grouping's table shares one windows tuple per window among its values,
+    and is emptied as partition() encodes it, into chunks of _GROUPED_CHUNK_BYTES. Beam's
+    GroupingBuffer.append and partition otherwise, line for line."""
+    from apache_beam.coders.coder_impl import create_InputStream, create_OutputStream
+    from apache_beam.runners.portability.fn_api_runner import execution
+
+    grouping = execution.GroupingBuffer
+    if getattr(grouping.partition, "lean", False) or not written_for(LEAN_BATCH_SHUFFLE_FOR, "lean_batch_shuffle"):
+        return
+    _release_read_outputs()
+    original_append, original_partition = grouping.append, grouping.partition
+
+    def append(self, elements_data: bytes) -> None:
+        if self._grouped_output or self._windowing.is_default():
+            return original_append(self, elements_data)  # kappaflow's large groupings are windowed
+        input_stream = create_InputStream(elements_data)
+        coder_impl = self._pre_grouped_coder.get_impl()
+        key_coder_impl = self._key_coder.get_impl()
+        shared = self.__dict__.setdefault("_shared_windows", {})  # a few windows for a million values
+        while input_stream.size() > 0:
+            windowed_key_value = coder_impl.decode_from_stream(input_stream, True)
+            key, value = windowed_key_value.value
+            windowed = windowed_key_value.with_value(value)
+            windowed.windows = shared.setdefault(windowed.windows, windowed.windows)
+            self._table[key_coder_impl.encode(key)].append(windowed)
+
+    def partition(self, n: int):
+        if self._grouped_output or self._windowing.is_default():
+            return original_partition(self, n)
+        windowed_key_values = trigger.create_trigger_driver(self._windowing, True).process_entire_key
+        coder_impl = self._post_grouped_coder.get_impl()
+        key_coder_impl = self._key_coder.get_impl()
+        chunks: list[list[bytes]] = [[] for _ in range(n)]
+        streams = [create_OutputStream() for _ in range(n)]
+        table = self._table
+        for idx, encoded_key in enumerate(list(table)):
+            stream = streams[idx % n]
+            for wkvs in windowed_key_values(key_coder_impl.decode(encoded_key), table.pop(encoded_key)):
+                coder_impl.encode_to_stream(wkvs, stream, True)
+            if stream.size() >= _GROUPED_CHUNK_BYTES:  # whole elements per chunk, as the data plane sends them
+                chunks[idx % n].append(stream.get())
+                streams[idx % n] = create_OutputStream()
+        for ix, stream in enumerate(streams):
+            if stream.size() or not chunks[ix]:
+                chunks[ix].append(stream.get())
+        self._grouped_output = chunks
+        return chunks
+
+    partition.lean = True
+    grouping.append, grouping.partition = append, partition
+
+
+def _release_read_outputs() -> None:
+    """InMemoryDataChannel.input_elements as Beam's, less the list that keeps what was read."""
+    from apache_beam.runners.worker import data_plane
+
+    def input_elements(self, instruction_id, unused_expected_inputs, abort_callback=None):
+        other_inputs = []
+        while self._inputs:  # what arrives meanwhile is read too, as Beam's loop over the list does
+            pending, self._inputs = self._inputs, []
+            pending.reverse()
+            while pending:
+                element = pending.pop()
+                if element.instruction_id != instruction_id:
+                    other_inputs.append(element)
+                elif isinstance(element, beam_fn_api_pb2.Elements.Timers):
+                    if not element.is_last:
+                        yield element
+                elif isinstance(element, beam_fn_api_pb2.Elements.Data) and (element.data or element.is_last):
+                    yield element
+        self._inputs = other_inputs
+
+    data_plane.InMemoryDataChannel.input_elements = input_elements

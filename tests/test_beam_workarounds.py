@@ -153,3 +153,63 @@ def test_canary_every_bundle_starts_and_joins_a_sampling_thread():
     assert all(done.returncode == 0 for done in runs.values()), {m: d.stderr[-2000:] for m, d in runs.items()}
     assert runs["plain"].stdout.split() == ["1", "True", "True", "0"]
     assert runs["patched"].stdout.split() == ["0", "True", "True", "0"]
+
+
+_GROUPING = textwrap.dedent("""
+    import sys
+    from apache_beam import coders
+    from apache_beam.coders.coder_impl import create_InputStream, create_OutputStream
+    from apache_beam.coders.coders import IntervalWindowCoder
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import execution
+    from apache_beam.runners.worker import data_plane
+    from apache_beam.transforms import core, window
+    from apache_beam.utils.windowed_value import WindowedValue
+
+    if sys.argv[1] == "patched":
+        from kappaflow import beam_workarounds
+        beam_workarounds.lean_batch_shuffle()
+
+    # The data channel: what does it still hold once the runner has read the first output?
+    channel = data_plane.InMemoryDataChannel()
+    channel._inputs = [beam_fn_api_pb2.Elements.Data(instruction_id="b", transform_id="t", data=b"x" * 100)
+                       for _ in range(3)]
+    reading = channel.input_elements("b", ["t"])
+    next(reading)
+    held = len(channel._inputs)
+    assert len(list(reading)) == 2 and channel._inputs == []
+
+    # A windowed grouping: its values and windows, and what partition() gives.
+    def windowed(coder):
+        return coders.WindowedValueCoder(coder, IntervalWindowCoder())
+    before = windowed(coders.TupleCoder([coders.StrUtf8Coder(), coders.VarIntCoder()]))
+    after = windowed(coders.TupleCoder([coders.StrUtf8Coder(), coders.IterableCoder(coders.VarIntCoder())]))
+    grouping = execution.GroupingBuffer(before, after, core.Windowing(window.FixedWindows(10)))
+    out = create_OutputStream()
+    for value, (key, t) in enumerate([("a", 1), ("b", 2), ("a", 3), ("a", 12), ("c", 15), ("b", 4)]):
+        before.get_impl().encode_to_stream(
+            WindowedValue((key, value), t, [window.IntervalWindow(t // 10 * 10, t // 10 * 10 + 10)]), out, True)
+    grouping.append(out.get())
+    windows = len({id(wv.windows) for values in grouping._table.values() for wv in values})
+    grouped = []
+    for part in grouping.partition(2):
+        for chunk in part:
+            stream = create_InputStream(chunk)
+            while stream.size() > 0:
+                wv = after.get_impl().decode_from_stream(stream, True)
+                grouped.append((wv.value[0], sorted(wv.value[1]), wv.windows[0].start.micros // 10**6))
+    print(held, windows, sorted(grouped), len(grouping._table))
+""")
+
+
+def test_canary_the_batch_shuffle_holds_what_was_read_and_a_window_per_value():
+    # Fails once Beam's in-memory data channel lets go of what the runner read, or its grouping
+    # shares windows among values: then workaround 5 can go. Patched, the grouping is the same.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runs = {mode: subprocess.run([sys.executable, "-W", "ignore", "-c", _GROUPING, mode], capture_output=True,
+                                 text=True, timeout=120, env={**os.environ, "PYTHONPATH": root})
+            for mode in ("plain", "patched")}
+    assert all(done.returncode == 0 for done in runs.values()), {m: d.stderr[-2000:] for m, d in runs.items()}
+    grouped = "[('a', [0, 2], 0), ('a', [3], 10), ('b', [1, 5], 0), ('c', [4], 10)] 0"
+    assert runs["plain"].stdout.strip() == f"3 6 {grouped}"  # all three held; a windows tuple per value
+    assert runs["patched"].stdout.strip() == f"0 2 {grouped}"
