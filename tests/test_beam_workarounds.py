@@ -86,13 +86,18 @@ _STREAMING_COUNTS = textwrap.dedent("""
 """)
 
 
-def _streaming_count(mode: str) -> int:
-    # A process of its own: the workaround patches Beam process-wide, and the tests here apply it.
+def _printed(script: str, mode: str) -> str:
+    """What `script` prints, run "plain" or "patched" in a process of its own: a workaround patches
+    Beam process-wide, and the tests here apply them."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-W", "ignore", "-c", _STREAMING_COUNTS, mode], capture_output=True,
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", script, mode], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "PYTHONPATH": root})
     assert done.returncode == 0, done.stderr[-2000:]
-    return int(done.stdout.split()[-1])
+    return done.stdout.strip()
+
+
+def _streaming_count(mode: str) -> int:
+    return int(_printed(_STREAMING_COUNTS, mode).split()[-1])
 
 
 def test_canary_the_streaming_direct_runner_reports_only_a_thread_s_first_bundle():
@@ -146,13 +151,8 @@ _SAMPLER_THREADS = textwrap.dedent("""
 def test_canary_every_bundle_starts_and_joins_a_sampling_thread():
     # Fails once Beam samples without a thread per bundle: then workaround 4 can go. Patched, the
     # sampler still tracks the running step, and starts no thread.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    runs = {mode: subprocess.run([sys.executable, "-W", "ignore", "-c", _SAMPLER_THREADS, mode], capture_output=True,
-                                 text=True, timeout=120, env={**os.environ, "PYTHONPATH": root})
-            for mode in ("plain", "patched")}
-    assert all(done.returncode == 0 for done in runs.values()), {m: d.stderr[-2000:] for m, d in runs.items()}
-    assert runs["plain"].stdout.split() == ["1", "True", "True", "0"]
-    assert runs["patched"].stdout.split() == ["0", "True", "True", "0"]
+    assert _printed(_SAMPLER_THREADS, "plain") == "1 True True 0"
+    assert _printed(_SAMPLER_THREADS, "patched") == "0 True True 0"
 
 
 _GROUPING = textwrap.dedent("""
@@ -205,11 +205,6 @@ _GROUPING = textwrap.dedent("""
 def test_canary_the_batch_shuffle_holds_what_was_read_and_a_window_per_value():
     # Fails once Beam's in-memory data channel lets go of what the runner read, or its grouping
     # shares windows among values: then workaround 5 can go. Patched, the grouping is the same.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    runs = {mode: subprocess.run([sys.executable, "-W", "ignore", "-c", _GROUPING, mode], capture_output=True,
-                                 text=True, timeout=120, env={**os.environ, "PYTHONPATH": root})
-            for mode in ("plain", "patched")}
-    assert all(done.returncode == 0 for done in runs.values()), {m: d.stderr[-2000:] for m, d in runs.items()}
     grouped = "[('a', [0, 2], 0), ('a', [3], 10), ('b', [1, 5], 0), ('c', [4], 10)] 0"
-    assert runs["plain"].stdout.strip() == f"3 6 {grouped}"  # all three held; a windows tuple per value
-    assert runs["patched"].stdout.strip() == f"0 2 {grouped}"
+    assert _printed(_GROUPING, "plain") == f"3 6 {grouped}"  # all three held; a windows tuple per value
+    assert _printed(_GROUPING, "patched") == f"0 2 {grouped}"
