@@ -92,12 +92,17 @@ def _metavar(option: Option) -> Optional[str]:
     return option.metavar or "VALUE"
 
 
+def _shown_options(cls: type[KappaflowOptions]) -> tuple[Option, ...]:
+    """A pipeline's options in its --help: its own, and Kafka's (every pipeline reads Kafka; they are
+    kept out of the options class because Dataflow templates cannot run that read)."""
+    return (*declared_options(cls), *declared_options(KafkaOptions))
+
+
 def option_groups() -> dict[str, str]:
     """option dest → its --help group, for every option of every pipeline and the Beam ones shown."""
     from kappaflow.flex_template import options_class, pipeline_names
 
-    ours = {option.name: option.group for name in pipeline_names()
-            for option in (*declared_options(options_class(name)), *declared_options(KafkaOptions))}
+    ours = {option.name: option.group for name in pipeline_names() for option in _shown_options(options_class(name))}
     return {**ours, **{dest: "runner" for dest in (*_BEAM_SHOWN, "debug")}}
 
 
@@ -118,7 +123,7 @@ def pipeline_parser(name: str, cls: Optional[type[KappaflowOptions]] = None) -> 
                             epilog=f"Beam's own options: {PROG} {name} --help-beam. Exit status: 0 done, "
                                    "1 the run failed, 2 the command line is wrong.")
     groups = {title: parser.add_argument_group(f"{title} options") for title in HELP_GROUPS}
-    for option in (*declared_options(cls), *declared_options(KafkaOptions)):  # every pipeline reads Kafka
+    for option in _shown_options(cls):
         groups[option.group].add_argument(option.flag, dest=option.name, help=_help_text(cls, option),
                                           default=default_of(cls, option), type=option.type,
                                           choices=option.choices, metavar=_metavar(option))

@@ -3,10 +3,10 @@
 A reference table of at most `WHOLE_TABLE_ROWS` rows is read whole on the first lookup and again
 when the cache's TTL expires: reference tables are usually small, and a worker then asks the
 database once per TTL instead of once per bundle for the keys it has not seen yet. A larger table
-is looked up per bundle (`WHERE key IN (...)` with bound parameters); either way results are
-cached in the worker with the TTL, and a missing key takes the defaults. When the database is unreachable the lookup is
-retried with exponential backoff; after the last attempt the batch goes to the dead letters, so a
-database outage never becomes a crash loop.
+(or a TTL of 0) is looked up per bundle (`WHERE key IN (...)` with bound parameters). Either way
+results are cached in the worker with the TTL, and a missing key takes the defaults. When the
+database is unreachable the lookup is retried with exponential backoff; after the last attempt the
+batch goes to the dead letters, so a database outage never becomes a crash loop.
 """
 
 from __future__ import annotations
