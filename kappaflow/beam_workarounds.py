@@ -175,8 +175,6 @@ def no_sampling_thread() -> None:
     _SAMPLER_PATCHED = True
 
 
-
-
 _GROUPED_CHUNK_BYTES = 16 << 20
 
 
