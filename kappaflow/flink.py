@@ -21,6 +21,7 @@ from apache_beam.runners.portability import job_server
 from apache_beam.runners.portability.flink_runner import FlinkRunner
 from apache_beam.utils import subprocess_server
 
+from kappaflow.processes import RestartIfGone
 from kappaflow.runner_cache import BEAM_VERSION, cache_dir, require
 
 __all__ = ["FLINK_MINOR", "CheckpointOptions", "ClasspathJobServer", "DrainAtEndOfReplay", "KappaflowFlinkRunner",
@@ -114,7 +115,7 @@ class ClasspathJobServer(job_server.SubprocessJobServer):
 @functools.cache
 def _shared_job_server() -> job_server.JobServer:
     # One JVM per process (a test session reuses it); stopped when the process exits.
-    return job_server.StopOnExitJobServer(ClasspathJobServer())
+    return RestartIfGone("the Flink job server", lambda: job_server.StopOnExitJobServer(ClasspathJobServer()))
 
 
 def _rest(master: str, path: str, body: Optional[dict] = None, timeout: float = 10.0):

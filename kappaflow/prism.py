@@ -7,6 +7,7 @@ always gets the cached one, built from the Go module at the SDK's exact version.
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 from apache_beam.options.pipeline_options import (
     DebugOptions,
@@ -14,8 +15,10 @@ from apache_beam.options.pipeline_options import (
     PortableOptions,
     PrismRunnerOptions,
 )
-from apache_beam.runners.portability.prism_runner import PrismRunner
+from apache_beam.runners.portability import job_server
+from apache_beam.runners.portability.prism_runner import PrismJobServer, PrismRunner
 
+from kappaflow.processes import RestartIfGone
 from kappaflow.runner_cache import BEAM_VERSION, cache_dir, require
 
 __all__ = ["DISABLE_SPLITS", "binary", "resolve"]
@@ -35,6 +38,21 @@ def binary() -> str:
                    f"Prism {BEAM_VERSION}", "setup-prism")
 
 
+_SHARED: Optional[RestartIfGone] = None
+
+
+class KappaflowPrismRunner(PrismRunner):
+    """Beam's PrismRunner, its job server started again should it have died since the last run.
+
+    One Prism per process, like Beam's own singleton: the first run's options start it."""
+
+    def default_job_server(self, options: PipelineOptions) -> job_server.JobServer:
+        global _SHARED
+        if _SHARED is None:
+            _SHARED = RestartIfGone("Prism", lambda: job_server.StopOnExitJobServer(PrismJobServer(options)))
+        return _SHARED
+
+
 def resolve(options: PipelineOptions) -> tuple[PrismRunner, str]:
     prism = options.view_as(PrismRunnerOptions)
     if not prism.prism_location:
@@ -43,4 +61,4 @@ def resolve(options: PipelineOptions) -> tuple[PrismRunner, str]:
     portable = options.view_as(PortableOptions)
     portable.environment_type = portable.environment_type or "LOOPBACK"
     options.view_as(DebugOptions).add_experiment(DISABLE_SPLITS)
-    return PrismRunner(), f"PrismRunner (prism {BEAM_VERSION}, {portable.environment_type})"
+    return KappaflowPrismRunner(), f"PrismRunner (prism {BEAM_VERSION}, {portable.environment_type})"
