@@ -1,7 +1,9 @@
 """The fixes scripts/setup-prism.sh applies to Prism's source before it builds the project's Prism.
-Each fix's Go test runs on that patched source, where it passes, and on the same source with the
-stock file laid over it, where it must fail: a canary that says when a Beam upgrade has fixed the
-defect upstream and the patch can go."""
+Each fix's Go test runs on that patched source, where it passes. A fix of wrong results is also
+tested on the same source with the stock file laid over it, where its test must fail: a canary that
+says when a Beam upgrade has fixed the defect upstream and the patch can go. The fix of a quadratic
+cost has no such canary (its test checks that the patch keeps Prism's order); its figure is
+`make bench` with `--runners prism`."""
 
 from __future__ import annotations
 
@@ -18,19 +20,21 @@ from kappaflow.runner_cache import BEAM_VERSION, cache_dir
 pytestmark = pytest.mark.slow
 
 JOBSERVICES = "go/pkg/beam/runners/prism/internal/jobservices"
+ENGINE = "go/pkg/beam/runners/prism/internal/engine"
 
 
-def _go_test(name: str, tmp_path: Path, stock_files: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def _go_test(name: str, tmp_path: Path, stock_files: tuple[str, ...] = (),
+             package: str = JOBSERVICES) -> subprocess.CompletedProcess:
     source = Path(prism.binary()).parent / "src"  # the patched module, kept by setup-prism.sh
     env = {**os.environ, "GOPATH": os.path.join(cache_dir(), "go"), "GOFLAGS": "-modcacherw",
            "GONOSUMDB": "github.com/apache/beam"}
-    command = ["go", "test", "-count=1", "-run", name, f"./{JOBSERVICES}"]
+    command = ["go", "test", "-count=1", "-run", name, f"./{package}"]
     if stock_files:
         module = json.loads(subprocess.run(["go", "mod", "download", "-json", "github.com/apache/beam/sdks/v2@"
                                             f"v{BEAM_VERSION}"], env=env, capture_output=True, text=True,
                                            check=True).stdout)["Dir"]
         overlay = tmp_path / "overlay.json"
-        overlay.write_text(json.dumps({"Replace": {str(source / JOBSERVICES / f): str(Path(module) / JOBSERVICES / f)
+        overlay.write_text(json.dumps({"Replace": {str(source / package / f): str(Path(module) / package / f)
                                                    for f in stock_files}}))
         command.insert(3, f"-overlay={overlay}")
     return subprocess.run(command, cwd=source, env=env, capture_output=True, text=True, timeout=600)
@@ -45,3 +49,10 @@ def test_prism_keeps_every_bundles_counters_reported_before_their_metadata(tmp_p
     stock = _go_test(name, tmp_path, stock_files=("metrics.go",))
     assert stock.returncode != 0 and "want one counter of 7" in stock.stdout, (
         "stock Prism no longer loses these counter updates: drop the patch\n" + stock.stdout + stock.stderr)
+
+
+def test_prism_adds_pending_elements_without_rebuilding_the_heap_each_time(tmp_path):
+    """0002-engine-push-small-pending-batches.patch: batches smaller than a stage's backlog are
+    pushed onto its heap, larger ones rebuild it; either way elements leave in timestamp order."""
+    result = _go_test("TestAddPendingKeepsEveryElementInTimestampOrder", tmp_path, package=ENGINE)
+    assert result.returncode == 0, result.stdout + result.stderr
