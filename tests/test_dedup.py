@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
+from kappaflow import prism
 from transforms.dedup import DedupConfig, DeduplicateEvents
 
 
@@ -91,3 +94,23 @@ def test_batch_keeps_one_copy_per_key(run_batch, count_of):
 def test_horizon_must_be_positive(horizon):
     with pytest.raises(ValueError):
         DedupConfig(horizon_seconds=horizon)
+
+
+def test_on_prism_batch_the_earliest_copy_wins_whichever_bundle_brings_it(count_of):
+    """Prism runs a bounded pipeline's triggers as values arrive: the copies of a key that reached
+    the dedup in two bundles were two panes, and the first (the later copy here) won for every key.
+    kappaflow's Prism runner gives a bounded run one pane per window (kappaflow/prism.py), as batch
+    runners do."""
+    options = PipelineOptions()  # batch: --streaming would make Prism treat it as a stream
+    runner, _ = prism.resolve(options)
+    p = TestPipeline(runner=runner, options=options)
+    # Stock Prism ran these in the order of their names: the later copies reached the dedup first.
+    later = p | "A" >> beam.Create([copy(f"k{i}", 100 + i, 1) for i in range(200)])
+    earlier = p | "B" >> beam.Create([copy(f"k{i}", 50 + i, 0) for i in range(200)])
+    winners = ((later, earlier) | beam.Flatten()
+               | DeduplicateEvents(lambda e: e["event_id"], DedupConfig(3600))
+               | beam.Map(lambda e: (e["event_id"], e["copy"])))
+    assert_that(winners, equal_to([(f"k{i}", 0) for i in range(200)]))
+    result = p.run()
+    result.wait_until_finish()
+    assert count_of(result, "duplicates") == 200
