@@ -678,18 +678,17 @@ def _lines_of(stream, into: list) -> "threading.Thread":
     return reader
 
 
-def test_live_from_pubsub_same_table(samples, pubsub_emulator, tmp_path):
-    """The ordered clickstream sample, published once to the Pub/Sub emulator as
-    kappaflow.publish_replay sends it (`event_time` attribute, paced at 2x event time: ~50 s) while
-    one live job per runner (Prism, embedded Flink) reads it from its own subscription of the topic
-    with `--timestamp_attribute=event_time`, through Beam's Java PubsubIO: each job's table becomes
-    the batch table. (At 6x, ~17 s, a Flink run once never closed its last windows: a burst that
-    short can leave one of the read's readers without a message, and that reader holds the
-    watermark; docs/sources-and-sinks.md, "Live on Prism and Flink".) Beam's Java read has no
-    record limit, so the jobs are unbounded: once a table is the batch table (its windows closed
-    when the read's watermark moved to the wall clock, a minute after the last message) and stays
-    so, Ctrl-C cancels the job, and the accounting it prints counts every message read exactly once.
-    The jobs share one publish because each run waits out that minute."""
+@pytest.mark.parametrize("runner", PUBSUB_RUNNERS, ids=lambda r: r.id)
+def test_live_from_pubsub_same_table(runner, samples, pubsub_emulator, tmp_path):
+    """The ordered clickstream sample, published to the Pub/Sub emulator as kappaflow.publish_replay
+    sends it (`event_time` attribute, paced at 2x event time: ~50 s) while the live job runs on
+    `--input_subscription` with `--timestamp_attribute=event_time`: read through Beam's Java
+    PubsubIO, the job's table becomes the batch table. (At 6x, ~17 s, a Flink run once never closed
+    its last windows: a burst that short can leave one of the read's readers without a message, and
+    that reader holds the watermark; docs/sources-and-sinks.md, "Live on Prism and Flink".) Beam's Java read has no record limit, so the
+    job is unbounded: once the table is the batch table (its windows closed when the read's
+    watermark moved to the wall clock, a minute after the last message) and stays so, Ctrl-C
+    cancels it, and the accounting it prints counts every message read exactly once."""
     import signal
     import sys
     import time
@@ -703,32 +702,28 @@ def test_live_from_pubsub_same_table(samples, pubsub_emulator, tmp_path):
     case = PIPELINES[0]
     sample = samples(case, too_late=False)
     topic = pubsub_emulator.topic()
-    subscriber = pubsub_v1.SubscriberClient()
+    output = f"sqlite:///{tmp_path}/out.db"
+    command = [sys.executable, "-m", "pipelines.clickstream", *runner.args,
+               f"--input_subscription={pubsub_emulator.subscription_of(topic)}",
+               f"--timestamp_attribute={EVENT_TIME_ATTRIBUTE}", f"--output={output}", *sample.args,
+               "--progress=off", "--report_every_seconds=5"]
     env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    jobs = {}  # runner → (process, its stdout lines, reader thread, stderr file, output)
+    errors = tmp_path / "stderr.txt"  # a file: a full stderr pipe would block the job
+    # Its own process group: a job killed after a failure takes its Flink job server and Java
+    # services with it (a killed launcher alone left them running, orphaned).
+    job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors.open("w"), text=True,
+                           start_new_session=True)
+    out: list[str] = []
+    reader = _lines_of(job.stdout, out)
+    table_done = _table_is(sample, case, output)
     try:
-        for runner in PUBSUB_RUNNERS:
-            subscription = f"{pubsub_emulator.subscription_of(topic)}-{runner.id}"
-            subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
-            output = f"sqlite:///{tmp_path}/{runner.id}.db"
-            command = [sys.executable, "-m", "pipelines.clickstream", *runner.args,
-                       f"--input_subscription={subscription}", f"--timestamp_attribute={EVENT_TIME_ATTRIBUTE}",
-                       f"--output={output}", *sample.args, "--progress=off", "--report_every_seconds=5"]
-            errors = tmp_path / f"{runner.id}-stderr.txt"  # a file: a full stderr pipe would block the job
-            # Its own process group: a job killed after a failure takes its Flink job server and
-            # Java services with it (a killed launcher alone left them running, orphaned).
-            job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors.open("w"),
-                                   text=True, start_new_session=True)
-            out: list[str] = []
-            jobs[runner] = (job, out, _lines_of(job.stdout, out), errors, output)
-        # Publish once the jobs run: a paced stream reaches every one of the reads' split readers
+        # Publish once the job runs: a paced stream reaches every one of the read's split readers
         # (a reader that never receives a message holds the watermark back; see docs/runners.md).
         deadline = time.monotonic() + 240
-        for job, out, _, errors, _ in jobs.values():
-            while not any(", running: " in line for line in out):
-                assert job.poll() is None and time.monotonic() < deadline, errors.read_text()[-3000:]
-                time.sleep(0.5)
+        while not any(", running: " in line for line in out):
+            assert job.poll() is None and time.monotonic() < deadline, errors.read_text()[-3000:]
+            time.sleep(0.5)
         publisher = pubsub_v1.PublisherClient()
         try:
             published = publish_replay(
@@ -738,37 +733,25 @@ def test_live_from_pubsub_same_table(samples, pubsub_emulator, tmp_path):
             publisher.stop()
         assert published == sample.batch.read
         deadline = time.monotonic() + 300
-        waiting = dict(jobs)
-        while waiting:
-            for runner, (job, _, _, errors, output) in list(waiting.items()):
-                assert job.poll() is None, f"{runner.id} ended by itself: {errors.read_text()[-3000:]}"
-                if _table_is(sample, case, output)():
-                    del waiting[runner]
-                else:
-                    assert time.monotonic() < deadline, (
-                        runner.id, diff_tables(sample.batch_rows, case.read_output(output)).summary())
+        while not table_done():
+            assert job.poll() is None, f"the job ended by itself: {errors.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, diff_tables(sample.batch_rows, case.read_output(output)).summary()
             time.sleep(2)
-        time.sleep(10)  # later panes must not change them (re-deliveries, a second count)
-        for runner, (job, _, _, _, output) in jobs.items():
-            assert _table_is(sample, case, output)(), (
-                runner.id, diff_tables(sample.batch_rows, case.read_output(output)).summary())
-            job.send_signal(signal.SIGINT)
-        for job, _, reader, _, _ in jobs.values():
-            job.wait(timeout=120)
-            reader.join(timeout=10)
+        time.sleep(10)  # later panes must not change it (re-deliveries, a second count)
+        assert table_done(), diff_tables(sample.batch_rows, case.read_output(output)).summary()
+        job.send_signal(signal.SIGINT)
+        job.wait(timeout=120)
+        reader.join(timeout=10)
     finally:
-        subscriber.close()
-        for job, *_ in jobs.values():
-            if job.poll() is None:
-                os.killpg(job.pid, signal.SIGKILL)
-    for runner, (job, out, _, errors, _) in jobs.items():
-        err = errors.read_text()
-        assert job.returncode == 130 and "interrupted" in err, (runner.id, job.returncode, err[-2000:])
-        cancelled = [line for line in out if ", cancelled: read " in line]
-        assert len(cancelled) == 1 and runner.label in cancelled[0], (runner.id, out[-3:])
-        if runner.id.startswith("prism"):
-            # Embedded Flink's job server reports no counters for a running or cancelled job (0s).
-            acc = sample.batch
-            assert (f"read {acc.read:,} | invalid {acc.invalid:,} | duplicates {acc.duplicates:,} | too late 0 "
-                    in cancelled[0]) and cancelled[0].rstrip().endswith("| in flight 0"), cancelled[0]
-        print(cancelled[0])
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    err = errors.read_text()
+    assert job.returncode == 130 and "interrupted" in err, (job.returncode, err[-2000:])
+    cancelled = [line for line in out if ", cancelled: read " in line]
+    assert len(cancelled) == 1 and runner.label in cancelled[0], out[-3:]
+    if runner.id.startswith("prism"):
+        # Embedded Flink's job server reports no counters for a running or cancelled job (0s).
+        acc = sample.batch
+        assert (f"read {acc.read:,} | invalid {acc.invalid:,} | duplicates {acc.duplicates:,} | too late 0 "
+                in cancelled[0]) and cancelled[0].rstrip().endswith("| in flight 0"), cancelled[0]
+    print(cancelled[0])
