@@ -1,9 +1,10 @@
 """The fixes scripts/setup-prism.sh applies to Prism's source before it builds the project's Prism.
 Each fix's Go test runs on that patched source, where it passes. A fix of wrong results is also
 tested on the same source with the stock file laid over it, where its test must fail: a canary that
-says when a Beam upgrade has fixed the defect upstream and the patch can go. The fix of a quadratic
-cost has no such canary (its test checks that the patch keeps Prism's order); its figure is
-`make bench` with `--runners prism`."""
+says when a Beam upgrade has fixed the defect upstream and the patch can go; so is 0004 (a scheduler
+that spun). 0002 and 0003 remove costs without a behaviour to tell stock Prism by: 0002's test checks
+that the patch keeps Prism's order, 0003 (a progress loop that spun) has no Go test; their figures
+are `make bench` with `--runners prism` and docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -56,3 +57,15 @@ def test_prism_adds_pending_elements_without_rebuilding_the_heap_each_time(tmp_p
     pushed onto its heap, larger ones rebuild it; either way elements leave in timestamp order."""
     result = _go_test("TestAddPendingKeepsEveryElementInTimestampOrder", tmp_path, package=ENGINE)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prism_does_not_reschedule_a_stateful_stage_whose_keys_are_all_busy(tmp_path):
+    """0004-engine-no-reschedule-while-every-key-is-busy.patch: with every pending key in a running
+    bundle, building a bundle asks for no reschedule (stock Prism asked, and its scheduler spun)."""
+    name = "TestStatefulStageWithEveryKeyInProgressAsksNoReschedule"
+    patched = _go_test(name, tmp_path, package=ENGINE)
+    assert patched.returncode == 0, patched.stdout + patched.stderr
+    stock = _go_test(name, tmp_path, stock_files=("elementmanager.go",), package=ENGINE)
+    assert stock.returncode != 0 and "asked for a reschedule" in stock.stdout, (
+        "stock Prism no longer reschedules a stage whose keys are all busy: drop the patch\n"
+        + stock.stdout + stock.stderr)
