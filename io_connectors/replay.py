@@ -38,8 +38,9 @@ from apache_beam.io import fileio
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue, create
 
 from io_connectors.files import expand_pattern, file_format, open_positioned, position_kind
 from kappaflow.core import metrics
@@ -52,6 +53,7 @@ EventTimeFn = Callable[[RawRecord], Optional[float]]
 # Restriction end of files whose record count is not known up front (Avro, .gz): the read claims
 # the end once the file is exhausted.
 _UNKNOWN_END = 2**62
+_GLOBAL_WINDOW = GlobalWindow()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,17 +155,18 @@ class ReplayFileFn(beam.DoFn):
         path: str,
         tracker=beam.DoFn.RestrictionParam(_FilePositions()),
         watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
-    ) -> Iterator[TimestampedValue]:
+    ) -> Iterator[WindowedValue]:
         # The body's early returns would trip Beam's yield-and-return warning if they were here.
         yield from self._replay(path, tracker, watermark)
 
-    def _replay(self, path: str, tracker, watermark) -> Iterator[TimestampedValue]:
+    def _replay(self, path: str, tracker, watermark) -> Iterator[WindowedValue]:
         bound = self._config.max_out_of_orderness_seconds
         step = max(bound, 0.001)
         current = watermark.current_watermark()
         # The watermark is max_seen - bound: recover max_seen after a checkpoint from it.
         max_seen = None if current is None or current <= MIN_TIMESTAMP else current.micros / 1e6 + bound
         chunk_start: Optional[float] = None
+        published = None if max_seen is None else current.micros  # the estimator's watermark, in micros
         emitted = 0
         records = self._records_from(path, tracker.current_restriction().start)
         for position, record in records:
@@ -181,13 +184,16 @@ class ReplayFileFn(beam.DoFn):
             wait = self._pacer.wait_for(ts)
             if wait > 0:
                 time.sleep(min(wait, 1.0))
-            yield TimestampedValue(record, ts)
+            # In the global window, as ReplayFiles' input is: no per-record window assignment.
+            yield create(record, int(ts * 1000000), [_GLOBAL_WINDOW])  # micros as Timestamp.of has them
             emitted += 1
             chunk_start = ts if chunk_start is None else chunk_start
+            # Kept exact per record: a split or checkpoint the runner asks for takes it as it is.
             if max_seen is not None:
-                proposed = Timestamp.of(max_seen - bound)
-                if watermark.current_watermark() is None or proposed > watermark.current_watermark():
-                    watermark.set_watermark(proposed)
+                proposed = int((max_seen - bound) * 1000000)  # micros as Timestamp.of has them
+                if published is None or proposed > published:
+                    published = proposed
+                    watermark.set_watermark(Timestamp(micros=proposed))
             if emitted >= self._config.chunk_size or (max_seen is not None and max_seen - chunk_start >= step):
                 # Hand the runner a checkpoint: it publishes the watermark, triggers fire.
                 self._open[path] = (position + 1, records)  # where the deferred remainder starts

@@ -242,3 +242,45 @@ def test_pii_hash_is_hmac_sha256_of_the_salt_cut_to_128_bits(salt):
                                          for _ in range(20))]:
         expected = hmac.digest(salt.encode("utf-8"), value.encode("utf-8"), "sha256").hex()[:32]
         assert hasher(value) == expected == hasher(value)
+
+
+def _parse_all(fn: ParseEventFn, records: list) -> tuple[list, list]:
+    """(events, rejections) of `fn` run directly on `records`."""
+    fn.setup()
+    outputs = [out for record in records for out in fn.process(record)]
+    letters = [out.value for out in outputs if isinstance(out, beam.pvalue.TaggedOutput)]
+    return [out for out in outputs if not isinstance(out, beam.pvalue.TaggedOutput)], letters
+
+
+def test_a_payload_decoded_for_its_event_time_is_not_decoded_again_by_the_parser(monkeypatch):
+    """The replay source reads each record's time (EventTimeOf) just before the parser, fused
+    behind it, sees the same bytes: the parser takes that decode instead of repeating it, and
+    still applies its own size limit and validation."""
+    from transforms import parse
+    from transforms.event_time import EventTimeOf
+
+    decodes = []
+    real = parse._decode_json
+    monkeypatch.setattr(parse, "_decode_json", lambda raw: decodes.append(raw) or real(raw))
+    payload = json.dumps(click()).encode()
+    record = RawRecord(payload, "replay.jsonl:1")
+
+    assert EventTimeOf("timestamp")(record) is not None
+    events, letters = _parse_all(ParseEventFn(CLICKSTREAM_EVENT, "salt"), [record])
+    assert len(events) == 1 and not letters and len(decodes) == 1
+
+    # Taken once: the same bytes parsed again are decoded again.
+    events, _ = _parse_all(ParseEventFn(CLICKSTREAM_EVENT, "salt"), [record])
+    assert len(events) == 1 and len(decodes) == 2
+
+    # A parser with a smaller --max_record_bytes still refuses what the time reader decoded.
+    EventTimeOf("timestamp")(record)
+    _, letters = _parse_all(ParseEventFn(CLICKSTREAM_EVENT, "salt", max_record_bytes=10), [record])
+    assert len(letters) == 1 and "over the limit of 10" in letters[0].reason
+
+    # Still handed over (the refusal did not take it): reading the time again decodes nothing.
+    EventTimeOf("timestamp")(record)
+    assert len(decodes) == 3
+    # Equal bytes in another object are not the handed-over payload.
+    _parse_all(ParseEventFn(CLICKSTREAM_EVENT, "salt"), [RawRecord(bytes(bytearray(payload)), "other:1")])
+    assert len(decodes) == 4

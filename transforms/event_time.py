@@ -139,7 +139,7 @@ class EventTimeOf:
         from kappaflow.core.schema import parse_timestamp
 
         try:
-            payload = decode_record(record.payload)
+            payload = decode_record(record.payload, hand_over=True)  # the parser takes it next
             for path in self._paths:
                 value = _lookup(payload, path)
                 if value is not None:
