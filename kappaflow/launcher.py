@@ -121,6 +121,7 @@ def resolve_runner(options: PipelineOptions) -> tuple[object, str]:
         beam_workarounds.disable_embedded_state_cache()
         beam_workarounds.one_pane_per_window_in_batch()
         beam_workarounds.lean_batch_shuffle()
+        beam_workarounds.flattens_inside_stages()
         return fn_runner.FnApiRunner(), "DirectRunner (FnApiRunner, batch)"
     if name in ("PrismRunner", "prism"):
         from kappaflow import prism

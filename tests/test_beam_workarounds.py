@@ -208,3 +208,48 @@ def test_canary_the_batch_shuffle_holds_what_was_read_and_a_window_per_value():
     grouped = "[('a', [0, 2], 0), ('a', [3], 10), ('b', [1, 5], 0), ('c', [4], 10)] 0"
     assert _printed(_GROUPING, "plain") == f"3 6 {grouped}"  # all three held; a windows tuple per value
     assert _printed(_GROUPING, "patched") == f"0 2 {grouped}"
+
+
+_FLATTENS = textwrap.dedent("""
+    import sys
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    if sys.argv[1] == "patched":
+        from kappaflow import beam_workarounds
+        beam_workarounds.flattens_inside_stages()
+
+    def build(p):
+        numbers = p | beam.Create(range(10))
+        split = numbers | "Split" >> beam.Map(lambda n: beam.pvalue.TaggedOutput("odd", n) if n % 2 else n).with_outputs(
+            "odd", main="even")
+        # both inputs from one stage: the flatten can run in it
+        same_stage = (split.even, split.odd | "Negate" >> beam.Map(lambda n: -n)) | "SameStage" >> beam.Flatten()
+        assert_that(same_stage | "Double" >> beam.Map(lambda n: 2 * n),
+                    equal_to([0, -2, 4, -6, 8, -10, 12, -14, 16, -18]), label="CheckSameStage")
+        # one input behind a GroupByKey: a stage of its own, the flatten stays in the runner
+        grouped = (split.even | "Key" >> beam.Map(lambda n: (n % 3, n)) | beam.GroupByKey()
+                   | "Sum" >> beam.Map(lambda kv: sum(kv[1])))
+        across = (grouped, split.odd) | "AcrossStages" >> beam.Flatten()
+        assert_that(across, equal_to([6, 10, 4, 1, 3, 5, 7, 9]), label="CheckAcrossStages")
+
+    runner = fn_runner.FnApiRunner()
+    with beam.Pipeline(runner=runner) as p:
+        build(p)
+    p = beam.Pipeline()
+    build(p)
+    _, stages = runner.create_stages(p.to_runner_api())
+    names = [t.unique_name for s in stages for t in s.transforms if t.unique_name.startswith(("Same", "Across"))]
+    in_runner = sorted(name for name in names if name.endswith("/Read"))
+    in_sdk = sorted(name for name in names if name in ("SameStage", "AcrossStages"))
+    print(in_runner, in_sdk)
+""")
+
+
+def test_canary_the_batch_runner_runs_every_flatten_in_the_runner():
+    # Fails once the FnApiRunner runs a flatten in the stage that produces its inputs: then
+    # workaround 6 can go. Patched, only the flatten fed by two stages stays in the runner; both
+    # pipelines' assertions pass either way.
+    assert _printed(_FLATTENS, "plain") == "['AcrossStages/Read', 'SameStage/Read'] []"
+    assert _printed(_FLATTENS, "patched") == "['AcrossStages/Read'] ['SameStage']"
