@@ -211,7 +211,8 @@ class KappaflowOptions(PipelineOptions):
                help="Streaming replay: the watermark trails the largest event time by this much."),
         Option("replay_chunk_size", int, 2000, WHOLE_POSITIVE.saying("must be >= 1 record"),
                group="replay", unit="records",
-               help="Streaming replay: records between watermark advances (checkpoints)."),
+               help="Streaming replay: records between watermark advances (checkpoints); a paced replay also "
+                    "advances every --max_out_of_orderness_seconds of event time."),
         Option("replay_speed", float, None, POSITIVE.saying("must be > 0 (times real time)"), group="replay",
                help="Streaming replay: replay event time at N x real time (a paced load test); default: as fast as "
                     "possible."),

@@ -100,3 +100,33 @@ def test_each_record_carries_its_files_watermark_from_before_it(tmp_path, run_pr
         ]))
 
     run_prism(build)
+
+
+@pytest.mark.parametrize("speed, chunks", [(None, [50, 50, 0]), (1000.0, "one per 5 s of event time")])
+def test_an_unpaced_replay_checkpoints_every_chunk_a_paced_one_also_every_bound_of_event_time(
+        tmp_path, run_prism, monkeypatch, speed, chunks):
+    # As fast as possible, the watermark advances every chunk_size records (the stamped watermark,
+    # not the checkpoint, decides lateness); paced, also every max_out_of_orderness of event time.
+    write_jsonl(tmp_path / "a.jsonl", range(1000, 1100))  # a record per second
+    from io_connectors.replay import ReplayFileFn
+
+    sizes = []
+    real = ReplayFileFn._replay
+
+    def counting(self, path, tracker, watermark):
+        sizes.append(0)
+        for record in real(self, path, tracker, watermark):
+            sizes[-1] += 1
+            yield record
+
+    monkeypatch.setattr(ReplayFileFn, "_replay", counting)
+
+    def build(p):
+        records = p | ReplayFiles(str(tmp_path / "a.jsonl"), EventTimeOf("timestamp"), ReplayConfig(5, 50, speed))
+        assert_that(records | beam.Map(lambda r: 1), equal_to([1] * 100))
+
+    run_prism(build)
+    if speed is None:
+        assert sizes == chunks
+    else:
+        assert sum(sizes) == 100 and max(sizes) <= 7 and len(sizes) >= 15, sizes

@@ -15,7 +15,8 @@ from apache_beam.utils.windowed_value import create
 
 from kappaflow.core import metrics
 from kappaflow.core.records import DEAD_LETTER_TAG, Rejection
-from kappaflow.core.schema import MIN_EPOCH_SECONDS, format_timestamp
+from kappaflow.core.schema import MIN_EPOCH_SECONDS, format_timestamp, parse_timestamp
+from transforms.parse import decode_record
 from transforms.windowing import ParDoInWindows
 
 __all__ = ["EventTimeBounds", "WithEventTime", "StampEventTimeFn", "EventTimeOf", "DEFAULT_MAX_FUTURE_SECONDS"]
@@ -135,10 +136,7 @@ class EventTimeOf:
         self._paths = tuple(tuple(path.split(".")) for path in paths)
 
     def __call__(self, record: Any) -> Optional[float]:
-        from transforms.parse import decode_record  # what the parser cannot decode has no time
-        from kappaflow.core.schema import parse_timestamp
-
-        try:
+        try:  # what the parser cannot decode has no time
             payload = decode_record(record.payload, hand_over=True)  # the parser takes it next
             for path in self._paths:
                 value = _lookup(payload, path)
