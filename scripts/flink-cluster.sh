@@ -3,11 +3,15 @@
 # 127.0.0.1, from the distribution scripts/setup-flink.sh unpacked.
 #   scripts/flink-cluster.sh start|stop|status|kill-taskmanager|start-taskmanager
 # Ports: FLINK_REST_PORT (8081), FLINK_RPC_PORT (6123); run state in $KAPPAFLOW_CACHE/flink/cluster-<rest port>.
+# FLINK_TM_MEMORY (4096m): the TaskManager's process memory. A replay keeps its dedup and window state
+# on the TaskManager's heap: with 1728m (512 MiB of heap) a replay of the 1M-event benchmark sample
+# died of OutOfMemoryError halfway; with 4096m it finished (docs/benchmarks.md).
 # Pipelines: --runner=FlinkRunner --flink_master=127.0.0.1:$FLINK_REST_PORT
 source "$(dirname "$0")/common.sh"
 REST_PORT="${FLINK_REST_PORT:-8081}"
 RPC_PORT="${FLINK_RPC_PORT:-6123}"
 SLOTS="${FLINK_TASK_SLOTS:-2}"
+TM_MEMORY="${FLINK_TM_MEMORY:-4096m}"
 export FLINK_HOME="$KAPPAFLOW_CACHE/flink/dist-$FLINK_VERSION"
 RUN="$KAPPAFLOW_CACHE/flink/cluster-$REST_PORT"
 export FLINK_CONF_DIR="$RUN/conf" FLINK_LOG_DIR="$RUN/log" FLINK_PID_DIR="$RUN"
@@ -21,7 +25,7 @@ configure() {
   # does not opens java.util").
   local java_opts
   java_opts="$(sed -n 's/^ *all: *//p' "$FLINK_HOME/conf/config.yaml" | head -1)"
-  # Flat keys are valid YAML for Flink 1.19's config.yaml. Loopback only; small memory for a laptop.
+  # Flat keys are valid YAML for Flink 1.19's config.yaml. Loopback only.
   cat > "$FLINK_CONF_DIR/config.yaml" <<YAML
 jobmanager.rpc.address: 127.0.0.1
 jobmanager.rpc.port: $RPC_PORT
@@ -30,7 +34,7 @@ jobmanager.memory.process.size: 1024m
 taskmanager.host: 127.0.0.1
 taskmanager.bind-host: 127.0.0.1
 taskmanager.numberOfTaskSlots: $SLOTS
-taskmanager.memory.process.size: 1728m
+taskmanager.memory.process.size: $TM_MEMORY
 parallelism.default: 1
 rest.address: 127.0.0.1
 rest.bind-address: 127.0.0.1
