@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import os
+import atexit
 import shutil
+import tempfile
 import uuid
 from typing import Optional
 
@@ -82,6 +84,13 @@ class CheckpointOptions(PipelineOptions):
                                  "cluster keeps Beam's default (never, with checkpoints) and is drained once "
                                  "every file is read; other streaming runs default to "
                                  f"{DEFAULT_IDLE_SHUTDOWN_MS}. A Kafka read without a bound keeps Beam's default.")
+        parser.add_argument("--state_backend", default=None, choices=("filesystem", "rocksdb"),
+                            help="Flink: where checkpoints keep state; streaming runs on embedded Flink default "
+                                 "to filesystem (Flink's default keeps them in the JobManager's memory, at most "
+                                 "5 MiB per task, which a replay of 1M events outgrew).")
+        parser.add_argument("--state_backend_storage_path", default=None,
+                            help="Flink: the checkpoints' directory (a file:// URL) for --state_backend; on "
+                                 "embedded Flink a temporary directory by default.")
         parser.add_argument("--savepoint_path", default=None,
                             help="Flink: start the job from this savepoint (its state and Kafka offsets), e.g. "
                                  "one `flink stop --savepointPath` wrote.")
@@ -326,6 +335,15 @@ def resolve(options: PipelineOptions) -> tuple[KappaflowFlinkRunner, str]:
         end_of_replay = DrainAtEndOfReplay(flink.flink_master, cloud.job_name, files)
     elif streaming and checkpoints.shutdown_sources_after_idle_ms is None and not _reads_forever(options):
         checkpoints.shutdown_sources_after_idle_ms = DEFAULT_IDLE_SHUTDOWN_MS
+    if streaming and flink.flink_master == "[local]" and checkpoints.state_backend is None:
+        # Embedded Flink keeps checkpoints in the JobManager's memory, at most 5 MiB per task: a 1M-event
+        # replay's state outgrew that, every checkpoint failed and the job restarted for good. On files,
+        # as the local cluster does (scripts/flink-cluster.sh).
+        checkpoints.state_backend = "filesystem"
+        if checkpoints.state_backend_storage_path is None:
+            directory = tempfile.mkdtemp(prefix="kappaflow-flink-checkpoints-")
+            atexit.register(shutil.rmtree, directory, ignore_errors=True)
+            checkpoints.state_backend_storage_path = "file://" + directory
     where = ("embedded Flink" if flink.flink_master == "[local]"
              else f"Flink cluster {flink.flink_master}")
     label = (f"FlinkRunner (Beam {BEAM_VERSION} Flink {FLINK_MINOR} job server, {where}, "

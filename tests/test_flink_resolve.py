@@ -3,6 +3,8 @@ runs end by the end-of-replay drain and which by the idle source, as docs/runner
 
 from __future__ import annotations
 
+import os
+
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from kappaflow import flink
@@ -52,3 +54,22 @@ def test_batch_has_no_drain(tmp_path):
     (tmp_path / "a.jsonl").write_text("{}\n")
     runner, _, _ = _resolve("--flink_master=127.0.0.1:8081", f"--input={tmp_path}/a.jsonl")
     assert runner.end_of_replay is None
+
+
+def test_embedded_flink_streaming_checkpoints_to_files_not_the_jobmanager_s_memory(tmp_path):
+    # Flink's default checkpoint storage holds at most 5 MiB per task: a 1M-event replay's state
+    # outgrew it, every checkpoint failed and the job restarted for good.
+    _, _, options = _resolve(f"--input={tmp_path}/a.jsonl", "--streaming")
+    checkpoints = options.view_as(flink.CheckpointOptions)
+    assert checkpoints.state_backend == "filesystem"
+    assert checkpoints.state_backend_storage_path.startswith("file:///")
+    assert os.path.isdir(checkpoints.state_backend_storage_path.removeprefix("file://"))
+    # what the user chose is kept; a cluster keeps its own configuration; batch takes no checkpoints
+    _, _, chosen = _resolve(f"--input={tmp_path}/a.jsonl", "--streaming", "--state_backend=rocksdb",
+                            "--state_backend_storage_path=file:///data/checkpoints")
+    assert chosen.view_as(flink.CheckpointOptions).state_backend == "rocksdb"
+    assert chosen.view_as(flink.CheckpointOptions).state_backend_storage_path == "file:///data/checkpoints"
+    _, _, cluster = _resolve(f"--input={tmp_path}/a.jsonl", "--streaming", "--flink_master=127.0.0.1:8081")
+    assert cluster.view_as(flink.CheckpointOptions).state_backend is None
+    _, _, batch = _resolve(f"--input={tmp_path}/a.jsonl")
+    assert batch.view_as(flink.CheckpointOptions).state_backend is None
