@@ -9,13 +9,13 @@ pipeline option, so one job server serves embedded Flink (`[local]`, the default
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
-import atexit
 import shutil
 import tempfile
 import uuid
-from typing import Optional
+from typing import Iterator, Optional
 
 from apache_beam.options.pipeline_options import (
     FlinkRunnerOptions, GoogleCloudOptions, PipelineOptions, PortableOptions, StandardOptions)
@@ -127,6 +127,25 @@ def _shared_job_server() -> job_server.JobServer:
     return RestartIfGone("the Flink job server", lambda: job_server.StopOnExitJobServer(ClasspathJobServer()))
 
 
+# Flink's REST server answers 404 to a request line over 4 KiB (Netty's limit): the gauges of a
+# replay of 33 files (~130 characters each, quoted) in one query stalled the end-of-replay watch.
+MAX_GAUGE_QUERY_CHARS = 2000
+
+
+def gauge_queries(quoted_names: list[str], limit: int = MAX_GAUGE_QUERY_CHARS) -> Iterator[str]:
+    """URL-quoted metric names → `get=` values of at most `limit` characters (a longer name alone)."""
+    batch: list[str] = []
+    length = 0
+    for name in quoted_names:
+        if batch and length + 1 + len(name) > limit:
+            yield ",".join(batch)
+            batch, length = [], 0
+        length += len(name) + (1 if batch else 0)
+        batch.append(name)
+    if batch:
+        yield ",".join(batch)
+
+
 def _rest(master: str, path: str, body: Optional[dict] = None, timeout: float = 10.0):
     """Flink's REST API on `master` (host:port): GET, or POST `body` as JSON."""
     import json
@@ -221,13 +240,11 @@ class DrainAtEndOfReplay:
         marker = "kappaflow_" + metrics.SOURCE_WATERMARK_PREFIX.replace(":", "_")
         for vertex in _rest(self.master, f"/jobs/{self.job}")["vertices"]:
             base = f"/jobs/{self.job}/vertices/{vertex['id']}/metrics"
-            names = [m["id"] for m in _rest(self.master, base) if marker in m["id"]]
-            if not names:
-                continue
-            query = ",".join(urllib.parse.quote(n, safe="") for n in names)
-            for gauge in _rest(self.master, f"{base}?get={query}"):
-                if gauge.get("value") == str(metrics.FILE_DONE):
-                    self.done.add(gauge["id"].split(".", 1)[1])  # without the subtask index
+            names = [urllib.parse.quote(m["id"], safe="") for m in _rest(self.master, base) if marker in m["id"]]
+            for query in gauge_queries(names):
+                for gauge in _rest(self.master, f"{base}?get={query}"):
+                    if gauge.get("value") == str(metrics.FILE_DONE):
+                        self.done.add(gauge["id"].split(".", 1)[1])  # without the subtask index
         return len(self.done) >= self.files
 
     def _stop_with_drain(self) -> str:

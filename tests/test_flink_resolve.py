@@ -4,6 +4,7 @@ runs end by the end-of-replay drain and which by the idle source, as docs/runner
 from __future__ import annotations
 
 import os
+import urllib.parse
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
@@ -73,3 +74,14 @@ def test_embedded_flink_streaming_checkpoints_to_files_not_the_jobmanager_s_memo
     assert cluster.view_as(flink.CheckpointOptions).state_backend is None
     _, _, batch = _resolve(f"--input={tmp_path}/a.jsonl")
     assert batch.view_as(flink.CheckpointOptions).state_backend is None
+
+
+def test_the_end_of_replay_watch_asks_for_the_files_gauges_a_few_at_a_time():
+    # Flink's REST server answers 404 to a request line over 4 KiB; a replay's gauges are one per file.
+    names = [urllib.parse.quote(f"0.[16]{{ReadInput__ParseEvents}}.kappaflow_replay_watermark_/data/day/part-{i:03d}"
+                                "_jsonl", safe="") for i in range(300)]
+    queries = list(flink.gauge_queries(names))
+    assert len(queries) > 1 and all(len(query) <= flink.MAX_GAUGE_QUERY_CHARS for query in queries)
+    assert ",".join(queries).split(",") == names  # each name once, in order
+    assert list(flink.gauge_queries(["y" * 3000, "z"])) == ["y" * 3000, "z"]  # one too long alone
+    assert list(flink.gauge_queries([])) == []

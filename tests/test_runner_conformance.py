@@ -576,6 +576,28 @@ def _resume_then_cancel(master: str, broker: KafkaBroker, group: str, total: int
             time.sleep(1)
 
 
+def test_flink_cluster_replay_of_many_files_ends_with_the_batch_table(samples, tmp_path, flink_cluster):
+    """A replay on a cluster is drained once every file shows it is done (kappaflow/flink.py,
+    DrainAtEndOfReplay, which asks Flink's REST API for each file's gauge). With 40 files under a
+    long directory the gauges' names are far more than Flink's REST server takes in one request
+    (4 KiB: it answers 404), which had left a 33-file replay running for good."""
+    case, master = PIPELINES[0], flink_cluster["master"]
+    sample = samples(case, too_late=False)
+    directory = tmp_path / ("replayed-" + "x" * 60) / "hourly"
+    directory.mkdir(parents=True)
+    lines = open(sample.input, encoding="utf-8").readlines()
+    files = 40
+    for index in range(files):  # consecutive lines, as hourly files hold them
+        part = lines[index * len(lines) // files:(index + 1) * len(lines) // files]
+        (directory / f"events-{index:03d}.jsonl").write_text("".join(part), encoding="utf-8")
+    output = f"sqlite:///{tmp_path}/out.db"
+    acc = _run(case, f"{directory}/*.jsonl", sample.args, output, "--runner=FlinkRunner", *STREAM,
+               f"--flink_master={master}")
+    assert "drained when every file is read" in acc.runner, acc.runner
+    _assert_batch_table_and_accounting(case, RunnerCase("flink-cluster", STREAM, "Flink cluster"), sample, acc,
+                                       output)
+
+
 def test_flink_cluster_kafka_job_resumes_from_a_savepoint(samples, tmp_path, flink_cluster, kafka_broker,
                                                            shared_java_services):
     """A live Kafka job is stopped with a savepoint once its consumer polled the first half of the
