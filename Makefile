@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EVENTS ?= 100000
 
-.PHONY: venv servers browser runners setup-prism setup-flink setup-expansion-service flink-cluster-start flink-cluster-stop demo test bench bench-iot bench-cdc bench-runners clean
+.PHONY: venv servers browser runners setup-prism setup-flink setup-expansion-service flink-cluster-start flink-cluster-stop demo test bench bench-iot bench-cdc bench-runners bench-flink-cluster clean
 
 $(VENV)/.installed: setup.py requirements.txt requirements-test.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ bench-cdc: venv
 
 bench-runners: venv runners
 	$(PY) benchmarks/runners_bench.py
+
+# The replay on a fresh local Flink cluster at parallelism 1 and 2 (1M events in 32 files).
+bench-flink-cluster: venv setup-flink
+	$(PY) benchmarks/flink_cluster_bench.py
 
 clean:
 	rm -rf demo-out .pytest_cache build *.egg-info
